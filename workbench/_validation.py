@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-__all__ = ["as_2d_float", "check_finite", "check_same_length", "check_choice", "check_labels",
+__all__ = ["as_2d_float", "as_2d_tensor", "check_finite", "check_same_length", "check_choice", "check_labels",
            "check_fraction", "check_positive_int"]
 
 
@@ -54,6 +54,30 @@ def as_2d_float(x: Any, name: str, *, dtype=np.float64, min_rows: int = 1) -> np
     arr = arr.astype(dtype, copy=False)
     check_finite(arr, name)
     return arr
+
+
+def as_2d_tensor(x: Any, name: str, *, dtype: torch.dtype = torch.float64, min_rows: int = 1) -> torch.Tensor:
+    """Validate a [N, D] feature matrix and return it as a float torch tensor on the input's device.
+
+    Like :func:`as_2d_float`, but a torch tensor stays where it is (CPU or CUDA) so the measure that
+    called this runs on the same device; numpy/list input becomes a CPU tensor. Integer and bool input
+    are converted; 1-D input is an error.
+    """
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be 2-D [n_samples, n_features], got shape {tuple(t.shape)}; "
+                             "reshape (e.g. x.reshape(len(x), -1)) or pool the activations first")
+        if t.is_complex():
+            raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+        if t.shape[0] < min_rows:
+            raise ValueError(f"{name} needs at least {min_rows} samples, got {t.shape[0]}")
+        t = t.to(dtype)
+    else:
+        arr = as_2d_float(x, name, dtype=np.float64, min_rows=min_rows)
+        return torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
+    check_finite(t, name)
+    return t
 
 
 def check_same_length(**arrays: Any) -> int:

@@ -1,0 +1,169 @@
+"""workbench.dashboards.LayerDashboard: controls filter the library's frame; the FigureWidget follows in place."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+pytest.importorskip("ipywidgets")
+from workbench import figures  # noqa: E402
+from workbench.dashboards import LayerDashboard  # noqa: E402
+
+LAYERS = ["conv1", "conv2", "conv3", "fc"]
+RUNS = ["supervised", "simclr", "mae", "random-init"]
+
+
+def make_results(shift: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for r, run in enumerate(RUNS):
+        for i, layer in enumerate(LAYERS):
+            for step in (500, 1000):
+                for split in ("test", "ood"):
+                    v = 0.2 + 0.1 * i + 0.03 * r + (0.05 if step == 1000 else 0) - (0.1 if split == "ood" else 0) + shift
+                    rows.append(dict(run=run, step=step, layer=layer, layer_index=i, measure="probe_accuracy",
+                                     split=split, value=round(v, 6), ci_low=round(v - 0.01, 6), ci_high=round(v + 0.01, 6)))
+            rows.append(dict(run=run, step=1000, layer=layer, layer_index=i, measure="rankme", split=None,
+                             value=float(5 * r + i), ci_low=np.nan, ci_high=np.nan))
+    # reversed so that layer order must come from layer_index, not row order
+    return pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)
+
+
+@pytest.fixture()
+def results() -> pd.DataFrame:
+    return make_results()
+
+
+def lines(fw) -> dict[str, tuple]:
+    return {t.name: (tuple(t.x), tuple(t.y)) for t in fw.data if t.mode == "lines+markers"}
+
+
+def expected(df, run, *, measure="probe_accuracy", split="test", step=1000):
+    sub = df[(df.run == run) & (df.measure == measure) & (df.step == step)]
+    if split is not None:
+        sub = sub[sub.split == split]
+    sub = sub.sort_values("layer_index")
+    return tuple(sub.layer), tuple(sub.value)
+
+
+def test_initial_view_is_test_split_latest_step(results):
+    dash = LayerDashboard(results, measure="probe_accuracy", baseline="random-init")
+    assert isinstance(dash.figure, go.FigureWidget)
+    assert (dash.measure_w.value, dash.filter_ws["split"].value, dash.filter_ws["step"].value) == \
+           ("probe_accuracy", "test", 1000)
+    got = lines(dash.figure)
+    assert set(got) == set(RUNS)
+    for run in RUNS:
+        assert got[run] == expected(results, run)
+    base = next(t for t in dash.figure.data if t.name == "random-init")
+    assert base.line.dash == "dash"
+    # the widget tree holds the figure and the controls
+    assert dash.figure in dash.widget.children[0].children
+    assert set(dash.runs_w.options) == set(RUNS)
+
+
+def test_select_changes_data_in_place(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    fw = dash.figure
+    dash.select(runs=["mae", "simclr"])
+    assert dash.figure is fw
+    got = lines(fw)
+    assert set(got) == {"mae", "simclr"}
+    assert got["mae"] == expected(results, "mae")
+    traces_before = list(fw.data)
+    dash.select(split="ood", step=500)  # same traces, new values: updated without replacing them
+    assert dash.figure is fw and all(a is b for a, b in zip(fw.data, traces_before))
+    got = lines(fw)
+    assert got["simclr"] == expected(results, "simclr", split="ood", step=500)
+    band = next(t for t in fw.data if t.name == "simclr CI")
+    sub = results[(results.run == "simclr") & (results.split == "ood") & (results.step == 500)
+                  & (results.measure == "probe_accuracy")].sort_values("layer_index")
+    np.testing.assert_allclose(band.y, np.r_[sub.ci_high, sub.ci_low[::-1]])
+
+
+def test_moving_a_widget_redraws(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    fw = dash.figure
+    dash.runs_w.value = ("supervised",)  # as a user click would
+    assert list(lines(fw)) == ["supervised"]
+    dash.filter_ws["split"].value = "ood"
+    assert lines(fw)["supervised"] == expected(results, "supervised", split="ood")
+    dash.measure_w.value = "rankme"  # no split for this measure: control disabled, rows still drawn
+    assert dash.filter_ws["split"].disabled and dash.filter_ws["split"].value is None
+    assert lines(fw)["supervised"] == expected(results, "supervised", measure="rankme", split=None)
+    assert fw.layout.yaxis.title.text == "rankme"
+    dash.measure_w.value = "probe_accuracy"  # the split chosen earlier comes back
+    assert dash.filter_ws["split"].value == "ood" and not dash.filter_ws["split"].disabled
+    assert lines(fw)["supervised"] == expected(results, "supervised", split="ood")
+    assert dash.figure is fw
+
+
+def test_layer_marker_and_readout(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    assert dash.layer_values().empty and len(dash.figure.layout.shapes) == 0
+    dash.select(runs=["simclr", "mae"], layer="conv3")
+    (shape,) = dash.figure.layout.shapes
+    assert shape.x0 == shape.x1 == "conv3"
+    vals = dash.layer_values().set_index("run")
+    for run in ("simclr", "mae"):
+        want = results[(results.run == run) & (results.layer == "conv3") & (results.split == "test")
+                       & (results.step == 1000) & (results.measure == "probe_accuracy")].value.item()
+        assert vals.loc[run, "value"] == want
+        assert f"{want:.4f}" in dash.readout.value
+    assert set(vals.index) == {"simclr", "mae"}
+    dash.select(clear_layer=True)
+    assert len(dash.figure.layout.shapes) == 0
+
+
+def test_bad_selection_is_refused(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    with pytest.raises(ValueError, match="unknown run"):
+        dash.select(runs=["nope"])
+    with pytest.raises(ValueError, match="split"):
+        dash.select(split="val")
+    with pytest.raises(ValueError, match="unknown layer"):
+        dash.select(layer="conv9")
+    with pytest.raises(ValueError, match="lack column"):
+        LayerDashboard(results.drop(columns="layer_index"))
+
+
+def test_empty_selection_clears_plot(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    dash.select(runs=[])
+    assert len(dash.figure.data) == 0 and "no rows" in dash.status.value
+    dash.select(runs=["mae"])
+    assert list(lines(dash.figure)) == ["mae"] and dash.status.value == ""
+
+
+def test_callable_source_and_reload():
+    state = {"shift": 0.0}
+    dash = LayerDashboard(lambda: make_results(state["shift"]), runs=["mae"], measure="probe_accuracy")
+    before = lines(dash.figure)["mae"][1]
+    state["shift"] = 0.5
+    dash.reload_button.click()
+    after = lines(dash.figure)["mae"][1]
+    np.testing.assert_allclose(np.array(after) - np.array(before), 0.5)
+    assert dash.runs_w.value == ("mae",)
+
+
+def test_export_button_writes_current_view(results, tmp_path):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    dash.select(runs=["simclr"], split="ood")
+    dash.path_w.value = str(tmp_path / "view.json")  # data + spec: no browser needed
+    dash.export_button.click()
+    assert "wrote" in dash.status.value
+    csv = pd.read_csv(tmp_path / "view.csv")
+    assert tuple(csv.value) == expected(results, "simclr", split="ood")[1]
+    assert set(csv.run) == {"simclr"} and set(csv.split) == {"ood"}
+    dash.path_w.value = str(tmp_path / "view.gif")
+    dash.export_button.click()
+    assert "export failed" in dash.status.value
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(figures.find_chromium() is None, reason="no Chromium installed")
+def test_export_button_png(results, tmp_path):
+    dash = LayerDashboard(results, runs=["mae"], measure="probe_accuracy")
+    dash.path_w.value = str(tmp_path / "view.png")
+    dash.export_button.click()
+    assert (tmp_path / "view.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", dash.status.value

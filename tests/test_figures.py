@@ -1,0 +1,315 @@
+"""workbench.figures: builders draw exactly the tidy rows given; export writes what was drawn."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from workbench import figures
+from workbench.figures import style as wstyle
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["embed", "block1", "block2", "block3", "head"]
+RUNS = ["supervised", "simclr", "random-init"]
+OKABE_ITO = {"#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"}
+
+needs_browser = pytest.mark.skipif(figures.find_chromium() is None, reason="no Chromium installed")
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for r, run in enumerate(RUNS):
+        for i, layer in enumerate(LAYERS):
+            for split in ("test", "ood"):
+                v = float(0.3 + 0.1 * i + 0.05 * r - (0.1 if split == "ood" else 0.0) + rng.normal(0, 1e-3))
+                rows.append(dict(run=run, step=1000, layer=layer, layer_index=i, measure="probe_accuracy",
+                                 split=split, value=v, ci_low=v - 0.02, ci_high=v + 0.03))
+            rows.append(dict(run=run, step=1000, layer=layer, layer_index=i, measure="rankme", split=None,
+                             value=float(10 + i + r), ci_low=np.nan, ci_high=np.nan))
+    df = pd.DataFrame(rows)
+    return df.sample(frac=1.0, random_state=1).reset_index(drop=True)  # shuffled: order must come from layer_index
+
+
+@pytest.fixture(scope="module")
+def pairwise() -> tuple[pd.DataFrame, np.ndarray]:
+    n = len(LAYERS)
+    m = np.array([[np.exp(-abs(i - j) / 2.0) + 0.001 * i for j in range(n)] for i in range(n)])
+    df = pd.DataFrame([dict(run_a="simclr", run_b="mae", layer_a=a, layer_b=b, index_a=i, index_b=j,
+                            measure="cka", value=m[i, j]) for i, a in enumerate(LAYERS) for j, b in enumerate(LAYERS)])
+    return df.sample(frac=1.0, random_state=2).reset_index(drop=True), m
+
+
+def _expected(results, split="test", measure="probe_accuracy"):
+    sub = results[(results.measure == measure) & (results.split == split)]
+    order = {r: i for i, r in enumerate(pd.unique(sub.run))}
+    return sub.assign(_o=sub.run.map(order)).sort_values(["_o", "layer_index"]).drop(columns="_o").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ style
+
+def test_asset_json_matches_code_defaults():
+    on_disk = json.loads((REPO / "assets" / "paper_style.json").read_text())
+    assert on_disk == wstyle.DEFAULT_STYLE
+
+
+def test_templates_registered_with_okabe_ito_and_paper_sizes():
+    assert "workbench" in pio.templates and "workbench_paper" in pio.templates
+    screen, paper = pio.templates["workbench"], pio.templates["workbench_paper"]
+    assert set(c.upper() for c in screen.layout.colorway) == OKABE_ITO
+    assert paper.layout.width == pytest.approx(3.5 * 72)
+    assert paper.layout.font.size == 8 and screen.layout.font.size > paper.layout.font.size
+    assert "DejaVu Sans" in paper.layout.font.family  # an offline-available fallback
+    assert wstyle.width_inches("double") == pytest.approx(7.16)
+
+
+def test_user_style_file_is_merged_over_defaults(tmp_path, monkeypatch):
+    f = tmp_path / "style.json"
+    f.write_text(json.dumps({"paper": {"font_size": 11}, "palette": ["#111111", "#222222"]}))
+    monkeypatch.setenv(wstyle.STYLE_ENV, str(f))
+    try:
+        s = figures.use_style()
+        assert s["paper"]["font_size"] == 11 and s["paper"]["tick_size"] == wstyle.DEFAULT_STYLE["paper"]["tick_size"]
+        assert pio.templates["workbench_paper"].layout.font.size == 11
+        assert list(pio.templates["workbench"].layout.colorway) == ["#111111", "#222222"]
+        monkeypatch.setenv(wstyle.STYLE_ENV, str(tmp_path / "missing.json"))
+        with pytest.raises(FileNotFoundError, match="WORKBENCH_STYLE"):
+            figures.use_style()
+    finally:
+        monkeypatch.delenv(wstyle.STYLE_ENV)
+        figures.use_style()
+    assert pio.templates["workbench_paper"].layout.font.size == 8
+
+
+def test_importing_figures_pulls_in_neither_ipywidgets_nor_kaleido():
+    code = ("import sys, workbench.figures; "
+            "bad = [m for m in ('ipywidgets', 'kaleido', 'anywidget') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+# ------------------------------------------------------------------------------------------ layer_curve
+
+def test_layer_curve_draws_each_run_in_layer_order(results):
+    fig = figures.layer_curve(results[results.split == "test"], measure="probe_accuracy", baseline="random-init")
+    exp = _expected(results)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    order = [r for r in pd.unique(exp.run) if r != "random-init"] + ["random-init"]
+    assert [t.name for t in lines] == order  # first-appearance order, baseline drawn last
+    for t in lines:
+        sub = exp[exp.run == t.name]
+        assert list(t.x) == LAYERS
+        np.testing.assert_array_equal(t.y, sub.value.to_numpy())
+    assert list(fig.layout.xaxis.categoryarray) == LAYERS and fig.layout.xaxis.type == "category"
+    base = lines[-1]
+    assert base.line.dash == "dash" and base.line.color == figures.get_style()["baseline_color"]
+    assert lines[0].line.color != base.line.color
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 3 and all(not t.showlegend for t in bands)
+    sup = exp[exp.run == "supervised"]
+    np.testing.assert_allclose(bands[0].y, np.r_[sup.ci_high.to_numpy(), sup.ci_low.to_numpy()[::-1]])
+    assert fig.layout.yaxis.title.text == "probe accuracy"
+    pd.testing.assert_frame_equal(figures.plotted_data(fig), exp, check_dtype=False)
+
+
+def test_layer_curve_options(results):
+    test = results[results.split == "test"]
+    fig = figures.layer_curve(test, measure="probe_accuracy", error="bars", highlight="block2",
+                              color_map={"simclr": "#000000"}, baseline=0.25, title="probe")
+    sup = next(t for t in fig.data if t.name == "supervised")
+    exp = _expected(results)
+    exp_sup = exp[exp.run == "supervised"]
+    np.testing.assert_allclose(sup.error_y.array, exp_sup.ci_high - exp_sup.value)
+    np.testing.assert_allclose(sup.error_y.arrayminus, exp_sup.value - exp_sup.ci_low)
+    assert next(t for t in fig.data if t.name == "simclr").line.color == "#000000"
+    ref = next(t for t in fig.data if t.name == "baseline")
+    assert set(ref.y) == {0.25} and ref.line.dash == "dot"
+    (shape,) = fig.layout.shapes
+    assert shape.x0 == shape.x1 == "block2"
+    assert fig.layout.title.text == "probe"
+    # numeric x and no error band
+    fig2 = figures.layer_curve(test, measure="probe_accuracy", x="layer_index", error=False)
+    assert all(t.fill is None for t in fig2.data) and list(fig2.data[0].x) == list(range(len(LAYERS)))
+
+
+def test_layer_curve_facets_share_layer_order(results):
+    fig = figures.layer_curve(results, measure="probe_accuracy", facet="split")
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}
+    probe = results[results.measure == "probe_accuracy"]
+    assert [a.text for a in fig.layout.annotations] == list(pd.unique(probe.split))  # first-appearance order
+    assert list(fig.layout.xaxis2.categoryarray) == LAYERS
+    legend = [t.name for t in fig.data if t.showlegend]
+    assert legend == list(pd.unique(probe.run))  # once, not per panel
+    assert len(figures.plotted_data(fig)) == len(results[results.measure == "probe_accuracy"])
+
+
+def test_layer_curve_refuses_ambiguous_data(results):
+    with pytest.raises(ValueError, match="several measures"):
+        figures.layer_curve(results)
+    with pytest.raises(ValueError, match="split"):
+        figures.layer_curve(results, measure="probe_accuracy")  # two splits per (run, layer)
+    with pytest.raises(ValueError, match="missing column"):
+        figures.layer_curve(results.drop(columns="layer_index"), measure="rankme")
+    with pytest.raises(ValueError, match="baseline"):
+        figures.layer_curve(results, measure="rankme", baseline="nope")
+
+
+def test_plotted_data_survives_conversion_and_json(results):
+    fig = figures.layer_curve(results, measure="rankme")
+    exp = figures.plotted_data(fig)
+    assert exp.ci_low.isna().all() and len(exp) == len(RUNS) * len(LAYERS)
+    for other in (go.Figure(fig), copy.deepcopy(fig), pio.from_json(fig.to_json()), go.FigureWidget(fig)):
+        pd.testing.assert_frame_equal(figures.plotted_data(other), exp)
+    # a figure not built here: rebuilt from its traces
+    plain = go.Figure(go.Scatter(x=[1, 2], y=[3.0, 4.0], name="a"))
+    got = figures.plotted_data(plain)
+    assert got.to_dict("list") == {"trace": ["a", "a"], "x": [1, 2], "y": [3.0, 4.0]}
+
+
+# ------------------------------------------------------------------------------------------ heatmap & spectrum
+
+def test_heatmap_from_tidy_pairs_is_the_matrix_in_layer_order(pairwise):
+    df, m = pairwise
+    fig = figures.layer_heatmap(df)
+    (hm,) = fig.data
+    np.testing.assert_array_equal(np.asarray(hm.z), m)
+    assert list(hm.x) == LAYERS and list(hm.y) == LAYERS
+    assert fig.layout.yaxis.title.text == "simclr layer" and fig.layout.xaxis.title.text == "mae layer"
+    assert fig.layout.yaxis.autorange == "reversed" and (hm.zmin, hm.zmax) == (0, 1)
+    drawn = figures.plotted_data(fig)
+    np.testing.assert_array_equal(drawn.value.to_numpy().reshape(m.shape), m)
+
+
+def test_heatmap_from_matrix_and_array():
+    m = pd.DataFrame([[1.0, 0.2], [0.2, 1.0]], index=pd.Index(["l0", "l1"], name="run A"),
+                     columns=pd.Index(["l0", "l1"], name="run B"))
+    fig = figures.layer_heatmap(m, zmin=None, zmax=None, title="cka")
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), m.to_numpy())
+    assert fig.layout.yaxis.title.text == "run A" and fig.data[0].zmin is None
+    arr = np.arange(6.0).reshape(2, 3)
+    fig2 = figures.layer_heatmap(arr)
+    np.testing.assert_array_equal(np.asarray(fig2.data[0].z), arr)
+    with pytest.raises(ValueError, match="2-D"):
+        figures.layer_heatmap(np.zeros(3))
+
+
+def test_heatmap_refuses_several_run_pairs(pairwise):
+    df, _ = pairwise
+    with pytest.raises(ValueError, match="run_b"):
+        figures.layer_heatmap(pd.concat([df, df.assign(run_b="supervised")]))
+
+
+def test_spectrum_plot_normalised_sorted_loglog():
+    ev = np.array([0.5, 4.0, 1.0, 0.0, 2.5])
+    fig = figures.spectrum_plot({"a": ev, "b": ev * 3}, normalize=True, log=True)
+    a, b = fig.data
+    assert list(a.x) == [1, 2, 3, 4]  # the zero cannot sit on a log axis
+    np.testing.assert_allclose(a.y, np.array([4.0, 2.5, 1.0, 0.5]) / ev.sum())
+    np.testing.assert_allclose(b.y, a.y)  # normalisation removes the scale
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    raw = figures.spectrum_plot({"a": ev}, normalize=False, log=False)
+    np.testing.assert_allclose(raw.data[0].y, [4.0, 2.5, 1.0, 0.5, 0.0])
+    tidy = pd.DataFrame({"run": ["r"] * 3 + ["s"] * 3, "layer": "head", "eigenvalue": [1.0, 3.0, 2.0] * 2})
+    t = figures.spectrum_plot(tidy, normalize=False)
+    assert [tr.name for tr in t.data] == ["r", "s"] and list(t.data[0].y) == [3.0, 2.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)  # pandas' default parser round-trips the repr pandas wrote
+
+
+def test_export_data_only_needs_no_browser(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CHROMIUM", str(tmp_path / "no-such-chrome"))
+    fig = figures.layer_curve(results[results.split == "ood"], measure="probe_accuracy")
+    out = figures.export(fig, tmp_path / "fig.json")
+    assert set(out) == {"csv", "json"}
+    pd.testing.assert_frame_equal(_read_csv(out["csv"]), _expected(results, split="ood"), check_dtype=False,
+                                  check_exact=True)
+    spec = json.loads(out["json"].read_text())
+    assert spec["layout"]["width"] == pytest.approx(252) and spec["layout"]["template"]["layout"]["font"]["size"] == 8
+    lines = [t for t in spec["data"] if t["mode"] == "lines+markers"]
+    assert [t["name"] for t in lines] == list(pd.unique(_expected(results, split="ood").run))
+
+
+def test_export_without_chromium_raises_after_writing_data(results, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CHROMIUM", str(tmp_path / "no-such-chrome"))
+    assert figures.find_chromium() is None
+    fig = figures.layer_curve(results, measure="rankme")
+    with pytest.raises(RuntimeError, match="apt-get install chromium"):
+        figures.export(fig, tmp_path / "r.png")
+    assert (tmp_path / "r.csv").exists() and (tmp_path / "r.json").exists()
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_export_rejects_bad_arguments(results, tmp_path):
+    fig = figures.layer_curve(results, measure="rankme")
+    with pytest.raises(ValueError, match="format"):
+        figures.export(fig, tmp_path / "x.gif")
+    with pytest.raises(ValueError, match="width"):
+        figures.export(fig, tmp_path / "x.json", width="triple")
+
+
+@pytest.mark.browser
+@needs_browser
+def test_export_svg_pdf_png_sizes_and_data(results, tmp_path):
+    fig = figures.layer_curve(results[results.split == "test"], measure="probe_accuracy", baseline="random-init")
+    out = figures.export(fig, tmp_path / "probe", width="single", dpi=300)  # no suffix: all three
+    assert set(out) == {"svg", "pdf", "png", "csv", "json"}
+    root = ET.parse(out["svg"]).getroot()  # valid XML
+    assert root.tag.endswith("svg") and root.attrib["width"] == "252pt"
+    assert root.attrib["height"] == f"{2.4 * 72:g}pt" and root.attrib["viewBox"].split()[2] == "252"
+    pdf = out["pdf"].read_bytes()
+    assert pdf.startswith(b"%PDF")
+    box = [float(v) for v in re.search(rb"/MediaBox\s*\[([^\]]*)\]", pdf).group(1).split()]
+    assert box[2] - box[0] == pytest.approx(252, abs=1) and box[3] - box[1] == pytest.approx(172.8, abs=1)
+    assert _png_size(out["png"]) == (1050, 720)  # 3.5 in x 2.4 in at 300 dpi
+    pd.testing.assert_frame_equal(_read_csv(out["csv"]), _expected(results), check_dtype=False, check_exact=True)
+
+
+@pytest.mark.browser
+@needs_browser
+def test_export_png_pixel_size_follows_width_and_dpi(pairwise, tmp_path):
+    df, _ = pairwise
+    fig = figures.layer_heatmap(df)
+    p = figures.export(fig, tmp_path / "cka.png", width="double", height=3, dpi=150)["png"]
+    assert _png_size(p) == (round(7.16 * 150), 450)
+    fw = go.FigureWidget(figures.spectrum_plot({"a": np.arange(1.0, 30.0)[::-1]}))
+    q = figures.export(fw, tmp_path / "spec", formats=["png"], width=2.0, dpi=100)  # FigureWidget input too
+    assert _png_size(q["png"]) == (200, round(2.0 * 2.4 / 3.5 * 100))
+    assert _read_csv(q["csv"]).eigenvalue.iloc[0] == 29.0
+
+
+def test_to_html_is_offline_and_inlines_plotly_once(results, pairwise, tmp_path):
+    figs = {"Probe accuracy": figures.layer_curve(results[results.split == "test"], measure="probe_accuracy"),
+            "CKA <simclr vs mae>": figures.layer_heatmap(pairwise[0])}
+    table = _expected(results).head(4)
+    p = figures.to_html(figs, tmp_path / "report.html", title="Run report", table=table)
+    text = p.read_text()
+    bundle = re.search(r'<script type="text/javascript">(.*?)</script>', text, re.S)
+    assert bundle and "plotly.js v" in bundle.group(1)[:300]
+    rest = text[:bundle.start()] + text[bundle.end():]
+    assert text.count(bundle.group(1)[:200]) == 1           # plotly.js inlined exactly once
+    assert "cdn" not in rest.lower() and "<script src" not in text.lower()
+    assert rest.count("Plotly.newPlot") == 2
+    assert "CKA &lt;simclr vs mae&gt;" in rest and "<h1>Run report</h1>" in rest
+    assert f"{table.value.iloc[0]:.4g}" in rest and 'class="dataframe results"' in rest

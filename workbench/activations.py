@@ -1,0 +1,265 @@
+"""Capture the activations of many layers in one forward pass per batch, pooled, cached on disk.
+
+``extract(model, data, layers=None, pool="mean")`` returns an :class:`Activations` mapping
+layer name → ``[N, D]`` float32 tensor, with the split's labels and factors attached.
+
+Pooling (``pool``) by output layout:
+
+==============  ======================================  ======================================
+pool            conv map ``[N, C, *spatial]``            sequence ``[N, T, D]``
+==============  ======================================  ======================================
+mean            mean over spatial positions → [N, C]    mean over real tokens (attention mask)
+spatial-mean    same as ``mean``                         mean over real tokens except the first
+                                                         (CLS) token — ViT patch tokens
+cls             error (no CLS token)                     token 0
+last            error                                    last real token (attention mask)
+flatten         [N, C·∏spatial]                          [N, T·D]
+==============  ======================================  ======================================
+
+Two-dimensional outputs ``[N, D]`` are returned as they are. A 3-D output is a conv map ``[N, C, L]`` when
+the data are 1-D signals and a token sequence ``[N, T, D]`` otherwise (images through a ViT, tokens, text).
+
+Cache: with ``cache=DIR`` each layer is written, batch by batch, into its own ``.npy`` file (a memory
+map), so memory stays bounded for large N; the file is renamed into place only when complete. The key
+is SHA-256 of (weights hash, data fingerprint, layer module path, pooling), so a second call with the
+same model, data and layers reads the files instead of running the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import check_choice, check_positive_int
+from .data import Split
+from .models.inputs import call_model
+
+__all__ = ["extract", "Activations", "weights_hash", "POOLS"]
+
+POOLS = ("mean", "spatial-mean", "cls", "last", "flatten")
+
+
+class Activations(Mapping[str, torch.Tensor]):
+    """Layer name → ``[N, D]`` float32 tensor (in forward order), plus the examples' labels and factors.
+
+    Layers spilled to disk are memory-mapped and read on first access.
+    """
+
+    def __init__(self, layers: dict[str, torch.Tensor | Path], labels: np.ndarray | None = None,
+                 factors: dict[str, np.ndarray] | None = None, meta: dict[str, Any] | None = None):
+        self._layers = dict(layers)
+        self.labels = labels
+        self.factors = factors or {}
+        self.meta = meta or {}
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        try:
+            value = self._layers[layer]
+        except KeyError:
+            raise KeyError(f"no layer {layer!r}; layers: {list(self._layers)}") from None
+        if isinstance(value, Path):
+            value = torch.from_numpy(np.array(np.load(value, mmap_mode="r")))  # one layer in memory at a time
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._layers)
+
+    @property
+    def n(self) -> int:
+        first = next(iter(self._layers.values()))
+        return len(first) if isinstance(first, torch.Tensor) else int(np.load(first, mmap_mode="r").shape[0])
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        return {k: self[k].numpy() for k in self}
+
+    def __repr__(self) -> str:
+        dims = {k: (tuple(v.shape) if isinstance(v, torch.Tensor) else "on disk") for k, v in self._layers.items()}
+        return f"Activations(n={self.n}, layers={dims})"
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of every tensor in ``model.state_dict()``."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _as_split(data: Any, split: str | None) -> Split:
+    from .data import Dataset
+
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, Dataset):
+        if split is None:
+            raise ValueError(f"data is a Dataset with splits {list(data)}; pass split=... to choose one")
+        return data[split]
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
+        return Split(inputs=arr)
+    raise TypeError(f"data must be a workbench Split/Dataset, numpy array or torch tensor, got {type(data).__name__}")
+
+
+def _pool(out: torch.Tensor, pool: str, layout: str, mask: torch.Tensor | None, layer: str) -> torch.Tensor:
+    """Pool one layer's batch output to [B, D] (see the module docstring for the table)."""
+    if out.ndim == 2:
+        return out
+    if out.ndim < 2:
+        raise ValueError(f"layer {layer!r} produced a tensor of shape {tuple(out.shape)}; expected [batch, ...]")
+    if pool == "flatten":
+        return out.reshape(len(out), -1)
+    if layout == "conv" or out.ndim > 3:
+        if pool in ("mean", "spatial-mean"):
+            return out.flatten(2).mean(2)
+        raise ValueError(f"pool={pool!r} needs a token sequence but layer {layer!r} outputs a conv map "
+                         f"{tuple(out.shape)}; use 'mean' or 'flatten'")
+    # sequence [B, T, D]
+    T = out.shape[1]
+    m = mask if (mask is not None and mask.shape[1] == T) else torch.ones(out.shape[:2], device=out.device)
+    m = m.to(out.dtype)
+    if pool == "cls":
+        return out[:, 0]
+    if pool == "last":
+        last = (m.cumsum(1) * m).argmax(1)  # index of the last real token
+        return out[torch.arange(len(out), device=out.device), last]
+    if pool == "spatial-mean":
+        m = m.clone()
+        m[:, 0] = 0
+    denom = m.sum(1, keepdim=True).clamp_min(1)
+    return (out * m.unsqueeze(-1)).sum(1) / denom
+
+
+def _cache_key(whash: str, data_fp: str, module_path: str, pool: str) -> str:
+    return hashlib.sha256(f"v1|{whash}|{data_fp}|{module_path}|{pool}".encode()).hexdigest()[:32]
+
+
+def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = None, pool: str = "mean", *,
+            split: str | None = None, batch_size: int = 256, cache: str | os.PathLike | None = None,
+            device: str | torch.device | None = None, progress: bool = False) -> Activations:
+    """Activations of ``layers`` of ``model`` on ``data``, pooled to ``[N, D]``, in one pass per batch.
+
+    Parameters
+    ----------
+    model : nn.Module exposing probe points (see :func:`workbench.models.probe_points`).
+    data : a :class:`~workbench.data.Split`, a :class:`~workbench.data.Dataset` with ``split=``, or an
+        input array/tensor.
+    layers : None (every probe point), a list of names/module paths, or a regex (see
+        :func:`workbench.models.select_layers`).
+    pool : one of ``mean | spatial-mean | cls | last | flatten`` (table in the module docstring).
+    batch_size : examples per forward pass.
+    cache : directory for the disk cache (and spill-to-disk for large N); None keeps everything in memory.
+    device : where the model runs; default: where its parameters are.
+
+    Hooks are always removed, also when the forward pass raises. The model is put in eval mode and its
+    previous mode restored.
+    """
+    from .models import select_layers, get_module
+
+    check_choice(pool, POOLS, "pool")
+    check_positive_int(batch_size, "batch_size")
+    the_split = _as_split(data, split)
+    n = len(the_split)
+    if n == 0:
+        raise ValueError("data has no examples")
+    if the_split.inputs.dtype != object and np.issubdtype(the_split.inputs.dtype, np.floating):
+        from ._validation import check_finite
+
+        check_finite(the_split.inputs, "data inputs")
+    chosen = select_layers(model, layers)  # name -> module path; raises listing layers if nothing matches
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    device = torch.device(device)
+    layout = "conv" if (the_split.inputs.dtype != object and the_split.inputs.ndim == 3
+                        and np.issubdtype(the_split.inputs.dtype, np.floating)) else "sequence"
+
+    meta = {"pool": pool, "n": n, "data_fingerprint": the_split.fingerprint(), "layers": chosen}
+    cache_dir = Path(cache) if cache is not None else None
+    paths: dict[str, Path] = {}
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        whash = weights_hash(model)
+        meta["weights_hash"] = whash
+        paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool)}.npy"
+                 for name, path in chosen.items()}
+        if all(p.exists() for p in paths.values()):
+            return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})
+
+    buffers: dict[str, np.ndarray] = {}
+    current: dict[str, torch.Tensor] = {}
+    current_mask: list[torch.Tensor | None] = [None]
+
+    def make_hook(name: str):
+        def hook(_module, _inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if hasattr(out, "last_hidden_state"):
+                out = out.last_hidden_state
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; choose another layer")
+            current[name] = _pool(out.detach(), pool, layout, current_mask[0], name).float()
+        return hook
+
+    handles = [get_module(model, path).register_forward_hook(make_hook(name)) for name, path in chosen.items()]
+    was_training = model.training
+    model.eval()
+    tmp_paths: dict[str, Path] = {}
+    try:
+        from tqdm.auto import tqdm
+
+        with torch.inference_mode():
+            for start in tqdm(range(0, n, batch_size), disable=not progress, desc="extract", leave=False):
+                idx = slice(start, min(start + batch_size, n))
+                current.clear()
+                if the_split.attention_mask is not None:
+                    current_mask[0] = torch.as_tensor(the_split.attention_mask[idx], device=device)
+                elif the_split.inputs.dtype == object and hasattr(model, "tokenize"):
+                    current_mask[0] = model.tokenize([str(s) for s in the_split.inputs[idx]])["attention_mask"].to(device)
+                call_model(model, the_split, idx, device)
+                for name in chosen:
+                    if name not in current:
+                        raise RuntimeError(f"layer {name!r} did not run in the forward pass; it cannot be captured")
+                    out = current[name]
+                    if not torch.isfinite(out).all():
+                        raise ValueError(f"activations of layer {name!r} contain NaN/Inf in rows "
+                                         f"{start}..{idx.stop - 1}; check the model's weights and inputs")
+                    arr = out.cpu().numpy()
+                    if name not in buffers:
+                        shape = (n, arr.shape[1])
+                        if cache_dir is not None:
+                            tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{os.getpid()}.tmp")
+                            buffers[name] = np.lib.format.open_memmap(tmp_paths[name], mode="w+",
+                                                                      dtype=np.float32, shape=shape)
+                        else:
+                            buffers[name] = np.empty(shape, dtype=np.float32)
+                    buffers[name][idx] = arr
+    except BaseException:
+        for p in tmp_paths.values():
+            p.unlink(missing_ok=True)
+        raise
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    if cache_dir is None:
+        return Activations({k: torch.from_numpy(buffers[k]) for k in chosen}, the_split.labels,
+                           the_split.factors, {**meta, "cached": False})
+    for name in chosen:
+        buffers[name].flush()
+        del buffers[name]
+        os.replace(tmp_paths[name], paths[name])
+    return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": False})

@@ -1,0 +1,71 @@
+"""``workbench`` command line: headless runs for papers and CI.
+
+    workbench --version
+    workbench demo --out DIR [--quick] [--store DIR]
+    workbench runs list [--store DIR] [--format table|csv|json]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"workbench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="flagship demo: label noise in pretraining, seen layer by layer")
+    demo.add_argument("--out", required=True, type=Path, help="directory for the report, figures and tables")
+    demo.add_argument("--quick", action="store_true", help="small CPU-sized version (< 2 minutes on 2 cores)")
+    demo.add_argument("--store", type=Path, default=None,
+                      help="run store directory (default: $WORKBENCH_HOME or ~/.workbench)")
+    demo.add_argument("--no-static", action="store_true", help="skip SVG/PDF/PNG export (HTML + CSV only)")
+
+    runs = sub.add_parser("runs", help="inspect the run store")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND")
+    lst = runs_sub.add_parser("list", help="one line per run")
+    lst.add_argument("--store", type=Path, default=None, help="run store directory")
+    lst.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo":
+        from .demo import run_demo
+
+        run_demo(args.out, quick=args.quick, store=args.store, static=not args.no_static)
+        return 0
+    if args.command == "runs":
+        if args.runs_command != "list":
+            parser.parse_args(["runs", "--help"])
+            return 2
+        from .runs import RunStore
+
+        store = RunStore(args.store)
+        df = store.list()
+        if args.format == "csv":
+            sys.stdout.write(df.to_csv(index=False))
+        elif args.format == "json":
+            sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+        elif df.empty:
+            print(f"no runs in {store.root}")
+        else:
+            cols = ["id", "name", "state", "step", "checkpoints", "dataset", "model", "objective",
+                    "label_noise", "seed", "steps"]
+            print(df[cols].to_string(index=False))
+        return 0
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

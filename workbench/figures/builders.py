@@ -1,0 +1,482 @@
+"""Figure builders: tidy DataFrame in, ``plotly.graph_objects.Figure`` out. No science here.
+
+Every builder stores the rows it drew *on the figure itself*, in ``fig.layout.meta["workbench"]``
+(columns, dtypes and rows as plain JSON). That survives everything a figure goes through —
+``go.FigureWidget(fig)``, ``go.Figure(fig)``, ``copy.deepcopy``, ``fig.to_json()`` /
+``plotly.io.from_json`` — unlike a Python attribute (lost on conversion) or a weak-key registry
+(keyed by object identity, so also lost on conversion). :func:`plotted_data` reads it back; for a
+figure not made here it falls back to rebuilding a long table from the traces themselves.
+:func:`workbench.figures.export` writes that table as ``<stem>.csv``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from . import style as _style
+
+__all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "plotted_data", "attach_data", "META_KEY"]
+
+META_KEY = "workbench"
+
+
+# --------------------------------------------------------------------------------------------------
+# plotted data stored on the figure
+# --------------------------------------------------------------------------------------------------
+
+def _json_scalar(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return None if math.isnan(f) or math.isinf(f) else f
+    if isinstance(v, str):
+        return v
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def attach_data(fig: go.Figure, df: pd.DataFrame, kind: str) -> go.Figure:
+    """Store ``df`` (the rows drawn) in ``fig.layout.meta["workbench"]``; returns ``fig``."""
+    df = df.reset_index(drop=True)
+    payload = {
+        "kind": kind,
+        "columns": [str(c) for c in df.columns],
+        "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+        "data": [[_json_scalar(v) for v in row] for row in df.itertuples(index=False, name=None)],
+    }
+    meta = fig.layout.meta
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta[META_KEY] = payload
+    fig.layout.meta = meta
+    return fig
+
+
+def plotted_data(fig: go.Figure | Mapping) -> pd.DataFrame:
+    """The tidy rows a figure shows.
+
+    Figures from this module carry them in ``layout.meta``; for any other figure a long table is
+    rebuilt from the traces (``trace``, ``x``, ``y`` / ``z``, error arrays if present).
+    """
+    d = fig.to_plotly_json() if hasattr(fig, "to_plotly_json") else dict(fig)
+    meta = (d.get("layout") or {}).get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get(META_KEY), dict):
+        p = meta[META_KEY]
+        df = pd.DataFrame(p["data"], columns=p["columns"])
+        for c, t in p.get("dtypes", {}).items():
+            if c not in df:
+                continue
+            try:
+                if t.startswith(("int", "uint")) and not df[c].isna().any():
+                    df[c] = df[c].astype(t)
+                elif t.startswith("float"):
+                    df[c] = df[c].astype(t)
+                elif t == "bool" and not df[c].isna().any():
+                    df[c] = df[c].astype(bool)
+            except (TypeError, ValueError):
+                pass
+        return df
+    return _data_from_traces(d.get("data") or [])
+
+
+def _data_from_traces(traces: Sequence[Mapping]) -> pd.DataFrame:
+    frames = []
+    for i, t in enumerate(traces):
+        name = t.get("name") or f"trace {i}"
+        if t.get("type") == "heatmap" and t.get("z") is not None:
+            z = np.asarray(t["z"], dtype=float)
+            ys = list(t.get("y") if t.get("y") is not None else range(z.shape[0]))
+            xs = list(t.get("x") if t.get("x") is not None else range(z.shape[1]))
+            frames.append(pd.DataFrame([{"trace": name, "y": ys[r], "x": xs[c], "z": z[r, c]}
+                                        for r in range(z.shape[0]) for c in range(z.shape[1])]))
+        elif t.get("y") is not None:
+            y = list(np.asarray(t["y"]).tolist())
+            x = list(np.asarray(t["x"]).tolist()) if t.get("x") is not None else list(range(len(y)))
+            cols = {"trace": [name] * len(y), "x": x, "y": y}
+            for key in ("error_y", "error_x"):
+                e = t.get(key) or {}
+                if e.get("array") is not None:
+                    cols[f"{key}_plus"] = list(np.asarray(e["array"]).tolist())
+                    cols[f"{key}_minus"] = list(np.asarray(e.get("arrayminus", e["array"])).tolist())
+            frames.append(pd.DataFrame(cols))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trace", "x", "y"])
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+def _require(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} needs a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {missing}; got columns {list(df.columns)}")
+
+
+def _pretty(name: Any) -> str:
+    return str(name).replace("_", " ")
+
+
+def _unique(values: Iterable[Any]) -> list[Any]:
+    """Unique non-null values in first-appearance order."""
+    return list(pd.unique(pd.Series(list(values)).dropna()))
+
+
+def _layer_order(df: pd.DataFrame) -> list[str]:
+    """Layers in forward order (``layer_index``, then first appearance)."""
+    sub = df[["layer", "layer_index"]].copy()
+    sub["_pos"] = range(len(sub))
+    sub = sub.sort_values(["layer_index", "_pos"], kind="stable")
+    return [str(v) for v in pd.unique(sub["layer"].astype(str))]
+
+
+def _as_list(x: Any) -> list:
+    if x is None:
+        return []
+    if isinstance(x, (str, bytes)) or not isinstance(x, Iterable):
+        return [x]
+    return list(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# layer_curve
+# --------------------------------------------------------------------------------------------------
+
+def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run", facet: str | None = None,
+                x: str = "layer", error: bool | str = True, baseline: str | Sequence[str] | float | None = None,
+                title: str | None = None, *, highlight: str | None = None,
+                color_map: Mapping[str, str] | None = None) -> go.Figure:
+    """One line per ``color`` group across layers (forward order, categorical axis).
+
+    df:        per-layer tidy results (``run, step, layer, layer_index, measure, value`` [+ ``split``,
+               ``target``, ``ci_low``, ``ci_high``]). Filter ``step``/``split`` first, or use them as
+               ``color``/``facet``: each (facet, colour, layer) must hold exactly one row.
+    measure:   which ``measure`` to draw; may be omitted when only one is present (or ``facet="measure"``).
+    color:     column giving one line per value.
+    facet:     column giving one panel per value (shared y axis).
+    x:         ``"layer"`` (categorical, names) or ``"layer_index"`` (numeric).
+    error:     True / ``"band"``: shaded band from ``ci_low``..``ci_high``; ``"bars"``: error bars;
+               False: none. Ignored when the CI columns are absent.
+    baseline:  a value (or values) of ``color`` drawn dashed grey, e.g. ``"random-init"``; or a number,
+               drawn as a dashed grey horizontal reference line (e.g. chance accuracy).
+    highlight: a layer name marked with a vertical dotted line in every panel.
+    color_map: fixed ``{group: colour}`` (keeps colours stable when groups come and go).
+    """
+    _require(df, ["layer", "layer_index", "value", color], "layer_curve")
+    if x not in ("layer", "layer_index"):
+        raise ValueError(f"x must be 'layer' or 'layer_index', got {x!r}")
+    if facet is not None:
+        _require(df, [facet], "layer_curve (facet)")
+    if error not in (True, False, "band", "bars"):
+        raise ValueError(f"error must be True, False, 'band' or 'bars', got {error!r}")
+    data = df.copy()
+    if "measure" in data.columns:
+        measures = _unique(data["measure"])
+        if measure is not None:
+            if measure not in measures:
+                raise ValueError(f"measure {measure!r} not in the data; available: {measures}")
+            data = data[data["measure"] == measure]
+        elif len(measures) > 1 and facet != "measure" and color != "measure":
+            raise ValueError(f"several measures in the data {measures}; pass measure=... (or facet='measure')")
+        elif len(measures) == 1:
+            measure = measures[0]
+    elif measure is not None:
+        raise ValueError("measure given but the data has no 'measure' column")
+    if data.empty:
+        raise ValueError("layer_curve: nothing to draw (no rows left after selecting the measure)")
+
+    keys = ([facet] if facet else []) + [color, "layer"]
+    dup = data.duplicated(keys, keep=False)
+    if dup.any():
+        varying = [c for c in ("step", "split", "target", "measure", "run") if c in data.columns
+                   and c not in keys and data.loc[dup, c].nunique(dropna=False) > 1]
+        raise ValueError(f"layer_curve: several rows per {tuple(keys)} (e.g. {data.loc[dup, keys].iloc[0].tolist()}); "
+                         f"these columns vary: {varying or 'unknown'} — filter them first or use them as color/facet")
+
+    baseline_groups = [str(b) for b in _as_list(baseline)] if isinstance(baseline, (str, list, tuple)) else []
+    baseline_value = float(baseline) if isinstance(baseline, (int, float)) and not isinstance(baseline, bool) else None
+    if baseline is not None and not baseline_groups and baseline_value is None:
+        raise TypeError(f"baseline must be a group name, a list of them, or a number; got {type(baseline).__name__}")
+
+    st = _style.get_style()
+    layers = _layer_order(data)
+    data["_g"] = data[color].astype(str)
+    groups = _unique(data["_g"])  # groups and panels keep first-appearance order
+    order = {g: i for i, g in enumerate(groups)}
+    data = data.assign(_o=data["_g"].map(order))
+    sort_by = ["_o", "layer_index"]
+    if facet:
+        forder = {v: i for i, v in enumerate(_unique(data[facet]))}
+        data = data.assign(_fo=data[facet].map(forder))
+        sort_by = ["_fo"] + sort_by
+    data = data.sort_values(sort_by, kind="stable").drop(columns=[c for c in ("_o", "_fo") if c in data])
+    missing_base = [b for b in baseline_groups if b not in groups]
+    if missing_base:
+        raise ValueError(f"baseline group(s) {missing_base} not found in column {color!r}; have {groups}")
+    groups = [g for g in groups if g not in baseline_groups] + [g for g in groups if g in baseline_groups]
+    cmap = dict(_style.color_map([g for g in groups if g not in baseline_groups]))
+    if color_map:
+        cmap.update({str(k): v for k, v in color_map.items()})
+    facets = _unique(data[facet]) if facet else [None]
+
+    if facet:
+        fig = make_subplots(rows=1, cols=len(facets), shared_yaxes=True, horizontal_spacing=0.04,
+                            subplot_titles=[f"{_pretty(v)}" for v in facets])
+        for a in fig.layout.annotations:  # make_subplots hard-codes 16 px; let the template decide
+            a.font.size = None
+        # panel titles sit where a top legend would: put the legend at the right instead
+        # and leave room above the panels for their titles (annotations do not push the margin)
+        fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"),
+                          margin=dict(t=28))
+    else:
+        fig = go.Figure()
+    fig.update_layout(template=_style.TEMPLATE)
+
+    has_ci = {"ci_low", "ci_high"} <= set(data.columns) and data[["ci_low", "ci_high"]].notna().any().any()
+    mode = None if (error is False or not has_ci) else ("bars" if error == "bars" else "band")
+    hover_extra = "<br>CI [%{customdata[1]:.4g}, %{customdata[2]:.4g}]" if has_ci else ""
+
+    for col, fval in enumerate(facets, start=1):
+        fdata = data if facet is None else data[data[facet] == fval]
+        for g in groups:
+            sub = fdata[fdata["_g"] == g]
+            if sub.empty:
+                continue
+            is_base = g in baseline_groups
+            c = st["baseline_color"] if is_base else cmap.get(g, st["palette"][0])
+            xs = sub[x].astype(str).tolist() if x == "layer" else sub[x].tolist()
+            ys = sub["value"].astype(float).tolist()
+            where = dict(row=1, col=col) if facet else {}
+            if mode == "band":
+                band = sub.dropna(subset=["ci_low", "ci_high"])
+                if not band.empty:
+                    bx = band[x].astype(str).tolist() if x == "layer" else band[x].tolist()
+                    fig.add_trace(go.Scatter(
+                        x=bx + bx[::-1], y=band["ci_high"].astype(float).tolist() + band["ci_low"].astype(float).tolist()[::-1],
+                        fill="toself", fillcolor=_style.rgba(c, st["band_opacity"]), line=dict(width=0, color=c),
+                        mode="lines", hoverinfo="skip", showlegend=False, legendgroup=g, name=f"{g} CI"), **where)
+            err = None
+            if mode == "bars":
+                err = dict(type="data", array=(sub["ci_high"] - sub["value"]).astype(float).tolist(),
+                           arrayminus=(sub["value"] - sub["ci_low"]).astype(float).tolist(),
+                           thickness=1, width=2, color=c)
+            custom = np.column_stack([sub["layer"].astype(str).to_numpy(dtype=object),
+                                      sub["ci_low"].to_numpy(dtype=object) if has_ci else np.full(len(sub), None),
+                                      sub["ci_high"].to_numpy(dtype=object) if has_ci else np.full(len(sub), None)])
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, name=g, legendgroup=g, showlegend=(col == 1), mode="lines+markers",
+                line=dict(color=c, dash="dash" if is_base else "solid"), marker=dict(color=c),
+                error_y=err, customdata=custom,
+                hovertemplate=f"<b>{g}</b><br>%{{customdata[0]}}: %{{y:.4g}}{hover_extra}<extra></extra>"), **where)
+        if baseline_value is not None:
+            xs_all = layers if x == "layer" else sorted(data["layer_index"].unique().tolist())
+            fig.add_trace(go.Scatter(
+                x=xs_all, y=[baseline_value] * len(xs_all), name="baseline", legendgroup="__baseline",
+                showlegend=(col == 1), mode="lines", line=dict(color=st["baseline_color"], dash="dot"),
+                hovertemplate=f"baseline: {baseline_value:.4g}<extra></extra>"), **(dict(row=1, col=col) if facet else {}))
+
+    if x == "layer":
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=layers, title_text="layer")
+    else:
+        fig.update_xaxes(type="linear", title_text="layer index")
+    fig.update_layout(yaxis_title_text=_pretty(measure) if measure is not None else "value")
+    if highlight is not None:
+        hl = str(highlight)
+        if x == "layer" and hl not in layers:
+            raise ValueError(f"highlight layer {hl!r} is not among the plotted layers {layers}")
+        pos = hl if x == "layer" else float(data.loc[data["layer"].astype(str) == hl, "layer_index"].iloc[0])
+        for col in range(1, len(facets) + 1):
+            xref = "x" if col == 1 else f"x{col}"
+            fig.add_shape(type="line", xref=xref, yref="paper" if not facet else f"y{'' if col == 1 else col} domain",
+                          x0=pos, x1=pos, y0=0, y1=1, line=dict(color=st["axis_color"], width=1, dash="dot"),
+                          layer="below", name="highlight")
+    if title:
+        fig.update_layout(title_text=title)
+    drawn = data.drop(columns=["_g"])
+    return attach_data(fig, drawn, "layer_curve")
+
+
+# --------------------------------------------------------------------------------------------------
+# layer_heatmap
+# --------------------------------------------------------------------------------------------------
+
+def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = None, zmin: float | None = 0,
+                  zmax: float | None = 1, *, measure: str | None = None, square: bool = False) -> go.Figure:
+    """Layer × layer heatmap (e.g. CKA), rows and columns in forward layer order, layer 0 top-left.
+
+    Accepts the pairwise tidy frame (``layer_a, layer_b, index_a, index_b, measure, value`` [+
+    ``run_a``, ``run_b``, ``step``]), a square/rectangular matrix DataFrame (index = rows, columns =
+    columns) or a 2-D array. Axis titles name the runs when ``run_a``/``run_b`` are present.
+    ``zmin``/``zmax`` fix the colour range (0..1 suits CKA; None = data range); ``square=True`` makes
+    cells square (leaves a gap before the colour bar in a wide figure).
+    """
+    xtitle = ytitle = "layer"
+    cbar = measure or "value"
+    if isinstance(df_or_matrix, pd.DataFrame) and {"layer_a", "layer_b", "value"} <= set(df_or_matrix.columns):
+        data = df_or_matrix.copy()
+        if "measure" in data.columns:
+            ms = _unique(data["measure"])
+            if measure is not None:
+                if measure not in ms:
+                    raise ValueError(f"measure {measure!r} not in the data; available: {ms}")
+                data = data[data["measure"] == measure]
+            elif len(ms) > 1:
+                raise ValueError(f"several measures in the data {ms}; pass measure=...")
+            elif ms:
+                cbar = ms[0]
+        if data.empty:
+            raise ValueError("layer_heatmap: nothing to draw")
+        if data.duplicated(["layer_a", "layer_b"]).any():
+            varying = [c for c in ("run_a", "run_b", "step", "split") if c in data.columns and data[c].nunique() > 1]
+            raise ValueError(f"layer_heatmap: several values per (layer_a, layer_b); these columns vary: "
+                             f"{varying or 'unknown'} — filter to one pair of runs / one step first")
+        data["_pos"] = range(len(data))
+        ia = "index_a" if "index_a" in data.columns else "_pos"
+        ib = "index_b" if "index_b" in data.columns else "_pos"
+        rows = [str(v) for v in pd.unique(data.sort_values([ia, "_pos"], kind="stable")["layer_a"].astype(str))]
+        cols = [str(v) for v in pd.unique(data.sort_values([ib, "_pos"], kind="stable")["layer_b"].astype(str))]
+        piv = (data.assign(layer_a=data["layer_a"].astype(str), layer_b=data["layer_b"].astype(str))
+               .pivot(index="layer_a", columns="layer_b", values="value").reindex(index=rows, columns=cols))
+        z = piv.to_numpy(dtype=float)
+        for key, setter in (("run_a", "y"), ("run_b", "x")):
+            if key in data.columns and data[key].nunique() == 1:
+                if setter == "y":
+                    ytitle = f"{data[key].iloc[0]} layer"
+                else:
+                    xtitle = f"{data[key].iloc[0]} layer"
+        data["_r"] = data["layer_a"].astype(str).map({v: i for i, v in enumerate(rows)})
+        data["_c"] = data["layer_b"].astype(str).map({v: i for i, v in enumerate(cols)})
+        drawn = data.sort_values(["_r", "_c"], kind="stable").drop(columns=["_pos", "_r", "_c"])
+    elif isinstance(df_or_matrix, pd.DataFrame):
+        m = df_or_matrix
+        try:
+            z = m.to_numpy(dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError("layer_heatmap: a matrix DataFrame must be all numeric; for a tidy frame the "
+                             "columns layer_a, layer_b, value are needed") from None
+        rows = [str(v) for v in m.index]
+        cols = [str(v) for v in m.columns]
+        ytitle = str(m.index.name) if m.index.name is not None else "layer"
+        xtitle = str(m.columns.name) if m.columns.name is not None else "layer"
+        drawn = _melt(z, rows, cols, measure)
+    else:
+        z = np.asarray(df_or_matrix, dtype=float)
+        if z.ndim != 2:
+            raise ValueError(f"layer_heatmap needs a 2-D matrix, got shape {z.shape}")
+        rows = [str(i) for i in range(z.shape[0])]
+        cols = [str(i) for i in range(z.shape[1])]
+        drawn = _melt(z, rows, cols, measure)
+    if z.size == 0:
+        raise ValueError("layer_heatmap: empty matrix")
+
+    fig = go.Figure(go.Heatmap(
+        z=z, x=cols, y=rows, zmin=zmin, zmax=zmax, colorbar=dict(title=dict(text=_pretty(cbar))),
+        hovertemplate="%{y} × %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(template=_style.TEMPLATE)
+    fig.update_xaxes(type="category", title_text=xtitle, showgrid=False, tickangle=-45 if len(cols) > 8 else None)
+    fig.update_yaxes(type="category", title_text=ytitle, showgrid=False, autorange="reversed")
+    if square:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+    if title:
+        fig.update_layout(title_text=title)
+    return attach_data(fig, drawn, "layer_heatmap")
+
+
+def _melt(z: np.ndarray, rows: list[str], cols: list[str], measure: str | None) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "layer_a": np.repeat(np.asarray(rows, dtype=object), len(cols)),
+        "layer_b": np.tile(np.asarray(cols, dtype=object), len(rows)),
+        "index_a": np.repeat(np.arange(len(rows)), len(cols)),
+        "index_b": np.tile(np.arange(len(cols)), len(rows)),
+        "value": z.reshape(-1),
+    })
+    if measure is not None:
+        out.insert(4, "measure", measure)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# spectrum_plot
+# --------------------------------------------------------------------------------------------------
+
+def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = True, log: bool = True,
+                  title: str | None = None) -> go.Figure:
+    """Eigenvalue against rank (1 = largest), one line per spectrum, log–log by default.
+
+    spectra:   ``{label: 1-D eigenvalues}``, or a tidy frame with ``eigenvalue`` (or ``value``) and
+               any of ``run``/``step``/``layer`` naming the spectrum (those that vary form the label).
+    normalize: divide each spectrum by its sum (so curves from different widths compare).
+    log:       log axes; non-positive eigenvalues cannot be shown there and are left out.
+    """
+    parts: list[pd.DataFrame] = []
+    if isinstance(spectra, pd.DataFrame):
+        vcol = "eigenvalue" if "eigenvalue" in spectra.columns else "value"
+        _require(spectra, [vcol], "spectrum_plot")
+        keys = [c for c in ("run", "step", "layer", "measure") if c in spectra.columns]
+        if not keys:
+            raise ValueError("spectrum_plot: a tidy frame needs at least one of run/step/layer to tell spectra apart")
+        varying = [c for c in keys if spectra[c].nunique() > 1] or keys[:1]
+        for gkey, sub in spectra.groupby(varying, sort=False):
+            gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+            label = " · ".join(str(v) for v in gkey)
+            parts.append(_spectrum_rows(label, sub[vcol].to_numpy(dtype=float),
+                                        {c: v for c, v in zip(varying, gkey)}, normalize, log))
+    elif isinstance(spectra, Mapping):
+        if not spectra:
+            raise ValueError("spectrum_plot: no spectra given")
+        for label, arr in spectra.items():
+            a = np.asarray(arr, dtype=float)
+            if a.ndim != 1:
+                raise ValueError(f"spectrum {label!r} must be 1-D eigenvalues, got shape {a.shape}")
+            parts.append(_spectrum_rows(str(label), a, {}, normalize, log))
+    else:
+        raise TypeError(f"spectra must be a mapping label -> eigenvalues or a tidy DataFrame, got {type(spectra).__name__}")
+
+    drawn = pd.concat(parts, ignore_index=True)
+    if drawn.empty:
+        raise ValueError("spectrum_plot: nothing to draw (all eigenvalues non-positive on log axes?)")
+    ycol = "normalized" if normalize else "eigenvalue"
+    fig = go.Figure()
+    fig.update_layout(template=_style.TEMPLATE)
+    labels = _unique(drawn["spectrum"])
+    cmap = _style.color_map(labels)
+    for lab in labels:
+        sub = drawn[drawn["spectrum"] == lab]
+        fig.add_trace(go.Scatter(x=sub["rank"].tolist(), y=sub[ycol].tolist(), name=lab, mode="lines",
+                                 line=dict(color=cmap[lab]),
+                                 hovertemplate=f"<b>{lab}</b><br>rank %{{x}}: %{{y:.3g}}<extra></extra>"))
+    axis_type = "log" if log else "linear"
+    fig.update_xaxes(type=axis_type, title_text="rank", exponentformat="power")
+    fig.update_yaxes(type=axis_type, title_text="eigenvalue / sum" if normalize else "eigenvalue",
+                     exponentformat="power")
+    if title:
+        fig.update_layout(title_text=title)
+    return attach_data(fig, drawn, "spectrum_plot")
+
+
+def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], normalize: bool, log: bool) -> pd.DataFrame:
+    v = np.sort(values[np.isfinite(values)])[::-1]
+    ranks = np.arange(1, len(v) + 1)
+    total = v.sum()
+    out = pd.DataFrame({"spectrum": label, **{k: val for k, val in extra.items()}, "rank": ranks, "eigenvalue": v})
+    if normalize:
+        if not total > 0:
+            raise ValueError(f"spectrum {label!r}: cannot normalise, the eigenvalues sum to {total}")
+        out["normalized"] = v / total
+    if log:
+        out = out[out["eigenvalue"] > 0]
+    return out.reset_index(drop=True)

@@ -1,0 +1,303 @@
+"""Save and load models: workbench directories, Hugging Face directories, weight files.
+
+``save(model, directory)`` writes ``model.safetensors`` and ``model.json`` (the builder spec);
+``load(path)`` understands
+
+- a directory with ``model.json`` (written by :func:`save`): rebuild from the spec, load the weights;
+- a directory with ``config.json``: a Hugging Face model, wrapped in :class:`HFModel`;
+- a ``.safetensors`` file: a state dict, loaded into ``into=`` or into a model rebuilt from a
+  sibling ``model.json``;
+- a ``.pt`` / ``.pth`` / ``.bin`` file: a state dict read with ``torch.load(weights_only=True)``
+  (arbitrary pickled objects are refused), same ``into=`` rule.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["load", "save", "HFModel"]
+
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "model.json"
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                    "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+
+
+# ----------------------------------------------------------------------------- Hugging Face wrapper
+
+def _find_layer_list(model: nn.Module, n_layers: int | None) -> str | None:
+    """Path of the first ``nn.ModuleList`` with ``n_layers`` entries (the transformer layers)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and n_layers is not None and len(module) == n_layers:
+            return name
+    return None
+
+
+def _find_embeddings(model: nn.Module) -> str | None:
+    """Path of the module named ``embeddings``, else the parent of the input embeddings."""
+    for name, _ in model.named_modules():
+        if name.split(".")[-1] == "embeddings":
+            return name
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    for name, module in model.named_modules():
+        if module is emb and name:
+            parent = name.rpartition(".")[0]
+            return parent or name  # parent == the whole model (e.g. GPT-2): use the token embedding itself
+    return None
+
+
+class HFModel(nn.Module):
+    """A Hugging Face ``AutoModel`` with a tokenizer and workbench probe points.
+
+    Attributes
+    ----------
+    model : transformers.PreTrainedModel
+    tokenizer : transformers tokenizer or None
+    config : transformers.PretrainedConfig
+    probe_points : dict
+        ``embeddings`` and ``layer0 .. layer{L-1}`` mapped to module paths inside this wrapper
+        (e.g. ``model.encoder.layer.3``). For BERT-like models (a module named ``embeddings``) their
+        outputs equal the ``output_hidden_states=True`` results. Models without such a module (e.g.
+        GPT-2) use the token-embedding module itself, which excludes position embeddings.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any = None, config: Any = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config if config is not None else getattr(model, "config", None)
+        n_layers = next((getattr(self.config, k) for k in ("num_hidden_layers", "n_layer", "num_layers")
+                         if isinstance(getattr(self.config, k, None), int)), None)
+        points: dict[str, str] = {}
+        emb = _find_embeddings(model)
+        if emb is not None:
+            points["embeddings"] = f"model.{emb}"
+        layers = _find_layer_list(model, n_layers)
+        if layers is not None:
+            points.update({f"layer{i}": f"model.{layers}.{i}" for i in range(n_layers)})
+        else:
+            import warnings
+            warnings.warn(f"could not find the {n_layers} transformer layers of {type(model).__name__} "
+                          "(no nn.ModuleList of that length); only the embeddings are probe points. "
+                          "Select other modules with select_layers(model, [module paths]).", stacklevel=2)
+        self.probe_points = points
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden state ``[N, T, D]``."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def tokenize(self, texts: str | list[str], max_length: int = 128) -> dict[str, torch.Tensor]:
+        """Tokenise with padding and truncation; returns ``input_ids`` and ``attention_mask`` (LongTensor)."""
+        if self.tokenizer is None:
+            raise ValueError("this model was loaded without a tokenizer (no tokenizer files in its directory); "
+                             "pass input_ids directly or set model.tokenizer")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a string or a list of strings")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        return {"input_ids": enc["input_ids"].long().to(device), "attention_mask": enc["attention_mask"].long().to(device)}
+
+
+def _load_hf(directory: Path, trust_remote_code: bool, device: str) -> HFModel:
+    try:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{directory} is a Hugging Face model directory; install transformers "
+                          "(pip install 'workbench[hf]') to load it") from err
+    kwargs = dict(trust_remote_code=trust_remote_code, local_files_only=True)
+    config = AutoConfig.from_pretrained(directory, **kwargs)
+    model = AutoModel.from_pretrained(directory, config=config, **kwargs)
+    tokenizer = None
+    if any((directory / f).exists() for f in _TOKENIZER_FILES):
+        tokenizer = AutoTokenizer.from_pretrained(directory, **kwargs)
+    return HFModel(model, tokenizer, config).to(device).eval()
+
+
+# ----------------------------------------------------------------------------- state dicts
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path) -> nn.Module:
+    """Strict load with a readable error naming missing and unexpected keys."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"into must be a torch.nn.Module, got {type(model).__name__}")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: "
+                         f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}), "
+                         f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} "
+                         f"({len(unexpected)}); build the model with the same options as the saved one")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"the weights in {source} do not fit {type(model).__name__}: {err}") from None
+    return model
+
+
+def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        detail = " ".join(text[text.find("WeightsUnpickler error:"):].split("\n\nCheck")[0].split()) or "refused"
+        raise ValueError(f"{path} is not a plain state dict: torch.load(weights_only=True) refused it ({detail}). "
+                         "It will not be unpickled, because unpickling arbitrary objects can run code. Re-save the "
+                         "weights as a state dict: torch.save(model.state_dict(), path) or "
+                         "workbench.models.save(model, directory).") from None
+    state = _as_state_dict(obj)
+    if state is None:
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors); "
+                         "save model.state_dict() instead")
+    return state
+
+
+def _as_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    def plain(o):
+        return isinstance(o, Mapping) and o and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in o.items())
+    if plain(obj):
+        return dict(obj)
+    if isinstance(obj, Mapping):  # a checkpoint such as {"model": state_dict, "optimizer": ..., "step": ...}
+        for key in ("state_dict", "model_state_dict", "model"):
+            if plain(obj.get(key)):
+                return dict(obj[key])
+    return None
+
+
+def _rebuild(spec_path: Path) -> nn.Module:
+    from . import build  # late import: build lives in the package __init__
+
+    try:
+        spec = json.loads(spec_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{spec_path} is not valid JSON ({err})") from None
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{spec_path} must hold a model spec {{'name': ..., 'options': {{...}}}}, got {spec!r}")
+    return build(spec["name"], spec.get("options") or {})
+
+
+# ----------------------------------------------------------------------------- public API
+
+def load(path: str | os.PathLike, *, into: nn.Module | None = None, trust_remote_code: bool = False,
+         device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model (or weights into ``into``) from ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A directory written by :func:`save`, a Hugging Face directory (``config.json``), a
+        ``.safetensors`` file, or a ``.pt`` / ``.pth`` / ``.bin`` state-dict file.
+    into : nn.Module, optional
+        Load the weights of a file (or of a :func:`save` directory) into this model, strictly, and
+        return it. Its train/eval mode is left unchanged.
+    trust_remote_code : bool, default False
+        Passed to Hugging Face ``from_pretrained``; only enable it for code you trust.
+    device : str or torch.device, default "cpu"
+
+    Returns
+    -------
+    nn.Module
+        Newly built models are returned in eval mode.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Unknown file kind, weights that do not fit the model (missing/unexpected keys listed), a weight
+        file without ``into=`` or a sibling ``model.json``, or a pickle that is not a plain state dict.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file or directory path, got {type(path).__name__}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or directory: {str(path)!r}")
+
+    if path.is_dir():
+        if (path / SPEC_FILE).exists():
+            return load(path / WEIGHTS_FILE, into=into, device=device)
+        if (path / "config.json").exists():
+            if into is not None:
+                raise ValueError(f"{path} is a Hugging Face directory; into= is not used for it (drop into=)")
+            return _load_hf(path, trust_remote_code, str(device))
+        if into is not None and (path / WEIGHTS_FILE).exists():
+            return load(path / WEIGHTS_FILE, into=into, device=device)
+        raise ValueError(f"{path} is neither a workbench model directory ({SPEC_FILE} + {WEIGHTS_FILE}, written "
+                         f"by workbench.models.save) nor a Hugging Face directory (config.json); it contains "
+                         f"{sorted(p.name for p in path.iterdir())[:20]}")
+
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    elif suffix in _TORCH_SUFFIXES:
+        state = _read_torch_file(path)
+    else:
+        raise ValueError(f"cannot load {path}: unknown file type {suffix!r}; accepted: a directory, .safetensors, "
+                         f"{', '.join(_TORCH_SUFFIXES)}")
+
+    if into is not None:
+        return _load_into(into, state, path).to(device)
+    spec_path = path.with_name(SPEC_FILE)
+    if spec_path.exists():
+        return _load_into(_rebuild(spec_path), state, path).to(device).eval()
+    raise ValueError(f"{path} holds only weights; pass the model to load them into: "
+                     f"load({str(path)!r}, into=workbench.models.build(...)), or keep a {SPEC_FILE} next to it")
+
+
+def _atomic_write(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (``model.spec``) into ``directory``.
+
+    Both files are written to a temporary file first and moved into place (``os.replace``), so a
+    crash never leaves a half-written file. ``load(directory)`` rebuilds the model.
+
+    Returns
+    -------
+    Path
+        The directory.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{type(model).__name__} has no builder spec (model.spec), so it cannot be rebuilt; "
+                         "build it with workbench.models.build(...), or save only its weights with "
+                         "safetensors.torch.save_file(model.state_dict(), path) and reload them with "
+                         "workbench.models.load(path, into=model)")
+    try:
+        spec_text = json.dumps({"name": spec["name"], "options": spec.get("options", {})}, indent=2)
+    except TypeError as err:
+        raise ValueError(f"model.spec is not JSON-serialisable ({err}); use plain numbers, strings and lists") from None
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    # clone: safetensors refuses tensors that share memory (e.g. tied weights)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / SPEC_FILE, lambda tmp: Path(tmp).write_text(spec_text + "\n"))
+    return directory

@@ -1,0 +1,389 @@
+"""Run store: content-addressed run directories with atomic writes, resumable checkpoints and locking.
+
+A *run* is one training job: a normalized :class:`RunConfig`, checkpoints (safetensors) on a schedule
+(step 0, log-spaced steps and the final step), a tidy history (one row per step × metric) and a status.
+The run id is a hash of the normalized config, so asking for the same run twice trains once.
+
+Layout of a store::
+
+    root/
+      runs/<run_id>/
+        config.json            normalized config (what the id hashes)
+        meta.json              display name, created time, workbench version (not hashed)
+        status.json            {"state": "created"|"running"|"done"|"failed", "step": int, "error": str|None}
+        history.csv            tidy: step, metric, split, value
+        checkpoints/<step:08d>/model.safetensors, model.json, trainer.pt
+        artifacts/             run-specific arrays (e.g. label_noise.npz)
+        .lock                  flock-ed by the process that trains the run
+
+Every file is written to a temporary name in the same directory, fsync-ed and renamed (``os.replace``), so
+readers never see a half-written file and a killed writer leaves the previous version intact. Training
+holds an exclusive ``fcntl.flock`` on ``.lock``: a second process asking for the same run waits, then
+finds it done.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["RunConfig", "RunStore", "Run", "checkpoint_schedule", "atomic_write_bytes", "atomic_write_text",
+           "default_store_root"]
+
+OBJECTIVES = ("supervised", "none")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def default_store_root() -> Path:
+    """``$WORKBENCH_HOME`` or ``~/.workbench`` — where runs and activation caches live by default."""
+    return Path(os.environ.get("WORKBENCH_HOME", Path.home() / ".workbench"))
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines what a run learns. Two equal configs are the same run.
+
+    Parameters
+    ----------
+    dataset, dataset_options : name for :func:`workbench.data.load` and its options.
+    model, model_options : builder name for :func:`workbench.models.build` and its options
+        (``input_shape``/``num_classes``/``vocab_size`` are filled from the dataset).
+    objective : ``"supervised"`` (cross-entropy on the train split) or ``"none"`` (random init, no training:
+        the baseline every curve is compared with).
+    label_noise : fraction of training labels flipped to a different class, uniformly (symmetric noise).
+        Exactly ``round(label_noise * n_train)`` labels are flipped; which ones is recorded.
+    optimizer, lr, weight_decay, batch_size, steps, seed : optimisation settings.
+    checkpoints : number of log-spaced checkpoint steps in ``[1, steps]`` (step 0 and the final step are
+        always saved).
+    """
+
+    dataset: str = "shapes"
+    dataset_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    model: str = "cnn"
+    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    objective: str = "supervised"
+    label_noise: float = 0.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    steps: int = 500
+    seed: int = 0
+    checkpoints: int = 6
+
+    def __post_init__(self) -> None:
+        from ._validation import check_choice, check_fraction, check_positive_int
+
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise TypeError(f"dataset must be a dataset name (str), got {self.dataset!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise TypeError(f"model must be a builder name (str), got {self.model!r}")
+        for name in ("dataset_options", "model_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise TypeError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+        check_choice(self.objective, OBJECTIVES, "objective")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_fraction(self.label_noise, "label_noise", low=0.0, high=1.0)
+        if self.label_noise > 0 and self.objective == "none":
+            raise ValueError("label_noise has no effect with objective='none' (no training); set it to 0")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.steps, "steps", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.checkpoints, "checkpoints", minimum=0)
+        if self.objective == "none" and self.steps != 0:
+            object.__setattr__(self, "steps", 0)  # a random-init baseline trains for zero steps, whatever asked
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Build from a dict; unknown keys are an error that lists the accepted ones."""
+        if isinstance(d, RunConfig):
+            return d
+        if not isinstance(d, Mapping):
+            raise TypeError(f"config must be a dict or RunConfig, got {type(d).__name__}")
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; accepted: {fields}")
+        return cls(**dict(d))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Normalized, JSON-ready dict: every field present, options sorted, numbers canonical."""
+        return _normalize(dataclasses.asdict(self))
+
+    @property
+    def id(self) -> str:
+        """16 hex digits of SHA-256 over the canonical JSON of :meth:`to_dict`."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _normalize(x: Any) -> Any:
+    """Canonical JSON-ready form: dict keys sorted, tuples → lists, numpy scalars → Python, 1.0 stays float."""
+    if isinstance(x, Mapping):
+        return {str(k): _normalize(x[k]) for k in sorted(x, key=str)}
+    if isinstance(x, (list, tuple)):
+        return [_normalize(v) for v in x]
+    if isinstance(x, np.generic):
+        return _normalize(x.item())
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            raise ValueError(f"config values must be finite, got {x}")
+        return float(repr(x))
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    raise TypeError(f"config value {x!r} of type {type(x).__name__} is not JSON-serialisable; "
+                    "use str/int/float/bool/list/dict")
+
+
+def checkpoint_schedule(steps: int, n: int) -> list[int]:
+    """Step 0, ``n`` log-spaced steps in ``[1, steps]`` and ``steps`` itself, sorted and unique."""
+    if steps <= 0:
+        return [0]
+    logs = np.unique(np.round(np.geomspace(1, steps, max(n, 1))).astype(int)) if n > 0 else np.array([], int)
+    return sorted({0, steps, *map(int, logs)})
+
+
+# ----------------------------------------------------------------------------------------------- atomic io
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------- run
+class Run:
+    """A handle on one run directory. Cheap to create; reads files on demand."""
+
+    def __init__(self, store: "RunStore", run_id: str):
+        self.store = store
+        self.id = run_id
+        self.path = store.root / "runs" / run_id
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, name={self.name!r}, state={self.status['state']!r}, steps={self.config.steps})"
+
+    @property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(_read_json(self.path / "config.json"))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        p = self.path / "meta.json"
+        return _read_json(p) if p.exists() else {}
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.id
+
+    @property
+    def status(self) -> dict[str, Any]:
+        p = self.path / "status.json"
+        return _read_json(p) if p.exists() else {"state": "created", "step": -1, "error": None}
+
+    @property
+    def done(self) -> bool:
+        return self.status["state"] == "done"
+
+    def set_status(self, state: str, step: int, error: str | None = None) -> None:
+        _write_json(self.path / "status.json", {"state": state, "step": int(step), "error": error,
+                                                 "updated": _now()})
+
+    # --- checkpoints
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"{int(step):08d}"
+
+    def checkpoints(self) -> list[int]:
+        """Steps with a complete checkpoint (a directory holding model.safetensors), ascending."""
+        root = self.path / "checkpoints"
+        if not root.exists():
+            return []
+        return sorted(int(p.name) for p in root.iterdir()
+                      if p.is_dir() and p.name.isdigit() and (p / "model.safetensors").exists())
+
+    def _resolve_step(self, step: int | str | None) -> int:
+        steps = self.checkpoints()
+        if not steps:
+            raise FileNotFoundError(f"run {self.id} has no checkpoints yet (state: {self.status['state']})")
+        if step is None or step == "final":
+            return steps[-1]
+        if step not in steps:
+            raise ValueError(f"step={step!r} is not a checkpoint of run {self.id}; available steps: {steps}")
+        return int(step)
+
+    def load_model(self, step: int | str | None = None, device: str = "cpu"):
+        """The model at checkpoint ``step`` (default: the last one), in eval mode."""
+        from .models import load as load_model
+
+        model = load_model(self.checkpoint_dir(self._resolve_step(step)), device=device)
+        model.eval()
+        return model
+
+    def weights_hash(self, step: int | str | None = None) -> str:
+        """SHA-256 of the checkpoint file (weights identity without loading them)."""
+        p = self.checkpoint_dir(self._resolve_step(step)) / "model.safetensors"
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    # --- history
+    def history(self) -> pd.DataFrame:
+        """Tidy training history: columns run, step, metric, split, value."""
+        p = self.path / "history.csv"
+        if not p.exists():
+            return pd.DataFrame(columns=["run", "step", "metric", "split", "value"])
+        df = pd.read_csv(p, keep_default_na=False, na_values=[""])
+        df.insert(0, "run", self.name)
+        return df
+
+    def write_history(self, rows: list[dict[str, Any]]) -> None:
+        df = pd.DataFrame(rows, columns=["step", "metric", "split", "value"])
+        atomic_write_text(self.path / "history.csv", df.to_csv(index=False))
+
+    # --- artifacts
+    def save_artifact(self, name: str, **arrays: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(self.path / "artifacts" / f"{name}.npz", buf.getvalue())
+
+    def load_artifact(self, name: str) -> dict[str, np.ndarray]:
+        p = self.path / "artifacts" / f"{name}.npz"
+        if not p.exists():
+            raise FileNotFoundError(f"run {self.id} has no artifact {name!r}")
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive inter-process lock on this run (blocks until free)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------- store
+class RunStore:
+    """A directory of runs. ``RunStore()`` uses :func:`default_store_root`."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_store_root()
+        (self.root / "runs").mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r}, runs={len(self.ids())})"
+
+    def ids(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "runs").iterdir() if (p / "config.json").exists())
+
+    def create(self, config: RunConfig | Mapping[str, Any], name: str | None = None) -> Run:
+        """Register a run for ``config`` (idempotent) and return its handle."""
+        config = RunConfig.from_dict(config)
+        run = Run(self, config.id)
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not (run.path / "config.json").exists():
+            _write_json(run.path / "config.json", config.to_dict())
+        meta = run.meta
+        if not meta:
+            from . import __version__
+
+            meta = {"created": _now(), "workbench_version": __version__}
+        if name is not None and meta.get("name") != name:
+            meta["name"] = name
+        _write_json(run.path / "meta.json", meta)
+        return run
+
+    def get(self, run: str | Run | RunConfig | Mapping[str, Any]) -> Run:
+        """A run by id, unique id prefix, display name, config, or Run."""
+        if isinstance(run, Run):
+            return run
+        if isinstance(run, (RunConfig, Mapping)):
+            rid = RunConfig.from_dict(run).id
+            if rid not in self.ids():
+                raise KeyError(f"no run for this config (id {rid}) in {self.root}; train it first")
+            return Run(self, rid)
+        if not isinstance(run, str):
+            raise TypeError(f"run must be an id, name, config or Run, got {type(run).__name__}")
+        ids = self.ids()
+        if run in ids:
+            return Run(self, run)
+        matches = [i for i in ids if i.startswith(run)] or [i for i in ids if Run(self, i).meta.get("name") == run]
+        if len(matches) == 1:
+            return Run(self, matches[0])
+        if not matches:
+            raise KeyError(f"no run {run!r} in {self.root}; `store.list()` shows the runs")
+        raise KeyError(f"{run!r} is ambiguous: matches runs {matches}; use the full id")
+
+    def runs(self) -> list[Run]:
+        return [Run(self, i) for i in self.ids()]
+
+    def list(self) -> pd.DataFrame:
+        """One row per run: id, name, state, step, checkpoints, created and the main config fields."""
+        rows = []
+        for run in self.runs():
+            cfg, st, meta = run.config.to_dict(), run.status, run.meta
+            rows.append({"id": run.id, "name": meta.get("name", ""), "state": st["state"], "step": st["step"],
+                         "checkpoints": len(run.checkpoints()), "created": meta.get("created", ""),
+                         **{k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
+                            for k, v in cfg.items()}})
+        cols = ["id", "name", "state", "step", "checkpoints", "created"] + [f.name for f in dataclasses.fields(RunConfig)]
+        return pd.DataFrame(rows, columns=cols)
+
+    def delete(self, run: str | Run) -> None:
+        run = self.get(run)
+        with run.lock():
+            trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
+            os.replace(run.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
