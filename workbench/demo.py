@@ -56,7 +56,8 @@ def analyze(store: RunStore, configs: dict[str, RunConfig], *, quick: bool = Tru
     first = next(iter(configs.values()))
     dataset = wb_data.load(first.dataset, **dict(first.dataset_options))
     limits = {"train": 2000 if quick else 10000}
-    acts = {name: run_activations(run, dataset, ("train", "test", "ood"), max_examples=limits)
+    # "pool" is left out: mean-pooling the last stage's map already gives exactly the pooled features
+    acts = {name: run_activations(run, dataset, ("train", "test", "ood"), layers=r"^(?!pool$)", max_examples=limits)
             for name, run in runs.items()}
     results = pd.concat([
         layer_measures(acts[name], run=name, step=run.checkpoints()[-1], eval_splits=("test", "ood"),
@@ -64,7 +65,10 @@ def analyze(store: RunStore, configs: dict[str, RunConfig], *, quick: bool = Tru
         for name, run in runs.items()], ignore_index=True)
     cka = cross_run_similarity(acts["clean"]["test"], acts["noise-30%"]["test"], run_a="clean", run_b="noise-30%")
     history = pd.concat([r.history() for r in runs.values()], ignore_index=True)
-    spectra = {name: a["test"][a["test"].layers[-2]].numpy() for name, a in acts.items()}  # the pooled features
+    from .spectrum import spectrum
+
+    # covariance spectrum of the pooled features (the layer before the classifier head)
+    spectra = {name: spectrum(a["test"][a["test"].layers[-2]]) for name, a in acts.items()}
     return {"runs": runs, "results": results, "cka": cka, "history": history, "spectra": spectra}
 
 
@@ -85,7 +89,8 @@ def _figures(tables: dict[str, Any]) -> dict[str, Any]:
         "Linear CKA: clean vs 30% noise": figures.layer_heatmap(tables["cka"], title="Linear CKA, clean × noisy"),
         "Spectrum of pooled features": figures.spectrum_plot(tables["spectra"],
                                                             title="Covariance spectrum, pooled features"),
-        "Training curves": figures.training_curves(curves) if hasattr(figures, "training_curves") else None,
+        "Held-out accuracy during pretraining": figures.step_curve(curves, metric="accuracy",
+                                                                    title="Accuracy during pretraining"),
     }
 
 
@@ -103,7 +108,7 @@ def run_demo(out: str | os.PathLike, *, quick: bool = True, store: RunStore | st
     tables["cka"].to_csv(out / "cka.csv", index=False)
     tables["history"].to_csv(out / "history.csv", index=False)
 
-    figs = {k: v for k, v in _figures(tables).items() if v is not None}
+    figs = _figures(tables)
     summary = summary_table(tables["results"])
     figures.to_html(figs, out / "report.html", title="workbench demo: label noise in pretraining",
                     table=summary)

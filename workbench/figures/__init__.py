@@ -9,12 +9,12 @@ Importing this package does not import ipywidgets or kaleido.
 """
 from __future__ import annotations
 
-from .builders import attach_data, layer_curve, layer_heatmap, plotted_data, spectrum_plot
+from .builders import attach_data, layer_curve, layer_heatmap, plotted_data, spectrum_plot, step_curve
 from .export import close_browser, export, find_chromium, to_html
 from .style import (DEFAULT_STYLE, PAPER_TEMPLATE, TEMPLATE, color_map, get_style, load_style, palette,
                     register_templates, use_style)
 
-__all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "plotted_data", "attach_data",
+__all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data",
            "export", "to_html", "find_chromium", "close_browser",
            "DEFAULT_STYLE", "TEMPLATE", "PAPER_TEMPLATE", "get_style", "load_style", "use_style",
            "register_templates", "palette", "color_map"]

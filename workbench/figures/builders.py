@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 
 from . import style as _style
 
-__all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "plotted_data", "attach_data", "META_KEY"]
+__all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data", "META_KEY"]
 
 META_KEY = "workbench"
 
@@ -480,3 +480,50 @@ def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], nor
     if log:
         out = out[out["eigenvalue"] > 0]
     return out.reset_index(drop=True)
+
+
+def step_curve(df: pd.DataFrame, metric: str | None = None, color: str = "run", dash: str | None = "split",
+               log_x: bool = True, title: str | None = None) -> go.Figure:
+    """A value against training step (a run's history or a measure across checkpoints).
+
+    df:     tidy rows with ``step``, ``value`` and ``color`` (+ ``metric`` and ``dash`` columns if present).
+    metric: which ``metric`` (or ``measure``) to draw when several are present.
+    color:  one colour per value of this column; ``dash``: one line style per value of this column.
+    log_x:  log-scaled step axis (checkpoints are log-spaced); step 0 is drawn at the axis' left end.
+    """
+    _require(df, ["step", "value", color], "step_curve")
+    data = df.copy()
+    mcol = "metric" if "metric" in data.columns else ("measure" if "measure" in data.columns else None)
+    if mcol is not None:
+        metrics = _unique(data[mcol])
+        if metric is None and len(metrics) > 1:
+            raise ValueError(f"several {mcol}s in the data {metrics}; pass metric=...")
+        metric = metric if metric is not None else metrics[0]
+        if metric not in metrics:
+            raise ValueError(f"metric {metric!r} not in the data; available: {metrics}")
+        data = data[data[mcol] == metric]
+    if dash is not None and dash not in data.columns:
+        dash = None
+    data = data.sort_values("step")
+    fig = go.Figure()
+    fig.update_layout(template=_style.TEMPLATE)
+    groups = _unique(data[color])
+    cmap = _style.color_map(groups)
+    styles = ["solid", "dash", "dot", "dashdot", "longdash"]
+    dashes = {v: styles[i % len(styles)] for i, v in enumerate(_unique(data[dash]))} if dash else {None: "solid"}
+    for g in groups:
+        for d, style in dashes.items():
+            sub = data[(data[color] == g) & ((data[dash] == d) if dash else True)]
+            if sub.empty:
+                continue
+            x = sub["step"].to_numpy(dtype=float)
+            if log_x:
+                x = np.where(x <= 0, 0.5, x)  # step 0 shown just left of step 1 on a log axis
+            name = f"{g} · {d}" if dash else str(g)
+            fig.add_trace(go.Scatter(x=x.tolist(), y=sub["value"].tolist(), name=name, mode="lines+markers",
+                                     line=dict(color=cmap[g], dash=style), marker=dict(size=4)))
+    fig.update_xaxes(title_text="step", type="log" if log_x else "linear")
+    fig.update_yaxes(title_text=_pretty(metric) if metric else "value")
+    if title:
+        fig.update_layout(title_text=title)
+    return attach_data(fig, data, "step_curve")

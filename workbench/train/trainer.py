@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -201,7 +202,8 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
     y_train = torch.as_tensor(labels, dtype=torch.long)
     log_every = max(1, config.steps // 100)
     model.train()
-    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"train {run.name}", leave=False)
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"train {run.name}", leave=False,
+               mininterval=0.1 if sys.stderr.isatty() else 5.0)
     running: list[tuple[float, float]] = []
     try:
         for step in range(start + 1, config.steps + 1):
