@@ -1,0 +1,34 @@
+# Set-up and everyday commands. README documents `make demo` and `make test`.
+PYTHON ?= python3
+PIP    ?= $(PYTHON) -m pip
+OUT    ?= demo-out
+
+# torch is pinned (pyproject). With no NVIDIA driver, ask the CPU wheel index first so no CUDA packages are
+# pulled; with a driver, PyPI's normal CUDA build is used. Skipped entirely when torch is already installed.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAVE_NVIDIA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+
+.PHONY: install install-test demo test test-fast bench clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || \
+	  $(PIP) install "torch==2.13.0" $(if $(HAVE_NVIDIA),,--extra-index-url $(TORCH_CPU_INDEX))
+	$(PIP) install -q -e .
+
+install-test: install
+	$(PIP) install -q -e ".[test]"
+
+demo: install
+	workbench demo --out $(OUT) --quick
+
+test: install-test
+	$(PYTHON) -m pytest -q
+
+test-fast: install-test
+	$(PYTHON) -m pytest -q -m "not slow and not browser"
+
+bench: install-test
+	$(PYTHON) benchmarks/bench_activations.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache build *.egg-info

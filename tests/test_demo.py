@@ -1,0 +1,73 @@
+"""The flagship demo and the quickstart notebook, end to end (quick mode, shared run store)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # CI sets WORKBENCH_HOME to a fresh dir; share it so the demo and the notebook train once between them
+    home = os.environ.get("WORKBENCH_HOME")
+    return Path(home) if home else tmp_path_factory.mktemp("store")
+
+
+def _demo(out, store):
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "demo", "--out", str(out), "--quick",
+                           "--store", str(store)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, time.perf_counter() - t0
+
+
+def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
+    proc, first = _demo(tmp_path / "a", store)
+    out = tmp_path / "a"
+    html = (out / "report.html").read_text()
+    assert html.count("<script") >= 2 and not re.search(r'<script[^>]+src=["\']https?://', html)  # offline
+    res = pd.read_csv(out / "results.csv")
+    assert set(res.columns) >= {"run", "step", "layer", "layer_index", "measure", "split", "value"}
+    assert set(res["run"]) == {"clean", "noise-30%", "random-init"}
+    probe = res[res.measure == "probe_accuracy"].set_index(["run", "split", "layer"])["value"]
+    # the direction S1 predicts at the last conv stage: clean > noisy > random init, in and out of distribution
+    for split in ("test", "ood"):
+        assert probe["clean", split, "stage3"] > probe["noise-30%", split, "stage3"] > probe["random-init", split, "stage3"]
+    cka = pd.read_csv(out / "cka.csv")
+    assert len(cka) == res[res.run == "clean"].layer.nunique() ** 2
+    assert cka["value"].between(0, 1 + 1e-9).all()
+    assert "probe_accuracy[ood]" in proc.stdout  # the results table is printed
+    figs = list((out / "figures").glob("*.csv"))
+    assert len(figs) >= 5
+    # second run: cached runs and activations — no training, no model forward; checkpoints untouched
+    ckpts = {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")}
+    acts = set(Path(store).glob("activations/*.npy"))
+    proc2, second = _demo(tmp_path / "b", store)
+    assert {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")} == ckpts
+    assert set(Path(store).glob("activations/*.npy")) == acts
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "results.csv"), res)
+    print(f"demo: first {first:.1f}s, second {second:.1f}s")
+
+
+def test_quickstart_notebook_executes(store):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)
+    os.environ["WORKBENCH_HOME"] = str(store)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    # the dashboard rendered as a widget and the plotly figures as plotly mime bundles
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert "application/vnd.jupyter.widget-view+json" in mimes
+    assert "application/vnd.plotly.v1+json" in mimes
