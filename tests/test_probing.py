@@ -234,7 +234,7 @@ def test_bootstrap_interval_is_stats_bootstrap_of_per_example_scores():
 # -------------------------------------------------------------------------------------------------- errors
 def test_errors():
     x, y = make_data(60, 5, 3, seed=1)
-    with pytest.raises(ValueError, match="never occur in y_train"):
+    with pytest.raises(ValueError, match="never occur in the training labels"):
         linear_probe(x[:40], y[:40], {"test": (x[40:], np.r_[y[40:-1], 5])}, C=1.0)
     with pytest.raises(ValueError, match="1 distinct class"):
         linear_probe(x, np.zeros(60, dtype=int), C=1.0)
@@ -259,9 +259,9 @@ def test_errors():
         linear_probe({"a": x, "b": x}, y, {"test": ({"a": x}, y)}, C=1.0)
     with pytest.raises(ValueError, match="4 features"):
         linear_probe(x, y, {"test": (x[:, :4], y)}, C=1.0)
-    with pytest.raises(ValueError, match="C must be a positive"):
+    with pytest.raises(ValueError, match="C must be > 0"):
         linear_probe(x, y, C=0.0)
-    with pytest.raises(ValueError, match=r"Cs\[1\] must be a positive"):
+    with pytest.raises(ValueError, match=r"Cs\[1\] must be > 0"):
         linear_probe(x, y, Cs=(1.0, -1.0))
     with pytest.raises(ValueError, match="folds must be >= 2"):
         linear_probe(x, y, folds=1)

@@ -29,7 +29,7 @@ from .._validation import as_2d_tensor, check_labels
 from .stats import bootstrap_ci
 
 DEFAULT_LAYER = "features"
-_STD_FLOOR_REL = 1e-10
+STD_FLOOR_REL = 1e-10
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -201,7 +201,7 @@ def standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, scale) of the training split; constant features get scale 1 (module docstring)."""
     mean = x.mean(dim=0)
     std = x.std(dim=0, unbiased=False) if x.shape[0] > 1 else torch.zeros_like(mean)
-    constant = std <= _STD_FLOOR_REL * mean.abs()
+    constant = std <= STD_FLOOR_REL * mean.abs()
     return mean, torch.where(constant | (std == 0), torch.ones_like(std), std)
 
 

@@ -91,6 +91,7 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import as_2d_tensor, check_labels, check_positive_int
+from ._common import DEFAULT_LAYER, STD_FLOOR_REL, as_layers, check_number, encode_eval_labels, standardizer
 from .stats import bootstrap_ci, result_frame
 
 __all__ = ["linear_probe", "DEFAULT_CS"]
@@ -98,8 +99,6 @@ __all__ = ["linear_probe", "DEFAULT_CS"]
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 """Default grid of C (sklearn's inverse regularisation strength): ``logspace(-3, 2, 6)``."""
 
-_DEFAULT_LAYER = "features"
-_STD_FLOOR_REL = 1e-10
 _HISTORY = 10  # L-BFGS memory
 _MAX_LINE_SEARCH = 30
 _PATIENCE = 10  # iterations in a row without a measurable decrease of J: a fit at the floating-point floor
@@ -428,13 +427,6 @@ def _lbfgs(batch: _Batch, theta: torch.Tensor, *, tol: float, max_iter: int,
 
 
 # -------------------------------------------------------------------------------------- preparation
-def _standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = x.mean(dim=0)
-    std = (x - mean).square().mean(0).sqrt()
-    constant = std <= _STD_FLOOR_REL * mean.abs()
-    return mean, torch.where(constant, torch.ones_like(std), std)
-
-
 def _affine_to_fold(xc: torch.Tensor, mean_g: torch.Tensor, scale_g: torch.Tensor,
                     rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, c) such that ``a * xc + c`` is the layer standardized by the training rows ``rows`` of a fold.
@@ -446,7 +438,7 @@ def _affine_to_fold(xc: torch.Tensor, mean_g: torch.Tensor, scale_g: torch.Tenso
     mu = sub.mean(0)
     sd = (sub - mu).square().mean(0).sqrt()
     raw_mean, raw_std = mean_g + scale_g * mu, scale_g * sd
-    scale = torch.where(raw_std <= _STD_FLOOR_REL * raw_mean.abs(), torch.ones_like(raw_std), raw_std)
+    scale = torch.where(raw_std <= STD_FLOOR_REL * raw_mean.abs(), torch.ones_like(raw_std), raw_std)
     return scale_g / scale, -scale_g * mu / scale
 
 
@@ -464,30 +456,6 @@ def _stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.nda
 
 
 # ------------------------------------------------------------------------------------------- validation
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return float(value)
-
-
-def _as_layers(x: Any, name: str) -> tuple[dict[Any, Any], bool]:
-    if isinstance(x, Mapping):
-        if len(x) == 0:
-            raise ValueError(f"{name} is an empty mapping; pass at least one layer")
-        return dict(x), True
-    return {_DEFAULT_LAYER: x}, False
-
-
-def _encode(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
-    unseen = np.setdiff1d(np.unique(y), classes)
-    if unseen.size:
-        raise ValueError(f"{name} contains label(s) {unseen[:10].tolist()} that never occur in y_train; "
-                         "a probe cannot predict unseen classes - drop those examples or add them to training")
-    return np.searchsorted(classes, y)
-
-
 def _interval(values: np.ndarray, n_boot: int, ci_level: float, seed: int) -> tuple[float, float]:
     if n_boot == 0:
         return math.nan, math.nan
@@ -579,17 +547,17 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
         raise TypeError(f"target must be a non-empty string naming what is probed, got {target!r}")
     if cv_precision not in ("float32", "float64"):
         raise ValueError(f"cv_precision must be 'float32' or 'float64', got {cv_precision!r}")
-    tol = _check_positive(tol, "tol")
-    cv_tol = _check_positive(cv_tol, "cv_tol")
-    fixed_c = None if C is None else _check_positive(C, "C")
+    tol = check_number(tol, "tol", low=0.0, low_open=True)
+    cv_tol = check_number(cv_tol, "cv_tol", low=0.0, low_open=True)
+    fixed_c = None if C is None else check_number(C, "C", low=0.0, low_open=True)
     if fixed_c is None:
         if isinstance(Cs, (str, bytes)) or not hasattr(Cs, "__len__") or len(Cs) == 0:
             raise ValueError("Cs must be a non-empty sequence of positive numbers (or pass C)")
-        Cs = [_check_positive(c, f"Cs[{i}]") for i, c in enumerate(Cs)]
+        Cs = [check_number(c, f"Cs[{i}]", low=0.0, low_open=True) for i, c in enumerate(Cs)]
     if return_cv and fixed_c is not None:
         raise ValueError("return_cv=True needs C=None (there is no cross-validation when C is fixed)")
 
-    train_layers, is_mapping = _as_layers(train, "train")
+    train_layers, is_mapping = as_layers(train, "train")
     y_np = check_labels(y_train, "y_train", min_classes=2)
     classes, counts = np.unique(y_np, return_counts=True)
     n_classes = len(classes)
@@ -614,8 +582,8 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
         if isinstance(xe, Mapping) != is_mapping:
             want = "a mapping of layers, like train" if is_mapping else "an array, like train"
             raise TypeError(f"evals[{split!r}] X must be {want}")
-        ye_idx = _encode(check_labels(ye, f"evals[{split!r}] y", min_classes=1), classes, f"evals[{split!r}] y")
-        xe = xe if is_mapping else {_DEFAULT_LAYER: xe}
+        ye_idx = encode_eval_labels(check_labels(ye, f"evals[{split!r}] y", min_classes=1), classes, f"evals[{split!r}] y")
+        xe = xe if is_mapping else {DEFAULT_LAYER: xe}
         for layer in train_layers:
             if layer not in xe:
                 raise ValueError(f"evals[{split!r}] X has no layer {layer!r}; give every eval split the "
@@ -635,7 +603,7 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
         if x.shape[0] != n:
             raise ValueError(f"mismatched number of samples: {lname} has {x.shape[0]} rows, y_train has "
                              f"{n}; pass features and labels of the same examples")
-        mean, scale = _standardizer(x)
+        mean, scale = standardizer(x)
         stats.append((mean, scale))
         xc64.append((x - mean) / scale)
         del x
