@@ -42,6 +42,15 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     # the direction S1 predicts at the last conv stage: clean > noisy > random init, in and out of distribution
     for split in ("test", "ood"):
         assert probe["clean", split, "stage3"] > probe["noise-30%", split, "stage3"] > probe["random-init", split, "stage3"]
+    # every probe accuracy carries its bootstrap interval
+    acc = res[res.measure == "probe_accuracy"]
+    assert (acc.ci_low <= acc.value + 1e-12).all() and (acc.value <= acc.ci_high + 1e-12).all()
+    assert (acc.ci_high - acc.ci_low).between(0.005, 0.2).all()
+    # control task (random label per (shape, colour) type): the trained representation is selective at
+    # stage3, the random-init one is not (selectivity itself is checked in test_probing_controls.py)
+    wide = res[res.split == "test"].pivot_table(index=["run", "layer"], columns="measure", values="value")
+    assert wide.loc[("clean", "stage3"), "probe_selectivity"] > 0.3
+    assert wide.loc[("random-init", "stage3"), "probe_selectivity"] < 0.1
     cka = pd.read_csv(out / "cka.csv")
     assert len(cka) == res[res.run == "clean"].layer.nunique() ** 2
     assert cka["value"].between(0, 1 + 1e-9).all()

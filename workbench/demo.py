@@ -2,13 +2,15 @@
 
 On ``shapes`` we pretrain one small residual CNN on clean labels and one on 30 % symmetric label noise,
 and keep a random-init twin as the baseline. For every layer of each we capture activations, fit a
-logistic probe for the shape class on the in-distribution (test) and out-of-distribution (ood) splits,
+logistic probe for the shape class (L2 strength chosen per layer by 5-fold cross-validation, 95 %
+bootstrap intervals) on the in-distribution (test) and out-of-distribution (ood) splits, a control-task
+probe (Hewitt & Liang 2019: every (shape, colour) input type gets a fixed random label) for selectivity,
 compute RankMe and effective rank, and compare the two pretrained runs layer × layer with linear CKA.
 This is the set-up of study S1 (Noisy Model Learning) at CPU scale.
 
 ``run_demo(out, quick=True)`` writes to ``out``:
 
-- ``results.csv``   tidy per-layer table (run, step, layer, measure, split, value)
+- ``results.csv``   tidy per-layer table (run, step, layer, measure, split, value, ci_low, ci_high)
 - ``cka.csv``       tidy layer × layer CKA between the clean and noisy runs
 - ``history.csv``   training curves of both runs
 - ``figures/*``     each figure as SVG, PDF, PNG (+ CSV of its data, + JSON spec)
@@ -61,7 +63,7 @@ def analyze(store: RunStore, configs: dict[str, RunConfig], *, quick: bool = Tru
             for name, run in runs.items()}
     results = pd.concat([
         layer_measures(acts[name], run=name, step=run.checkpoints()[-1], eval_splits=("test", "ood"),
-                       probe_C=1.0 if quick else None)
+                       control_types=("shape", "color"))
         for name, run in runs.items()], ignore_index=True)
     cka = cross_run_similarity(acts["clean"]["test"], acts["noise-30%"]["test"], run_a="clean", run_b="noise-30%")
     history = pd.concat([r.history() for r in runs.values()], ignore_index=True)
@@ -84,6 +86,9 @@ def _figures(tables: dict[str, Any]) -> dict[str, Any]:
             probe[probe["split"] == "test"], baseline="random-init", title="Shape-class probe, test split"),
         "Probe accuracy by layer (out-of-distribution)": figures.layer_curve(
             probe[probe["split"] == "ood"], baseline="random-init", title="Shape-class probe, OOD split"),
+        "Probe selectivity by layer (control task)": figures.layer_curve(
+            res[(res["measure"] == "probe_selectivity") & (res["split"] == "test")], baseline="random-init",
+            title="Selectivity = task − control accuracy (Hewitt & Liang 2019), test split"),
         "RankMe by layer": figures.layer_curve(res[res["measure"] == "rankme"], baseline="random-init",
                                                title="RankMe (Garrido et al. 2023)"),
         "Linear CKA: clean vs 30% noise": figures.layer_heatmap(tables["cka"], title="Linear CKA, clean × noisy"),

@@ -24,7 +24,7 @@ from .runs import Run
 
 __all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor"]
 
-TIDY_COLUMNS = ["run", "step", "layer", "layer_index", "measure", "split", "value"]
+TIDY_COLUMNS = ["run", "step", "layer", "layer_index", "measure", "split", "value", "ci_low", "ci_high"]
 
 
 def run_activations(run: Run, dataset: Dataset, splits: Sequence[str] = ("train", "test"), *,
@@ -48,42 +48,69 @@ def run_activations(run: Run, dataset: Dataset, splits: Sequence[str] = ("train"
 
 
 def layer_measures(acts: Mapping[str, Activations], *, run: str, step: int, train_split: str = "train",
-                   eval_splits: Sequence[str] = ("test",), target: str | None = None, probe_C: float | None = 1.0,
-                   spectrum_split: str | None = None) -> pd.DataFrame:
-    """Linear-probe accuracy on each eval split and RankMe / effective rank per layer, as a tidy table.
+                   eval_splits: Sequence[str] = ("test",), target: str | None = None, probe_C: float | None = None,
+                   control_types: Sequence[str] | None = None, spectrum_split: str | None = None,
+                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Linear-probe accuracy (with bootstrap CIs) on each eval split, optional control-task selectivity, and
+    RankMe / effective rank per layer, as one tidy table.
 
     Parameters
     ----------
     acts : split name → :class:`Activations` (same layers in each).
     target : factor to probe (default: the class labels).
-    probe_C : inverse L2 strength of the logistic probe (sklearn convention); None chooses it by
-        cross-validation (slower).
+    probe_C : inverse L2 strength of the logistic probe (sklearn convention); None (default) chooses it per
+        layer by 5-fold cross-validation over :data:`workbench.probing.linear.DEFAULT_CS` (one batched fit
+        of every layer × C × fold).
+    control_types : factor names whose joint value is an example's *input type* for a Hewitt & Liang (2019)
+        control task (:func:`workbench.probing.selectivity`, linear probe at C = 1): adds the measures
+        ``control_accuracy`` and ``probe_selectivity`` (= task − control accuracy) per layer and eval split.
     spectrum_split : split whose activations feed the spectrum measures (default: the first eval split).
+    n_boot, seed : percentile-bootstrap resamples over the split's examples for ``ci_low``/``ci_high`` of the
+        accuracies (0 gives NaN bounds), and the seed of folds and bootstrap.
+
+    Returns
+    -------
+    DataFrame with :data:`TIDY_COLUMNS` (``run, step, layer, layer_index, measure, split, value, ci_low,
+    ci_high``); the spectrum rows and selectivity rows have NaN bounds.
     """
-    from .probing import linear_probe
+    from .probing import linear_probe, selectivity
     from .spectrum import effective_rank, rankme
 
-    def labels_of(a: Activations) -> np.ndarray:
-        y = a.labels if target is None else a.factors.get(target)
+    def factor(a: Activations, name: str | None) -> np.ndarray:
+        y = a.labels if name is None else a.factors.get(name)
         if y is None:
-            raise ValueError(f"target={target!r} not found; factors: {list(a.factors)}")
+            raise ValueError(f"factor {name!r} not found; factors: {list(a.factors)}")
         return np.asarray(y)
 
+    def types_of(a: Activations) -> np.ndarray:
+        cols = [factor(a, f) for f in control_types]
+        return np.array(["|".join(map(str, t)) for t in zip(*cols)])
+
+    suffix = "" if target is None else f"[{target}]"
     train = acts[train_split]
     layer_order = {name: i for i, name in enumerate(train.layers)}
-    evals = {s: (acts[s], labels_of(acts[s])) for s in eval_splits}
+    evals = {s: (acts[s], factor(acts[s], target)) for s in eval_splits}
     kwargs = {"C": probe_C} if probe_C is not None else {}
-    probe = linear_probe(train, labels_of(train), evals=evals, **kwargs)
-    probe = probe[probe["metric"] == "accuracy"]
-    rows = [{"layer": r.layer, "measure": "probe_accuracy" if target is None else f"probe_accuracy[{target}]",
-             "split": r.split, "value": float(r.value)} for r in probe.itertuples()]
-    spec = acts[spectrum_split or eval_splits[0]]
+    probe = linear_probe(train, factor(train, target), evals=evals, n_boot=n_boot, seed=seed, **kwargs)
+    probe = probe[(probe["metric"] == "accuracy") & probe["split"].isin(list(eval_splits))]
+    rows = [{"layer": r.layer, "measure": f"probe_accuracy{suffix}", "split": r.split, "value": float(r.value),
+             "ci_low": r.ci_low, "ci_high": r.ci_high} for r in probe.itertuples()]
+    if control_types:
+        control_types = [control_types] if isinstance(control_types, str) else list(control_types)
+        sel = selectivity(train, factor(train, target), types_of(train),
+                          {s: (acts[s], factor(acts[s], target), types_of(acts[s])) for s in eval_splits},
+                          n_boot=n_boot, seed=seed)
+        names = {"control_accuracy": f"control_accuracy{suffix}", "selectivity": f"probe_selectivity{suffix}"}
+        sel = sel[sel["metric"].isin(list(names)) & sel["split"].isin(list(eval_splits))]
+        rows += [{"layer": r.layer, "measure": names[r.metric], "split": r.split, "value": float(r.value),
+                  "ci_low": r.ci_low, "ci_high": r.ci_high} for r in sel.itertuples()]
+    spec_split = spectrum_split or eval_splits[0]
+    spec = acts[spec_split]
     for layer in spec.layers:
         z = spec[layer]
-        rows.append({"layer": layer, "measure": "rankme", "split": spectrum_split or eval_splits[0],
-                     "value": float(rankme(z))})
-        rows.append({"layer": layer, "measure": "effective_rank", "split": spectrum_split or eval_splits[0],
-                     "value": float(effective_rank(z))})
+        for name, fn in (("rankme", rankme), ("effective_rank", effective_rank)):
+            rows.append({"layer": layer, "measure": name, "split": spec_split, "value": float(fn(z)),
+                         "ci_low": np.nan, "ci_high": np.nan})
     df = pd.DataFrame(rows)
     df["run"], df["step"] = run, int(step)
     df["layer_index"] = df["layer"].map(layer_order).astype(int)
