@@ -13,19 +13,14 @@ notebook stays live. No custom JavaScript; plotly's widget bundle ships with plo
 """
 from __future__ import annotations
 
-import contextlib
 import html
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-
-try:  # plotly >= 6 builds FigureWidget on anywidget
-    import anywidget as _anywidget  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    _anywidget = None
+from ._base import Dashboard, _widgets, update_figure, uniq
 
 __all__ = ["LayerDashboard"]
 
@@ -35,7 +30,7 @@ _NONE_LABEL = "(none)"
 _NA_LABEL = "(n/a)"
 
 
-class LayerDashboard:
+class LayerDashboard(Dashboard):
     """Interactive per-layer curves over runs.
 
     results:  per-layer tidy frame (``run, step, layer, layer_index, measure, value`` [+ ``split``,
@@ -51,11 +46,7 @@ class LayerDashboard:
                  measure: str | None = None, split: Any = None, layer: str | None = None, step: Any = None,
                  target: Any = None, baseline: str | Sequence[str] | None = None, error: bool | str = True,
                  export_path: str = "layer_curve.svg", title: str | None = None):
-        import ipywidgets as W  # noqa: PLC0415 — keep `import workbench` free of ipywidgets
-
-        if _anywidget is None:
-            raise ImportError("LayerDashboard needs plotly's FigureWidget, which (plotly >= 6) needs "
-                              "anywidget: pip install anywidget")
+        W = _widgets()  # imported here: keep `import workbench` free of ipywidgets
         self._W = W
         self._source = results
         self.baseline = [baseline] if isinstance(baseline, str) else list(baseline or [])
@@ -118,19 +109,14 @@ class LayerDashboard:
         self._update()
         return self
 
-    @staticmethod
-    def _uniq(values: Iterable[Any]) -> list[Any]:
-        """Unique non-null values, first-appearance order, as plain Python scalars."""
-        return [v.item() if hasattr(v, "item") else v for v in pd.unique(pd.Series(list(values)).dropna())]
-
     def _set_options(self, *, runs, measure, layer) -> None:
         df = self.data
-        all_runs = [str(r) for r in self._uniq(df["run"])]
+        all_runs = [str(r) for r in uniq(df["run"])]
         self.color_map = figures.color_map([r for r in all_runs if r not in self.baseline])
         self.runs_w.options = all_runs
         keep = [r for r in (runs if runs is not None else all_runs) if r in all_runs]
         self.runs_w.value = tuple(keep)
-        measures = [str(m) for m in self._uniq(df["measure"])]
+        measures = [str(m) for m in uniq(df["measure"])]
         self.measure_w.options = measures
         self.measure_w.value = measure if measure in measures else measures[0]
         self._set_dependent_options(layer=layer)
@@ -139,7 +125,7 @@ class LayerDashboard:
         """Options that depend on the measure: filter values present for it, and its layers."""
         sub = self.data[self.data["measure"] == self.measure_w.value]
         for c, w in self.filter_ws.items():
-            vals = self._uniq(sub[c])
+            vals = uniq(sub[c])
             if c == "step":
                 vals = sorted(vals)
             if not vals:  # this measure does not depend on c (e.g. rankme has no split)
@@ -182,10 +168,6 @@ class LayerDashboard:
             frame, measure=self.measure_w.value, color="run", error=self.error,
             baseline=[b for b in self.baseline if b in runs] or None, title=self.title,
             highlight=layer, color_map=self.color_map)
-
-    def current_figure(self) -> go.Figure:
-        """A plain ``go.Figure`` copy of what is shown (what Export writes)."""
-        return go.Figure(self.figure)
 
     def layer_values(self) -> pd.DataFrame:
         """Values at the highlighted layer, one row per run (empty when no layer is highlighted)."""
@@ -236,14 +218,6 @@ class LayerDashboard:
         return self
 
     # ------------------------------------------------------------------ drawing
-    @contextlib.contextmanager
-    def _hold(self):
-        self._hold_depth += 1
-        try:
-            yield
-        finally:
-            self._hold_depth -= 1
-
     def _on_change(self, change) -> None:
         if self._hold_depth:
             return
@@ -266,23 +240,7 @@ class LayerDashboard:
             self.status.value = "<i>no rows for this selection</i>"
             self._refresh_readout()
             return
-        def sig(traces):  # which properties each trace sets (uid is the widget's own bookkeeping)
-            return [(t.type, tuple(sorted(k for k in t.to_plotly_json() if k != "uid"))) for t in traces]
-
-        old_sig, new_sig = sig(fw.data), sig(new.data)
-        if old_sig == new_sig:
-            # same traces, new values: update in place (the front end animates instead of redrawing)
-            with fw.batch_update():
-                for old, nt in zip(fw.data, new.data):
-                    js = nt.to_plotly_json()
-                    js.pop("type", None)
-                    js.pop("uid", None)
-                    old.update(js, overwrite=True)
-        else:
-            with fw.batch_update():
-                fw.data = []
-            fw.add_traces(list(new.data))
-        fw.layout = new.layout
+        update_figure(fw, new)
         if "no rows" in self.status.value:
             self.status.value = ""
         self._refresh_readout()
@@ -299,27 +257,6 @@ class LayerDashboard:
         self.readout.value = f"<b>{html.escape(str(self.layer_w.value))}</b>{table}"
 
     # ------------------------------------------------------------------ export & display
-    def _on_export(self, _button=None) -> None:
-        path = self.path_w.value.strip()
-        if not path:
-            self.status.value = "<span style='color:#D55E00'>give a file name first</span>"
-            return
-        try:
-            written = self.export(path)
-        except Exception as e:  # noqa: BLE001 — show it in the widget instead of losing it in a callback
-            self.status.value = f"<span style='color:#D55E00'>export failed: {html.escape(str(e))}</span>"
-            return
-        self.status.value = "wrote " + ", ".join(html.escape(str(p)) for p in written.values())
-
-    def export(self, path: str, **kwargs: Any) -> dict:
-        """``figures.export`` of the current view (keyword arguments are passed through)."""
-        return figures.export(self.current_figure(), path, **kwargs)
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display  # noqa: PLC0415
-
-        display(self.widget)
-
     def __repr__(self) -> str:
         return (f"LayerDashboard(runs={list(self.runs_w.value)}, measure={self.measure_w.value!r}, "
                 + "".join(f"{c}={w.value!r}, " for c, w in self.filter_ws.items())

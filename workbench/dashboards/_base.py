@@ -1,0 +1,206 @@
+"""What every dashboard shares: an in-place FigureWidget update, export, display, and combining views.
+
+A dashboard holds the library's frame (state lives in the library object, not in the widgets), filters it
+with its controls and hands the rows to a :mod:`workbench.figures` builder; :func:`update_figure` copies
+the new figure into the one ``FigureWidget`` (``dash.figure``), which is never replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .. import figures
+
+try:  # plotly >= 6 builds FigureWidget on anywidget
+    import anywidget as _anywidget  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    _anywidget = None
+
+__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq"]
+
+ERROR_STYLE = "color:#D55E00"
+
+
+def _widgets():
+    """ipywidgets, imported on first use (``import workbench`` stays free of it)."""
+    import ipywidgets as W  # noqa: PLC0415
+
+    if _anywidget is None:
+        raise ImportError("the dashboards need plotly's FigureWidget, which (plotly >= 6) needs anywidget: "
+                          "pip install anywidget")
+    return W
+
+
+def uniq(values: Iterable[Any]) -> list[Any]:
+    """Unique non-null values, first-appearance order, as plain Python scalars."""
+    return [v.item() if hasattr(v, "item") else v for v in pd.unique(pd.Series(list(values)).dropna())]
+
+
+def _trace_signature(traces) -> list:
+    """Which properties each trace sets (``uid`` is the widget's own bookkeeping)."""
+    return [(t.type, tuple(sorted(k for k in t.to_plotly_json() if k != "uid"))) for t in traces]
+
+
+def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fw`` show ``new`` without replacing the widget: same traces → values updated in place (the
+    front end animates), otherwise the traces are swapped; the layout (and its attached data) is copied."""
+    if _trace_signature(fw.data) == _trace_signature(new.data):
+        with fw.batch_update():
+            for old, nt in zip(fw.data, new.data):
+                js = nt.to_plotly_json()
+                js.pop("type", None)
+                js.pop("uid", None)
+                old.update(js, overwrite=True)
+    else:
+        with fw.batch_update():
+            fw.data = []
+        fw.add_traces(list(new.data))
+    fw.layout = new.layout
+
+
+def clear_figure(fw: go.FigureWidget, message: str) -> None:
+    """Empty the plot and write ``message`` in its middle."""
+    with fw.batch_update():
+        fw.data = []
+    fw.layout = go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                          annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
+                                            x=0.5, y=0.5)])
+
+
+class Dashboard:
+    """Base: ``figure`` (a FigureWidget updated in place), ``widget`` (the layout shown), ``status``,
+    an export row (*save as* + Export) and notebook display. Subclasses build ``self.widget``, implement
+    :meth:`_build_figure` (None: nothing to show, with a message in ``self._empty``) and call :meth:`_update`."""
+
+    figure: go.FigureWidget
+    widget: Any
+
+    def _init_base(self, export_path: str) -> None:
+        W = _widgets()
+        self._W = W
+        self._hold_depth = 0
+        self._empty = "no rows for this selection"
+        self.figure = go.FigureWidget()
+        self.status = W.HTML()
+        self.path_w = W.Text(value=export_path, description="save as", placeholder="figs/view.svg")
+        self.export_button = W.Button(description="Export", icon="download", tooltip="figures.export(current view)")
+        self.export_button.on_click(self._on_export)
+        self.export_row = W.HBox([self.path_w, self.export_button])
+
+    # ------------------------------------------------------------------ redraw
+    @contextlib.contextmanager
+    def _hold(self):
+        """Widget changes inside do not redraw (one redraw after a programmatic ``select``)."""
+        self._hold_depth += 1
+        try:
+            yield
+        finally:
+            self._hold_depth -= 1
+
+    def _on_change(self, _change=None) -> None:
+        if not self._hold_depth:
+            self._update()
+
+    def _build_figure(self) -> go.Figure | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _update(self) -> None:
+        try:
+            new = self._build_figure()
+        except ValueError as e:  # a selection the builder refuses: say why in the widget
+            clear_figure(self.figure, "cannot draw this selection")
+            self.status.value = f"<span style='{ERROR_STYLE}'>{html.escape(str(e))}</span>"
+            return
+        if new is None:
+            clear_figure(self.figure, self._empty)
+            self.status.value = f"<i>{html.escape(self._empty)}</i>"
+            return
+        update_figure(self.figure, new)
+        self.status.value = ""
+
+    # ------------------------------------------------------------------ export & display
+    def current_figure(self) -> go.Figure:
+        """A plain ``go.Figure`` copy of what is shown (what Export writes)."""
+        return go.Figure(self.figure)
+
+    def plotted_data(self) -> pd.DataFrame:
+        """The rows the plot shows (:func:`workbench.figures.plotted_data`)."""
+        return figures.plotted_data(self.figure)
+
+    def export(self, path: str, **kwargs: Any) -> dict:
+        """``figures.export`` of the current view (keyword arguments are passed through)."""
+        return figures.export(self.current_figure(), path, **kwargs)
+
+    def _on_export(self, _button=None) -> None:
+        path = self.path_w.value.strip()
+        if not path:
+            self.status.value = f"<span style='{ERROR_STYLE}'>give a file name first</span>"
+            return
+        try:
+            written = self.export(path)
+        except Exception as e:  # noqa: BLE001 — show it in the widget instead of losing it in a callback
+            self.status.value = f"<span style='{ERROR_STYLE}'>export failed: {html.escape(str(e))}</span>"
+            return
+        self.status.value = "wrote " + ", ".join(html.escape(str(p)) for p in written.values())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        display(self.widget)
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    @staticmethod
+    def _check_choice(value: Any, options: Sequence[Any], name: str) -> Any:
+        if value not in options:
+            raise ValueError(f"{name}={value!r} is not available; choose from {list(options)}")
+        return value
+
+
+class Combined:
+    """Several dashboards in one view (tabs, or stacked); each keeps working on its own."""
+
+    def __init__(self, dashboards: Sequence[Any], titles: Sequence[str] | None = None, layout: str = "tabs"):
+        W = _widgets()
+        if not dashboards:
+            raise ValueError("combine needs at least one dashboard")
+        bad = [type(d).__name__ for d in dashboards if not hasattr(d, "widget")]
+        if bad:
+            raise TypeError(f"combine takes dashboards (objects with a .widget), got {bad}")
+        if layout not in ("tabs", "vbox"):
+            raise ValueError(f"layout must be 'tabs' or 'vbox', got {layout!r}")
+        self.dashboards = list(dashboards)
+        titles = list(titles) if titles is not None else [type(d).__name__.replace("Dashboard", "") or "view"
+                                                           for d in self.dashboards]
+        if len(titles) != len(self.dashboards):
+            raise ValueError(f"titles has {len(titles)} entries for {len(self.dashboards)} dashboards")
+        children = [d.widget for d in self.dashboards]
+        if layout == "tabs":
+            self.widget = W.Tab(children=children, titles=tuple(str(t) for t in titles))
+        else:
+            self.widget = W.VBox([w for t, c in zip(titles, children) for w in (W.HTML(f"<h3>{html.escape(str(t))}</h3>"), c)])
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dashboards[i]
+
+    def __len__(self) -> int:
+        return len(self.dashboards)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        display(self.widget)
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def combine(*dashboards: Any, titles: Sequence[str] | None = None, layout: str = "tabs") -> Combined:
+    """Show several dashboards together: ``layout="tabs"`` (an ``ipywidgets.Tab``) or ``"vbox"`` (stacked)."""
+    return Combined(dashboards, titles=titles, layout=layout)

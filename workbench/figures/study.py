@@ -1,0 +1,119 @@
+"""A measure against downstream performance across the runs of a study, one point per run.
+
+Input: the study table (:meth:`workbench.study.Study.run`: ``run``, the varied fields, ``seed``, ``step``,
+``kind``, ``task``, ``method``, ``label_fraction``, ``layer``, ``split``, ``metric``, ``value``). The
+selections follow :meth:`~workbench.study.Study.correlate`: a dict of column values that must leave one row
+per run (the last checkpoint of each run unless ``step`` is given).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from . import style as _style
+from .builders import _require, _unique, attach_data
+
+__all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
+
+RANK_METHODS = ("spearman", "kendall")
+
+
+def _pick(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFrame:
+    if not isinstance(sel, Mapping) or not sel:
+        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'metric': 'rankme'}}")
+    t = table
+    for k, v in sel.items():
+        if k not in t.columns:
+            raise ValueError(f"{what} selects column {k!r}, which the table lacks; columns: {list(table.columns)}")
+        t = t[t[k] == v]
+    if "step" not in sel and "step" in t.columns:
+        t = t[t["step"] == t.groupby("run")["step"].transform("max")]
+    if t.empty:
+        raise ValueError(f"{what} {dict(sel)} selects no rows")
+    counts = t.groupby("run").size()
+    if (counts > 1).any():
+        raise ValueError(f"{what} {dict(sel)} selects several rows per run (e.g. {counts.idxmax()!r}); add columns "
+                         "(layer, split, task, label_fraction, ...) until one remains")
+    return t
+
+
+def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
+                   keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per run with both values: ``run``, ``keep`` columns (e.g. the varied choices, taken from the
+    measure row), ``measure`` and ``downstream``. Runs lacking either value are left out."""
+    _require(table, ["run", "value"], "per_run_values")
+    a = _pick(table, measure, "measure")
+    b = _pick(table, downstream, "downstream")
+    missing = [c for c in keep if c not in a.columns]
+    if missing:
+        raise ValueError(f"keep names column(s) {missing} the table lacks")
+    left = a[["run", *keep, "value"]].rename(columns={"value": "measure"})
+    right = b[["run", "value"]].rename(columns={"value": "downstream"})
+    out = left.merge(right, on="run", how="inner")
+    return out.reset_index(drop=True)
+
+
+def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
+                  color: str | None = None, method: str = "spearman", correlation: pd.DataFrame | None = None,
+                  title: str | None = None) -> go.Figure:
+    """Scatter of a measure (x) against a downstream score (y), one point per run, coloured by ``color``
+    (a varied choice, e.g. ``"label_noise"``), with the rank correlation over the drawn runs in the title.
+
+    The correlation is Spearman's ρ (or Kendall's τ-b, ``method="kendall"``) from ``scipy.stats`` over exactly
+    the plotted points; pass ``correlation`` (the one-row frame :meth:`Study.correlate` returns for the
+    same selections) to show its value and bootstrap interval instead. Fewer than 3 runs, or a constant
+    coordinate, give no correlation ("n/a" in the title).
+    """
+    from scipy import stats  # noqa: PLC0415
+
+    if method not in RANK_METHODS:
+        raise ValueError(f"method must be one of {RANK_METHODS}, got {method!r}")
+    if color is not None:
+        _require(table, [color], "study_scatter (color)")
+    rows = per_run_values(table, measure, downstream, keep=(color,) if color else ())
+    x, y = rows["measure"].to_numpy(float), rows["downstream"].to_numpy(float)
+    symbol = "ρ" if method == "spearman" else "τ"
+    if correlation is not None:
+        _require(correlation, ["value"], "study_scatter (correlation)")
+        c = correlation.iloc[0]
+        rho = float(c["value"])
+        ci = f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}]" if {"ci_low", "ci_high"} <= set(correlation.columns) else ""
+    elif len(rows) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        rho = float((stats.spearmanr if method == "spearman" else stats.kendalltau)(x, y)[0])
+        ci = ""
+    else:
+        rho, ci = float("nan"), ""
+    rows.attrs["correlation"] = rho
+    mname = _label(measure)
+    dname = _label(downstream)
+    fig = go.Figure()
+    fig.update_layout(template=_style.TEMPLATE)
+    groups = _unique(rows[color]) if color else [None]
+    try:
+        groups = sorted(groups, key=lambda v: (v is None, v))
+    except TypeError:
+        pass
+    cmap = _style.color_map([str(g) for g in groups])
+    for g in groups:
+        sub = rows if g is None else rows[rows[color] == g]
+        fig.add_trace(go.Scatter(
+            x=sub["measure"].tolist(), y=sub["downstream"].tolist(), mode="markers",
+            name=f"{color}={g}" if color else "runs", showlegend=color is not None,
+            marker=dict(color=cmap[str(g)], size=9, line=dict(width=0.5, color="white")),
+            customdata=sub[["run"]].to_numpy(dtype=object),
+            hovertemplate="%{customdata[0]}<br>" + f"{mname}: %{{x:.4g}}<br>{dname}: %{{y:.4g}}<extra></extra>"))
+    fig.update_xaxes(title_text=mname)
+    fig.update_yaxes(title_text=dname)
+    corr = "n/a" if np.isnan(rho) else f"{rho:+.2f}{ci}"
+    head = f"{method} {symbol} = {corr} (n = {len(rows)} runs)"
+    fig.update_layout(title_text=f"{title} — {head}" if title else head)
+    return attach_data(fig, rows, "study_scatter")
+
+
+def _label(sel: Mapping[str, Any]) -> str:
+    main = sel.get("metric", next(iter(sel.values())))
+    rest = [f"{k}={v}" for k, v in sel.items() if k not in ("metric", "kind")]
+    return f"{main}" + (f" ({', '.join(rest)})" if rest else "")
