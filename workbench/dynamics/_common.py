@@ -1,0 +1,204 @@
+"""Shared plumbing of the dynamics measures: loss closures, eval mode, tidy frames, checkpoints.
+
+A *loss* here is a callable ``loss(model) -> scalar tensor`` that evaluates one fixed batch: every
+measure (gradient norms, layer skip, Hessian) calls it on the same model several times and needs the
+same number back for the same weights. :func:`run_loss` builds it from a run's own training objective;
+:func:`cross_entropy_loss` is the plain classifier loss; any closure of that shape works.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = ["LossFn", "run_loss", "objective_loss", "cross_entropy_loss", "over_checkpoints", "LAYER_COLUMNS"]
+
+LossFn = Callable[[nn.Module], torch.Tensor]
+
+LAYER_COLUMNS = ["layer", "layer_index", "measure", "value"]
+
+
+def check_model(model: Any, name: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module (e.g. run.load_model(step)), got {type(model).__name__}")
+    return model
+
+
+def check_loss(loss: Any) -> LossFn:
+    if not callable(loss) or isinstance(loss, nn.Module):
+        raise TypeError("loss must be a callable loss(model) -> scalar tensor on one fixed batch (build one with "
+                        f"workbench.dynamics.run_loss or cross_entropy_loss), got {type(loss).__name__}")
+    return loss
+
+
+def scalar_loss(loss: LossFn, model: nn.Module) -> torch.Tensor:
+    """Call ``loss(model)`` and check that it returned a finite scalar tensor."""
+    value = loss(model)
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise TypeError(f"loss(model) must return a scalar torch tensor, got "
+                        f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+    if not torch.isfinite(value.detach()).all():
+        raise ValueError(f"loss(model) is {float(value)}; check the model's weights and the batch")
+    return value.reshape(())
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (no dropout, BatchNorm running statistics) inside the block; the previous mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def math_attention():
+    """Context where ``F.scaled_dot_product_attention`` uses its plain-math kernel: the fused CPU/CUDA
+    kernels have no double backward (Hessian-vector products) and no vmap rule (per-example gradients)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+def device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def trainable(model: nn.Module, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """``params`` (validated) or every parameter of ``model`` with ``requires_grad``."""
+    if params is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no parameter with requires_grad=True")
+        return params
+    params = list(params)
+    if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
+        raise TypeError("params must be a non-empty list of tensors with requires_grad=True "
+                        "(e.g. list(model.layers[0].parameters())), or None for all trainable parameters")
+    return params
+
+
+def layer_order(model: nn.Module) -> dict[str, int]:
+    """Probe-point name → its position in forward order (the ``layer_index`` of every table here)."""
+    from ..models import probe_points
+
+    return {name: i for i, name in enumerate(probe_points(model))}
+
+
+def layer_frame(rows: list[dict[str, Any]], extra: Sequence[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[*LAYER_COLUMNS, *extra])
+
+
+def _fork_rng(model: nn.Module):
+    device = device_of(model)
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
+def objective_loss(objective: Any, batch: Any, *, seed: int = 0) -> LossFn:
+    """``loss(model)`` = the training objective's loss on one fixed :class:`~workbench.train.objectives.Batch`.
+
+    Objectives that draw randomness (MLM's masks, augmented views) draw it from torch's global RNG; here it
+    is reseeded with ``seed`` inside a forked RNG on every call, so every call sees the same masks/views
+    and the caller's RNG state is left untouched.
+    """
+    if not callable(objective):
+        raise TypeError(f"objective must be a workbench Objective (workbench.train.objectives.make_objective), "
+                        f"got {type(objective).__name__}")
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        with _fork_rng(model):
+            torch.manual_seed(seed)
+            return objective(model, batch)[0]
+
+    return loss
+
+
+def run_loss(run: Any, model: nn.Module, *, split: str = "test", n: int = 256, seed: int = 0) -> LossFn:
+    """``loss(model)`` = ``run``'s own training objective on the first ``n`` rows of ``split`` of its dataset.
+
+    The objective is built exactly as the trainer builds it (:func:`~workbench.train.objectives.make_objective`
+    with the run's config); the batch never changes between calls (see :func:`objective_loss` for the seed).
+    Supervised objectives read the split's clean labels.
+    """
+    from .. import data as wb_data
+    from .._validation import check_positive_int
+    from ..models.inputs import model_inputs
+    from ..train.objectives import Batch, make_objective
+
+    check_model(model)
+    check_positive_int(n, "n")
+    config = run.config
+    ds = wb_data.load(config.dataset, **dict(config.dataset_options))
+    if split not in ds:
+        raise ValueError(f"split={split!r} is not a split of {config.dataset!r}; splits: {list(ds)}")
+    objective = make_objective(config, ds, model)
+    if objective is None:
+        raise ValueError(f"run {run.name!r} has objective='none' (no loss); pass a loss such as cross_entropy_loss")
+    part = ds[split]
+    idx = np.arange(min(n, len(part)))
+    device = device_of(model)
+    args, kwargs = model_inputs(model, part, idx, device)
+    labels = None if part.labels is None else torch.as_tensor(part.labels[idx], dtype=torch.long, device=device)
+    batch = Batch(inputs=args[0], labels=labels, attention_mask=kwargs.get("attention_mask"), index=idx)
+    return objective_loss(objective.eval(), batch, seed=seed)
+
+
+def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) -> LossFn:
+    """``loss(model)`` = mean cross-entropy of ``model(inputs)`` (logits ``[N, C]``) against ``labels``."""
+    from .._validation import check_same_length
+
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"inputs must be a torch tensor (one batch), got {type(inputs).__name__}")
+    y = torch.as_tensor(labels)
+    if y.ndim != 1 or y.is_floating_point():
+        raise TypeError(f"labels must be a 1-D integer array (class ids), got {y.dtype} {tuple(y.shape)}")
+    check_same_length(inputs=inputs, labels=y)
+    kwargs = {} if attention_mask is None else {"attention_mask": torch.as_tensor(attention_mask)}
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        device = device_of(model)
+        logits = model(inputs.to(device), **{k: v.to(device) for k, v in kwargs.items()})
+        if logits.ndim != 2:
+            raise ValueError(f"cross_entropy_loss needs classifier logits [N, C]; the model returned "
+                             f"{tuple(logits.shape)} (for a language model use run_loss)")
+        return nn.functional.cross_entropy(logits, y.to(device))
+
+    return loss
+
+
+def over_checkpoints(run: Any, measure: Callable[[nn.Module], pd.DataFrame], *, steps: Any = "all",
+                     device: str = "cpu") -> pd.DataFrame:
+    """``measure(model)`` at each checkpoint of ``run``, stacked with ``run`` and ``step`` columns in front.
+
+    ``steps``: ``"all"`` (every checkpoint), ``"final"`` or a list of checkpoint steps.
+    Example: ``over_checkpoints(run, lambda m: layer_grad_norms(m, run_loss(run, m)))``.
+    """
+    if not callable(measure):
+        raise TypeError(f"measure must be a callable measure(model) -> DataFrame, got {type(measure).__name__}")
+    ckpts = run.checkpoints()
+    if not ckpts:
+        raise ValueError(f"run {run.name!r} has no checkpoints yet; train it first")
+    if isinstance(steps, str):
+        if steps not in ("all", "final"):
+            raise ValueError(f"steps={steps!r} must be 'all', 'final' or a list of checkpoint steps {ckpts}")
+        chosen = ckpts if steps == "all" else [ckpts[-1]]
+    else:
+        chosen = [int(s) for s in steps]
+        missing = sorted(set(chosen) - set(ckpts))
+        if missing:
+            raise ValueError(f"steps {missing} are not checkpoints of run {run.name!r}; checkpoints: {ckpts}")
+    parts = []
+    for step in chosen:
+        df = measure(run.load_model(step, device=device))
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"measure must return a DataFrame, got {type(df).__name__}")
+        parts.append(df.assign(run=run.name, step=step))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["run", "step", *[c for c in out.columns if c not in ("run", "step")]]]
+

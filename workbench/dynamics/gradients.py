@@ -1,0 +1,91 @@
+"""Per-layer gradient norms: for one model and batch, and over a run's training steps."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ._common import LossFn, check_loss, check_model, eval_mode, layer_frame, layer_order, scalar_loss
+
+__all__ = ["layer_grad_norms", "grad_norm_history"]
+
+
+def layer_grad_norms(model: nn.Module, loss: LossFn, *, layers: Any = None) -> pd.DataFrame:
+    """Norm of the loss gradient with respect to each layer's parameters, ``‖∂L/∂θ_layer‖₂``.
+
+    ``θ_layer`` = every trainable parameter inside the probe point's module (the grouping of the trainer's
+    ``grad_norm`` recorder, :mod:`workbench.train.recorders`, so this is that recorder's number for any
+    model and batch). Squares are summed in float64. The model runs in eval mode (no dropout); the
+    gradients come from ``torch.autograd.grad``, so ``.grad`` of the parameters is left untouched.
+    Parameters the loss does not reach count as zero. Probe points without parameters are left out.
+
+    Parameters
+    ----------
+    model : nn.Module with probe points (e.g. ``run.load_model(step)``).
+    loss : ``loss(model) -> scalar`` on one fixed batch (:func:`~workbench.dynamics.run_loss`).
+    layers : probe-point selection (None = all; see :func:`workbench.models.select_layers`).
+
+    Returns
+    -------
+    DataFrame ``layer, layer_index, measure ("grad_norm"), value``.
+    """
+    from ..models import select_layers
+    from ..train.recorders import _param_groups
+
+    check_model(model)
+    check_loss(loss)
+    chosen = select_layers(model, layers)
+    groups = {name: params for name, params in _param_groups(model).items() if name in chosen and params}
+    if not groups:
+        raise ValueError(f"none of the layers {list(chosen)} has trainable parameters; choose other layers "
+                         f"(probe points: {list(layer_order(model))})")
+    flat = list({id(p): p for params in groups.values() for p in params}.values())
+    with eval_mode(model):
+        grads = torch.autograd.grad(scalar_loss(loss, model), flat, allow_unused=True)
+    sq = {id(p): (torch.zeros((), dtype=torch.float64) if g is None else g.detach().double().square().sum().cpu())
+          for p, g in zip(flat, grads)}
+    order = layer_order(model)
+    rows = [{"layer": name, "layer_index": order[name], "measure": "grad_norm",
+             "value": float(torch.stack([sq[id(p)] for p in params]).sum().sqrt())}
+            for name, params in groups.items()]
+    return layer_frame(rows)
+
+
+def grad_norm_history(run: Any, *, layers: Any = None) -> pd.DataFrame:
+    """The per-layer gradient norms the trainer recorded over steps (``recorders=("grad_norm", ...)``).
+
+    Each row is the recorder's ``‖∂L/∂θ_layer‖₂`` on that step's training batch (after backward, before the
+    optimizer step); see :mod:`workbench.train.recorders`. ``run`` is a :class:`~workbench.runs.Run` or its
+    ``history()`` DataFrame.
+
+    Returns
+    -------
+    DataFrame ``run, step, layer, layer_index, measure ("grad_norm"), value`` — ``layer_index`` is the
+    forward order in which the recorder wrote the layers. ``layers``: a list of layer names to keep.
+    """
+    hist = run if isinstance(run, pd.DataFrame) else getattr(run, "history", None)
+    if callable(hist):
+        hist = hist()
+    if not isinstance(hist, pd.DataFrame):
+        raise TypeError(f"run must be a workbench Run or its history() DataFrame, got {type(run).__name__}")
+    missing = {"step", "metric", "layer", "value"} - set(hist.columns)
+    if missing:
+        raise ValueError(f"run history lacks the columns {sorted(missing)}; pass run.history()")
+    rows = hist[hist["metric"] == "grad_norm"]
+    if rows.empty:
+        raise ValueError("the run has no recorded gradient norms; train it with recorders=('grad_norm', ...) "
+                         "or compute them per checkpoint with over_checkpoints(run, layer_grad_norms ...)")
+    order = {name: i for i, name in enumerate(pd.unique(rows["layer"]))}
+    if layers is not None:
+        if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+            raise TypeError(f"layers must be a list of layer names, got {layers!r}")
+        unknown = sorted(set(layers) - set(order))
+        if unknown:
+            raise ValueError(f"layers {unknown} have no recorded gradient norms; recorded: {list(order)}")
+        rows = rows[rows["layer"].isin(list(layers))]
+    out = pd.DataFrame({"run": rows["run"] if "run" in rows else "", "step": rows["step"].astype(int),
+                        "layer": rows["layer"], "layer_index": rows["layer"].map(order).astype(int),
+                        "measure": "grad_norm", "value": rows["value"].astype(float)})
+    return out.sort_values(["step", "layer_index"], kind="stable").reset_index(drop=True)
