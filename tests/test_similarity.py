@@ -438,6 +438,27 @@ def test_minibatch_matches_reference_loops(monkeypatch, plan):
     assert acc.n_batches == 4 and acc.n_samples == 94
 
 
+def test_minibatch_float32_grams_match_the_float64_reference():
+    # batches of 40 examples of layers 30 wide, 4 layers a side: the Gram plan (float32 GEMM) is taken;
+    # offsets would make float32 rounding of *uncentered* data fail, so this also checks centering comes first
+    rng = np.random.default_rng(24)
+    z = rng.standard_normal((200, 5))
+    ba = [{f"a{i}": z[s:s + 40] @ rng.standard_normal((5, 30)) + rng.standard_normal((40, 30)) * (i + 1) + 1e3
+           for i in range(4)} for s in range(0, 200, 40)]
+    bb = [{f"b{i}": z[s:s + 40] @ rng.standard_normal((5, 30)) + rng.standard_normal((40, 30)) - 1e3
+           for i in range(4)} for s in range(0, 200, 40)]
+    assert cka_mod._prefer_gram("linear", 40, [30] * 4, [30] * 4)
+    acc = MinibatchCKA(precision="float32")
+    for a, b in zip(ba, bb):
+        acc.update(a, b)
+    # HSIC_u is invariant to shifting a batch's features; the float64 reference gets them centered per batch,
+    # since on the raw 1e3 offsets its own uncentered Gram sums would lose ~1e-5 to cancellation
+    centered = [[{k: v - v.mean(0) for k, v in batch.items()} for batch in side] for side in (ba, bb)]
+    np.testing.assert_allclose(acc.result("matrix").to_numpy(), reference_minibatch(*centered), rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="precision"):
+        MinibatchCKA(precision="float16")
+
+
 def test_minibatch_independent_data_goes_to_zero():
     rng = np.random.default_rng(23)
     acc = MinibatchCKA()
