@@ -95,6 +95,8 @@ def layer_skip_loss(model: nn.Module, loss: LossFn, *, blocks: Sequence[str] | N
     DataFrame ``layer, layer_index, measure, value`` with measures ``skip_loss`` (the loss with the block
     skipped) and ``skip_loss_increase`` per block, plus one ``full_loss`` row (``layer`` = "").
     """
+    from ..models import select_layers
+
     check_model(model)
     check_loss(loss)
     known = residual_blocks(model)
@@ -107,7 +109,7 @@ def layer_skip_loss(model: nn.Module, loss: LossFn, *, blocks: Sequence[str] | N
         if isinstance(blocks, str) or not all(isinstance(b, str) for b in blocks) or not len(blocks):
             raise TypeError(f"blocks must be a non-empty list of block names or module paths, got {blocks!r}; "
                             f"blocks of this model: {list(known)}")
-        chosen = {b: known.get(b, b) for b in blocks}
+        chosen = {b: known[b] if b in known else select_layers(model, [b])[b] for b in blocks}
     order = layer_order(model)
     parents = {name: order.get(name.split(".")[0], i) for i, name in enumerate(chosen)}
     with eval_mode(model), torch.no_grad():
