@@ -1,11 +1,23 @@
-"""Notebook dashboards (ipywidgets + plotly FigureWidget). Each one draws a frame the library
-produced; none holds results of its own.
+"""Notebook dashboards (ipywidgets 8 + plotly FigureWidget, no custom JavaScript, no CDN). Each one draws a
+frame the library produced (or calls the library for it) through a :mod:`workbench.figures` builder; none
+holds results of its own. ``dash.figure`` is the FigureWidget, updated in place; ``dash.select(...)`` sets
+the controls from code; ``display(dash)`` or ending a cell with ``dash`` shows it.
 
->>> from workbench.dashboards import LayerDashboard
->>> LayerDashboard(results, baseline="random-init")
+>>> from workbench.dashboards import LayerDashboard, ProbeDashboard, combine
+>>> combine(LayerDashboard(results, baseline="random-init"), ProbeDashboard(probes), titles=["layers", "probes"])
 """
 from __future__ import annotations
 
+from ._base import Combined, combine
+from .embedding import EmbeddingExplorer
+from .lab import DEFAULT_LAB_CONFIG, PretrainingLab, TrainingCancelled, TrainingJob
 from .layers import LayerDashboard
+from .probes import ProbeDashboard
+from .saliency import SaliencyDashboard
+from .similarity import SimilarityDashboard
+from .spectrum import SpectrumDashboard, spectrum_frames
+from .study import StudyDashboard
 
-__all__ = ["LayerDashboard"]
+__all__ = ["LayerDashboard", "ProbeDashboard", "SimilarityDashboard", "SpectrumDashboard", "spectrum_frames",
+           "EmbeddingExplorer", "SaliencyDashboard", "StudyDashboard", "PretrainingLab", "TrainingJob",
+           "TrainingCancelled", "DEFAULT_LAB_CONFIG", "combine", "Combined"]

@@ -20,7 +20,7 @@ try:  # plotly >= 6 builds FigureWidget on anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
-__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq"]
+__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq", "set_options"]
 
 ERROR_STYLE = "color:#D55E00"
 
@@ -38,6 +38,18 @@ def _widgets():
 def uniq(values: Iterable[Any]) -> list[Any]:
     """Unique non-null values, first-appearance order, as plain Python scalars."""
     return [v.item() if hasattr(v, "item") else v for v in pd.unique(pd.Series(list(values)).dropna())]
+
+
+def set_options(w: Any, values: Sequence[Any], want: Any = None, *, labels: Sequence[str] | None = None) -> None:
+    """Give a Dropdown/SelectionSlider ``values`` (labelled ``labels`` or ``str(value)``) and keep ``want``
+    selected when it is among them, else the first value (a SelectMultiple keeps the wanted values present)."""
+    labels = [str(v) for v in values] if labels is None else list(labels)
+    w.options = list(zip(labels, values))
+    if isinstance(w, _widgets().SelectMultiple):
+        want = [] if want is None else list(want)
+        w.value = tuple(v for v in values if v in want)
+    elif values:
+        w.value = want if want in values else values[0]
 
 
 def _trace_signature(traces) -> list:

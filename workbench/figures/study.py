@@ -3,7 +3,7 @@
 Input: the study table (:meth:`workbench.study.Study.run`: ``run``, the varied fields, ``seed``, ``step``,
 ``kind``, ``task``, ``method``, ``label_fraction``, ``layer``, ``split``, ``metric``, ``value``). The
 selections follow :meth:`~workbench.study.Study.correlate`: a dict of column values that must leave one row
-per run (the last checkpoint of each run unless ``step`` is given).
+per run (the last checkpoint of each run unless ``step`` is given); a value of None selects empty cells.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _pick(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFram
     for k, v in sel.items():
         if k not in t.columns:
             raise ValueError(f"{what} selects column {k!r}, which the table lacks; columns: {list(table.columns)}")
-        t = t[t[k] == v]
+        t = t[t[k].isna()] if v is None or (isinstance(v, float) and np.isnan(v)) else t[t[k] == v]
     if "step" not in sel and "step" in t.columns:
         t = t[t["step"] == t.groupby("run")["step"].transform("max")]
     if t.empty:

@@ -1,0 +1,226 @@
+"""Embedding explorer: PCA / UMAP of a layer at a checkpoint, coloured by label or factor; selecting points
+(lasso / box / click) shows those examples.
+
+The projection is :func:`workbench.figures.project` (a pure function, cached here per source × layer ×
+method); the scatter is :func:`workbench.figures.embedding_scatter` (WebGL above
+:data:`workbench.figures.embedding.WEBGL_THRESHOLD` points); the examples are drawn by
+:func:`workbench.figures.example_grid` (images, signals) or listed as text (tokens, sentences).
+
+>>> ex = EmbeddingExplorer({"simclr @ 1000": acts}, examples=ds["test"], vocab=ds.vocab)
+>>> ex.select(layer="block3", method="umap", color="shape")
+>>> ex.select_points([3, 17, 42])          # what a lasso selection does
+"""
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .. import figures
+from ._base import Dashboard, clear_figure, set_options, update_figure
+
+__all__ = ["EmbeddingExplorer"]
+
+_NONE = "(none)"
+
+
+class EmbeddingExplorer(Dashboard):
+    """Interactive projection of activations.
+
+    activations: an :class:`~workbench.activations.Activations` (layer → ``[N, D]``, with ``labels`` and
+                 ``factors``) or a mapping ``{source name: Activations}`` (runs / checkpoints on the same examples).
+    examples:    what to show for selected points: a :class:`~workbench.data.Split` (its ``inputs``), an array
+                 ``[N, ...]`` of images / signals / token ids, or a list of N strings. None: indices only.
+    vocab:       token strings for integer token ids (``Dataset.vocab``).
+    method:      ``"pca"`` or ``"umap"``; color: ``"label"``, a factor name, or None.
+    max_points:  project a fixed random subset (seeded) of this many examples when N is larger.
+    max_shown:   at most this many selected examples are drawn.
+    """
+
+    def __init__(self, activations: Any, examples: Any = None, *, source: str | None = None,
+                 layer: str | None = None, method: str = "pca", color: str | None = "label",
+                 max_points: int = 5000, max_shown: int = 16, seed: int = 0, vocab: Sequence[str] | None = None,
+                 export_path: str = "embedding.svg"):
+        self._init_base(export_path)
+        W = self._W
+        if hasattr(activations, "layers") and hasattr(activations, "labels"):
+            activations = {"activations": activations}
+        if not isinstance(activations, Mapping) or not activations:
+            raise TypeError("activations must be an Activations or a non-empty mapping {name: Activations}")
+        self.sources = {str(k): v for k, v in activations.items()}
+        sizes = {k: len(v[next(iter(v))]) for k, v in self.sources.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"every source must hold the same examples; sizes: {sizes}")
+        self.n = next(iter(sizes.values()))
+        self.examples = self._examples(examples)
+        self.vocab = list(vocab) if vocab is not None else None
+        self.max_points, self.max_shown, self.seed = int(max_points), int(max_shown), int(seed)
+        self.selected: list[int] = []
+        self._pending: list[int] = []
+        self._cache: dict[tuple, pd.DataFrame] = {}
+        self._hooked: set[str] = set()
+
+        self.source_w = W.Dropdown(description="source")
+        self.layer_w = W.Dropdown(description="layer")
+        self.method_w = W.ToggleButtons(options=list(figures.embedding.PROJECTIONS), description="method")
+        self.color_w = W.Dropdown(description="colour")
+        self.examples_figure = go.FigureWidget()
+        self.examples_html = W.HTML()
+        self.selection_info = W.HTML("<small>select points (lasso, box or click) to see the examples</small>")
+        with self._hold():
+            set_options(self.source_w, list(self.sources), source)
+            self._set_dependent(layer=layer, color=color)
+            self.method_w.value = self._check_choice(method, figures.embedding.PROJECTIONS, "method")
+        self._update()
+        for w in [self.source_w, self.layer_w, self.method_w, self.color_w]:
+            w.observe(self._on_change, names="value")
+        controls = W.HBox([W.VBox([self.source_w, self.layer_w]), W.VBox([self.method_w, self.color_w])])
+        self.widget = W.VBox([controls, self.figure, self.selection_info, self.examples_figure, self.examples_html,
+                              self.export_row, self.status])
+
+    # ------------------------------------------------------------------ inputs
+    def _examples(self, examples: Any) -> Any:
+        if examples is None:
+            return None
+        if hasattr(examples, "inputs"):  # a workbench Split
+            examples = examples.inputs
+        if isinstance(examples, (list, tuple)) and examples and isinstance(examples[0], str):
+            out: Any = list(examples)
+        else:
+            out = examples.detach().cpu().numpy() if hasattr(examples, "detach") else np.asarray(examples)
+        if len(out) != self.n:
+            raise ValueError(f"examples has {len(out)} rows but the activations hold {self.n} examples")
+        return out
+
+    def _acts(self):
+        return self.sources[self.source_w.value]
+
+    def _set_dependent(self, *, layer, color) -> None:
+        acts = self._acts()
+        set_options(self.layer_w, [str(v) for v in acts], layer)
+        colors = (["label"] if getattr(acts, "labels", None) is not None else []) + list(getattr(acts, "factors", {}))
+        set_options(self.color_w, [None] + colors, color if color in colors else
+                    (colors[0] if colors else None), labels=[_NONE] + colors)
+
+    def _on_change(self, change=None) -> None:
+        if self._hold_depth:
+            return
+        if change is not None and change["owner"] is self.source_w:
+            with self._hold():
+                self._set_dependent(layer=self.layer_w.value, color=self.color_w.value)
+        self._update()
+
+    # ------------------------------------------------------------------ projection (the library's) and figure
+    def _rows(self) -> np.ndarray:
+        if self.n <= self.max_points:
+            return np.arange(self.n)
+        return np.sort(np.random.default_rng(self.seed).choice(self.n, self.max_points, replace=False))
+
+    def current_frame(self) -> pd.DataFrame:
+        """The projection drawn: :func:`workbench.figures.project` of the chosen layer (cached), ``index`` =
+        example row in the activations."""
+        key = (self.source_w.value, self.layer_w.value, self.method_w.value)
+        if key not in self._cache:
+            acts = self._acts()
+            rows = self._rows()
+            labels = getattr(acts, "labels", None)
+            factors = getattr(acts, "factors", {}) or {}
+            x = acts[self.layer_w.value]
+            x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+            frame = figures.project(x[rows], self.method_w.value, seed=self.seed,
+                                    labels=None if labels is None else np.asarray(labels)[rows],
+                                    factors={k: np.asarray(v)[rows] for k, v in factors.items()})
+            frame["index"] = rows[frame["index"].to_numpy()]
+            self._cache[key] = frame
+        return self._cache[key]
+
+    def _build_figure(self) -> go.Figure:
+        frame = self.current_frame()
+        return figures.embedding_scatter(frame, color=self.color_w.value,
+                                         title=f"{self.source_w.value} · {self.layer_w.value}")
+
+    def _update(self) -> None:
+        super()._update()
+        for trace in self.figure.data:  # traces are replaced when the colouring changes: hook new ones
+            if trace.uid not in self._hooked:
+                trace.on_selection(self._on_points)
+                trace.on_click(self._on_points)
+                self._hooked.add(trace.uid)
+
+    # ------------------------------------------------------------------ selection -> examples
+    def _on_points(self, trace, points, _selector=None) -> None:
+        """plotly calls this once per trace for each event (in trace order, also for traces with no points):
+        gather the example ids and commit after the last trace."""
+        self._pending.extend(int(trace.customdata[i][0]) for i in points.point_inds)
+        if points.trace_index == len(self.figure.data) - 1:
+            ids, self._pending = self._pending, []
+            self.select_points(ids)
+
+    def select_points(self, indices: Sequence[int]) -> "EmbeddingExplorer":
+        """Show the examples with these row indices (what a lasso / box selection or click does)."""
+        ids = [int(i) for i in indices]
+        bad = [i for i in ids if not 0 <= i < self.n]
+        if bad:
+            raise ValueError(f"indices {bad[:5]} are outside 0..{self.n - 1}")
+        self.selected = list(dict.fromkeys(ids))
+        shown = self.selected[:self.max_shown]
+        more = f" (showing {len(shown)})" if len(shown) < len(self.selected) else ""
+        self.selection_info.value = f"<b>{len(self.selected)} selected</b>{more}: {shown}"
+        self.examples_html.value = ""
+        if not shown or self.examples is None:
+            clear_figure(self.examples_figure, "no examples to show" if self.examples is None else "nothing selected")
+            return self
+        titles = self._titles(shown)
+        ex = self.examples
+        if isinstance(ex, list) or (ex.dtype.kind in "iu" and ex.ndim == 2 and self.vocab is not None) \
+                or ex.dtype.kind in "US":
+            clear_figure(self.examples_figure, "examples listed below")
+            items = "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(self._text(ex[i]))}</li>"
+                            for i, t in zip(shown, titles))
+            self.examples_html.value = f"<ul style='font-family:monospace'>{items}</ul>"
+        else:
+            update_figure(self.examples_figure, figures.example_grid(np.asarray(ex[shown], dtype=float), titles))
+        return self
+
+    def _titles(self, ids: Sequence[int]) -> list[str]:
+        acts = self._acts()
+        col = self.color_w.value
+        if col == "label" and getattr(acts, "labels", None) is not None:
+            values = np.asarray(acts.labels)
+        elif col is not None and col in (getattr(acts, "factors", {}) or {}):
+            values = np.asarray(acts.factors[col])
+        else:
+            return [f"#{i}" for i in ids]
+        return [f"#{i} {col}={values[i]}" for i in ids]
+
+    def _text(self, row: Any) -> str:
+        if isinstance(row, str):
+            return row
+        toks = np.asarray(row).tolist()
+        if self.vocab is not None:
+            return " ".join(self.vocab[t] for t in toks if 0 <= t < len(self.vocab))
+        return " ".join(map(str, toks))
+
+    def select(self, *, source: str | None = None, layer: str | None = None, method: str | None = None,
+               color: Any = "keep") -> "EmbeddingExplorer":
+        """Set controls programmatically (None / "keep" keeps a control's value; ``color=None`` is one colour
+        only when passed explicitly as ``color=None``) and redraw once."""
+        with self._hold():
+            if source is not None:
+                self.source_w.value = self._check_choice(str(source), list(self.sources), "source")
+                self._set_dependent(layer=layer or self.layer_w.value, color=self.color_w.value)
+            if layer is not None:
+                self.layer_w.value = self._check_choice(str(layer), [v for _l, v in self.layer_w.options], "layer")
+            if method is not None:
+                self.method_w.value = self._check_choice(method, figures.embedding.PROJECTIONS, "method")
+            if color != "keep":
+                self.color_w.value = self._check_choice(color, [v for _l, v in self.color_w.options], "color")
+        self._update()
+        return self
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingExplorer(source={self.source_w.value!r}, layer={self.layer_w.value!r}, "
+                f"method={self.method_w.value!r}, color={self.color_w.value!r}, selected={len(self.selected)})")
