@@ -1,6 +1,8 @@
 """CKA: published golden values (Kornblith et al. CKA demo) and naive re-implementations written here."""
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,7 +90,8 @@ def test_golden_values_also_via_gram_path(demo_data):
 @pytest.mark.parametrize("debiased", [False, True])
 @pytest.mark.parametrize("shape", [(40, 7, 12), (30, 45, 60)])  # widths below N (feature path) and above
 def test_matches_naive(kernel, debiased, shape):
-    rng = np.random.default_rng(hash((kernel, debiased, shape)) % 2**32)
+    # str hashes change per process (PYTHONHASHSEED); derive the seed from the parameters' text instead
+    rng = np.random.default_rng(zlib.crc32(repr((kernel, debiased, shape)).encode()))
     n, p, q = shape
     x = rng.standard_normal((n, p))
     y = np.tanh(x @ rng.standard_normal((p, q))) + 0.5 * rng.standard_normal((n, q))
