@@ -390,6 +390,8 @@ def test_bad_input_is_named(lang, gmm):
         dynamics.el2n_scores([], gmm["train"])
     with pytest.raises(ValueError, match="GraNd needs a classifier"):
         dynamics.grand_scores(model, lang["test"], labels=np.zeros(len(lang["test"]), dtype=int))
+    with pytest.raises(ValueError, match="params must be parameters of the model"):
+        dynamics.grand_scores(mlp, gmm["train"], params=[nn.Parameter(torch.zeros(2))])
     with pytest.raises(ValueError, match="method="):
         dynamics.grand_scores(mlp, gmm["train"], method="fast")
     with pytest.raises(ValueError, match="cross_entropy_loss needs classifier logits"):
@@ -407,3 +409,40 @@ def test_s3_is_registered_with_one_run_per_norm_placement(tmp_path):
     assert {cfg.objective for _, cfg in study.configs.values()} == {"clm"}
     assert all("grad_norm" in cfg.recorders for _, cfg in study.configs.values())
     assert len({cfg.id for _, cfg in study.configs.values()}) == 4
+
+
+def test_grand_over_a_parameter_subset(gmm):
+    model = _mlps(gmm, 1)[0]
+    x = torch.as_tensor(gmm["train"].inputs[:9], dtype=torch.float32)
+    y = torch.as_tensor(gmm["train"].labels[:9])
+    ref = []
+    for i in range(len(x)):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        ref.append(math.sqrt(float((model.head.weight.grad ** 2).sum() + (model.head.bias.grad ** 2).sum())))
+    got = dynamics.grand_scores(model, gmm["train"].subset(slice(0, 9)), params=list(model.head.parameters()))
+    np.testing.assert_allclose(got["value"], ref, rtol=1e-5)
+
+
+def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
+    from workbench.runs import RunConfig
+    from workbench.studies import _NormPlacementStudy, _summary
+
+    base = RunConfig(dataset="tiny-language", dataset_options={"n_train": 32, "n_test": 16, "n_ood": 0,
+                                                               "max_len": 12, "max_depth": 1},
+                     model="transformer", model_options={"dim": 8, "depth": 2, "heads": 2}, objective="clm",
+                     steps=4, batch_size=16, checkpoints=1, recorders=("grad_norm",))
+    study = _NormPlacementStudy(base, ("pre", "post"), 8, downstream=[], measures=[], store=tmp_path, name="s3")
+    table = study.run(progress=False)
+    assert not study.failures
+    meas = table[table.kind == "measure"]
+    assert set(meas["norm"]) == {"pre", "post"} and sorted(meas["step"].unique()) == [0, 4]
+    assert {"skip_loss_increase", "output_variance", "angular_distance", "grad_norm", "full_loss"} <= set(meas.metric)
+    summary = _summary("s3", study, table)
+    hist = table[(table.kind == "history") & (table.metric == "grad_norm") & (table.norm == "post")]
+    first = hist[hist.step == hist.step.min()].set_index("layer")["value"]  # 4 logged steps: the first 10 % is 1
+    row = summary[(summary.norm == "post") & (summary.layer == "layer2")].iloc[0]
+    assert row["grad_norm_early"] == pytest.approx(first["layer2"])
+    final = meas[(meas.norm == "post") & (meas.step == 4) & (meas.metric == "skip_loss_increase")]
+    assert row["skip_loss_increase"] == pytest.approx(final.set_index("layer").loc["layer2", "value"])
+    assert list(summary[summary.norm == "pre"]["layer"]) == ["embed", "layer1", "layer2", "final_norm"]

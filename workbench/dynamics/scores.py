@@ -166,6 +166,9 @@ def grand_scores(models: Any, data: Any, *, labels: Any = None, split: str | Non
     scores = []
     for model in models:
         ps = trainable(model, params)
+        own = {id(p) for p in model.parameters()}
+        if not all(id(p) in own for p in ps):
+            raise ValueError("params must be parameters of the model (e.g. list(model.head.parameters()))")
         device = device_of(model)
         chunks = []
         with eval_mode(model), math_attention():
