@@ -245,6 +245,7 @@ class PretrainingLab(Dashboard):
         name = self.name_w.value.strip() or None
         job = TrainingJob(cfg, self.store, name=name, device=self.device)
         job.listeners.append(self._on_progress)
+        self.name_w.value = ""  # a name is for one run: the next start names its own
         self.job = job
         self.jobs.append(job)
         self.progress.max, self.progress.value, self.progress.bar_style = max(1, cfg.steps), 0, ""
