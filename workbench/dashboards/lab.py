@@ -145,7 +145,8 @@ class PretrainingLab(Dashboard):
     device: torch device for training (default: CUDA when available).
     """
 
-    CHOICES = ("dataset", "model", "norm", "objective", "label_noise", "temperature", "augment", "steps", "lr", "seed")
+    CHOICES = ("dataset", "model", "norm", "objective", "label_noise", "temperature", "augment", "steps", "lr", "seed",
+               "checkpoints")
 
     def __init__(self, store: Any = None, base: Any = None, *, device: Any = None, refresh_every: float = 0.3,
                  export_path: str = "training_loss.svg"):
@@ -175,6 +176,7 @@ class PretrainingLab(Dashboard):
             "steps": W.BoundedIntText(value=b.steps, min=1, max=1_000_000, description="steps", style=st),
             "lr": W.FloatLogSlider(value=b.lr, base=10, min=-5, max=0, step=0.1, description="lr", style=st),
             "seed": W.BoundedIntText(value=b.seed, min=0, max=2**31 - 1, description="seed", style=st),
+            "checkpoints": W.BoundedIntText(value=b.checkpoints, min=0, max=1000, description="checkpoints", style=st),
         }
         self._set_norms(b.model_options.get("norm", "(default)"))
         self.controls["model"].observe(lambda _c: self._set_norms(self.controls["norm"].value), names="value")
@@ -204,7 +206,7 @@ class PretrainingLab(Dashboard):
         self.set(**changes)
         c = {k: w.value for k, w in self.controls.items()}
         fields: dict[str, Any] = {k: c[k] for k in ("dataset", "model", "objective", "label_noise", "temperature",
-                                                     "steps", "lr", "seed")}
+                                                     "steps", "lr", "seed", "checkpoints")}
         fields["augment"] = tuple(c["augment"])
         opts = dict(self.base.model_options) if c["model"] == self.base.model else {}
         if c["norm"] != "(default)":

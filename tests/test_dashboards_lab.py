@@ -1,0 +1,93 @@
+"""Pretraining lab: training runs on a background thread (the kernel is not blocked), the live loss curve is
+the trainer's own logged loss, finished runs land in the store, Cancel stops a run cleanly (resumable)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+from workbench.dashboards import PretrainingLab, TrainingJob  # noqa: E402
+from workbench.runs import RunStore  # noqa: E402
+
+TINY = dict(dataset="gaussian-mixture", dataset_options={"n_train": 96, "n_test": 48, "n_ood": 48, "dim": 8},
+            model="mlp", model_options={"hidden": [16]}, steps=30, batch_size=16, checkpoints=2, lr=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_lab_trains_in_background_and_lists_the_run(tmp_path):
+    store = RunStore(tmp_path)
+    lab = PretrainingLab(store, TINY)
+    t0 = time.monotonic()
+    job = lab.start(name="tiny", label_noise=0.2, seed=3)
+    assert time.monotonic() - t0 < 2.0  # returned while training goes on in its thread
+    assert lab.wait(120) == "done", lab.status.value
+    run = store.get("tiny")
+    assert run.done and run.config.label_noise == 0.2 and run.config.seed == 3
+    assert run.config.model_options == {"hidden": [16]} and run.config.steps == 30
+    # the curve is the trainer's logged training-batch loss, step by step
+    hist = run.history()
+    logged = hist[(hist.metric == "loss") & (hist.split == "train_batch")]
+    curve = lab.figure.data[0]
+    assert list(curve.x) == logged.step.astype(float).tolist()
+    np.testing.assert_allclose(curve.y, logged.value, rtol=1e-6)
+    assert lab.progress.value == 30 and lab.progress.bar_style == "success"
+    assert "done" in lab.status.value and "tiny" in lab.runs_html.value
+    assert lab.runs().set_index("name").loc["tiny", "state"] == "done"
+    assert not lab.start_button.disabled and lab.cancel_button.disabled and lab.name_w.value == ""
+    assert job.history().step.max() == 30
+
+
+def test_cancel_stops_cleanly_and_resumes(tmp_path):
+    store = RunStore(tmp_path)
+    lab = PretrainingLab(store, TINY)
+    job = lab.start(name="long", steps=3000, checkpoints=4)  # logs every 30 steps
+    for _ in range(1200):  # wait until training has logged a few steps
+        if job.step >= 90 or not job.running:
+            break
+        time.sleep(0.025)
+    lab.cancel()
+    assert lab.wait(120) == "cancelled"
+    assert job.step < 3000
+    run = store.get("long")
+    status = run.status
+    assert status["state"] == "interrupted" and status["step"] == max(run.checkpoints())
+    assert "cancelled" in lab.status.value and lab.progress.bar_style == "warning"
+    assert lab.runs().set_index("name").loc["long", "state"] == "interrupted"
+    # nothing half-written: every checkpoint loads, the history reads back up to the last checkpoint
+    for step in run.checkpoints():
+        run.load_model(step)
+    assert run.history().step.max() == status["step"]
+    # a cancelled run resumes from its last checkpoint (the trainer's resume), not from step 0
+    resumed = TrainingJob(run.config, store, name="long")
+    resumed._cancel.set()  # stop again at the first logged step after the resume point
+    resumed.start()
+    assert resumed.wait(120) == "cancelled"
+    first = resumed.history().step.min()
+    assert first > status["step"], "the resumed job restarted from scratch"
+
+
+def test_invalid_choices_are_refused_by_name(tmp_path):
+    lab = PretrainingLab(RunStore(tmp_path), TINY)
+    with pytest.raises(ValueError, match="label_noise"):
+        lab.start(objective="simclr", label_noise=0.3)
+    with pytest.raises(ValueError, match="unknown choice"):
+        lab.set(colour="red")
+    with pytest.raises(ValueError, match="objective='nope' is not available"):
+        lab.set(objective="nope")
+    lab.set(objective="supervised", label_noise=0.0)
+    lab.controls["objective"].value = "simclr"
+    lab.controls["label_noise"].value = 0.5
+    lab.start_button.click()  # the button reports instead of raising
+    assert "label_noise" in lab.status.value and lab.job is None
+    cfg = lab.config(model="mlp", norm="layer", augment=["noise"], temperature=0.5, label_noise=0.0)
+    assert cfg.model_options["norm"] == "layer" and cfg.augment == ("noise",) and cfg.temperature == 0.5
