@@ -11,6 +11,10 @@ s1          label noise (0, 10, 30 %) in supervised pretraining on ``shapes`` �
             largest-singular-value ratio of the penultimate features (NMTune, Chen et al. 2024)
 s4          SimCLR temperature (0.05, 0.2, 1.0) on ``shapes`` → uniformity and alignment (Wang & Isola
             2020), same-class tolerance (Wang & Liu 2021) of the embedding, and the linear probe
+s3          LayerNorm placement (Pre-LN, Post-LN, Mix-LN, LayerNorm Scaling) of an 8-layer causal LM on
+            ``tiny-language`` → per-layer gradient norm over steps (recorder), and at initialisation and the
+            end: loss increase when each block is skipped, output variance and angular distance between
+            consecutive layers vs depth (``workbench.dynamics``)
 s12         40 % symmetric label noise, long training → accuracy on clean vs flipped training examples
             over steps (Arpit et al. 2017) and how well early EL2N scores flag the flipped examples
             (AUROC; Paul et al. 2021)
@@ -61,7 +65,67 @@ def _s12(quick: bool, store: Any) -> Study:
                  name="s12")
 
 
-STUDIES: dict[str, Callable[[bool, Any], Study]] = {"s1": _s1, "s4": _s4, "s12": _s12}
+S3_NORMS = ("pre", "post", "mix", "lns")
+S3_MEASURES = ("skip_loss_increase", "output_variance", "angular_distance", "grad_norm")
+
+
+class _NormPlacementStudy(Study):
+    """S3: one run per ``model_options["norm"]``; after training, ``workbench.dynamics`` measures at the first
+    and last checkpoint on the first ``dynamics_examples`` test sentences, added to the table as
+    ``kind="measure"`` rows (``grad_norm`` here is the gradient on that fixed batch; the per-step training
+    gradient norms are the ``kind="history"`` rows of the ``grad_norm`` recorder)."""
+
+    def __init__(self, base: RunConfig, norms: tuple[str, ...], dynamics_examples: int, **kwargs: Any):
+        self.norms, self.dynamics_examples = tuple(norms), int(dynamics_examples)
+        super().__init__(base, **kwargs)
+
+    def _grid(self) -> dict[str, tuple[dict[str, Any], Any]]:
+        return {f"norm={n},seed={s}": ({"norm": n}, self.base.replace(
+                    model_options={**self.base.model_options, "norm": n}, seed=s))
+                for n in self.norms for s in self.seeds}
+
+    def _one(self, label: str) -> pd.DataFrame:
+        from . import data as wb_data
+        from . import dynamics
+
+        table = super()._one(label)
+        changes, cfg = self.configs[label]
+        run = self.store.get(cfg)
+        ckpts = run.checkpoints()
+        test = wb_data.load(cfg.dataset, **dict(cfg.dataset_options))["test"]
+        test = test.subset(slice(0, self.dynamics_examples))
+        blocks = r"^(embed|layer\d+)$"  # the residual stream: token embedding, then each block's output
+        parts = []
+        for step in sorted({ckpts[0], ckpts[-1]}):
+            model = run.load_model(step)
+            loss = dynamics.run_loss(run, model, split="test", n=self.dynamics_examples)
+            frames = [dynamics.layer_skip_loss(model, loss), dynamics.output_variance(model, test, layers=blocks),
+                      dynamics.layer_angular_distance(model, test, layers=blocks),
+                      dynamics.layer_grad_norms(model, loss, layers=blocks)]
+            parts += [f.drop(columns=[c for c in f.columns if c not in ("layer", "measure", "value")])
+                      .assign(step=step) for f in frames]
+        rows = (pd.concat(parts, ignore_index=True).rename(columns={"measure": "metric"})
+                .assign(kind="measure", split="test"))
+        for k, v in {**changes, "seed": cfg.seed}.items():
+            rows[k] = v
+        rows.insert(0, "run", label)
+        return pd.concat([table, rows], ignore_index=True)
+
+
+def _s3(quick: bool, store: Any) -> Study:
+    data = ({"n_train": 2000, "n_test": 256, "n_ood": 0, "max_len": 32, "seed": 0} if quick else
+            {"n_train": 20000, "n_test": 1000, "n_ood": 0, "max_len": 32, "seed": 0})
+    model = ({"dim": 64, "depth": 8, "heads": 4, "mlp_ratio": 2.0} if quick else
+             {"dim": 128, "depth": 12, "heads": 4, "mlp_ratio": 4.0})
+    base = RunConfig(dataset="tiny-language", dataset_options=data, model="transformer", model_options=model,
+                     objective="clm", steps=400 if quick else 4000, batch_size=32 if quick else 64, lr=1e-3,
+                     warmup=40 if quick else 400, schedule="cosine", checkpoints=2 if quick else 6,
+                     recorders=("grad_norm", "act_var"))
+    return _NormPlacementStudy(base, S3_NORMS, 128 if quick else 512, seeds=[0] if quick else [0, 1, 2],
+                               downstream=[], measures=[], store=store, name="s3")
+
+
+STUDIES: dict[str, Callable[[bool, Any], Study]] = {"s1": _s1, "s3": _s3, "s4": _s4, "s12": _s12}
 
 
 def make_study(name: str, quick: bool = True, store: Any = None) -> Study:
@@ -83,6 +147,40 @@ def el2n_auroc(run: Any, step: int) -> float:
     return float((ranks[flipped].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _s3_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (norm, layer): the recorder's training gradient norm averaged over the first and the last 10 % of
+    logged steps, and the dynamics measures at the last checkpoint; each averaged over seeds."""
+    hist = table[(table.kind == "history") & (table.metric == "grad_norm")]
+    order = {name: i for i, name in enumerate(pd.unique(hist["layer"]))}
+    steps = np.sort(hist["step"].unique())
+    k = max(1, len(steps) // 10)
+    out = pd.concat({f"grad_norm_{when}": hist[hist.step.isin(chosen)].groupby(["norm", "layer"])["value"].mean()
+                     for when, chosen in (("early", steps[:k]), ("late", steps[-k:]))}, axis=1)
+    meas = table[table.kind == "measure"]
+    final = meas[meas.step == meas.groupby("run")["step"].transform("max")]
+    final = final[final.metric.isin(S3_MEASURES) & (final.layer != "")]
+    out = out.join(final.pivot_table(index=["norm", "layer"], columns="metric", values="value"), how="outer")
+    out = out.reset_index()
+    out.insert(2, "layer_index", out["layer"].map(order))
+    out["norm"] = pd.Categorical(out["norm"], [n for n in S3_NORMS if n in set(out["norm"])], ordered=True)
+    return out.sort_values(["norm", "layer_index"]).reset_index(drop=True)
+
+
+def _s3_figures(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
+    import plotly.express as px
+
+    hist = table[(table.kind == "history") & (table.metric == "grad_norm")]
+    figs = {"grad_norm_over_steps": px.line(hist, x="step", y="value", color="layer", line_group="run",
+                                            facet_col="norm", log_y=True,
+                                            title="S3: per-layer gradient norm over training steps")}
+    long = summary.melt(id_vars=["norm", "layer", "layer_index"], var_name="metric", value_name="value")
+    figs["depth_profiles"] = px.line(long.astype({"norm": str}), x="layer_index", y="value", color="norm",
+                                     facet_col="metric", facet_col_wrap=3, markers=True,
+                                     title="S3: gradient norm, skip-loss increase, output variance and angular "
+                                           "distance vs depth").update_yaxes(matches=None)
+    return figs
+
+
 def _summary(name: str, study: Study, table: pd.DataFrame) -> pd.DataFrame:
     last = table[table["step"] == table.groupby("run")["step"].transform("max")]
     if name == "s1":
@@ -97,6 +195,8 @@ def _summary(name: str, study: Study, table: pd.DataFrame) -> pd.DataFrame:
         tol = last[(last.kind == "measure") & (last.metric == "tolerance")]
         return (out.join(geo.pivot_table(index="temperature", columns="metric", values="value"))
                 .join(tol.pivot_table(index="temperature", columns="metric", values="value")).reset_index())
+    if name == "s3":
+        return _s3_summary(table)
     if name == "s12":
         hist = table[table.kind == "history"]
         curves = hist[((hist.metric == "accuracy") & (hist.split == "train_clean")) |
@@ -128,6 +228,8 @@ def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: An
         figs["clean_vs_flipped"] = figures.step_curve(hist.assign(series=hist.metric + " / " + hist.split).drop(columns="metric"),
                                                       color="series", dash=None,
                                                       title="S12: clean labels are fit first, flipped ones later")
+    elif name.lower() == "s3":
+        figs = _s3_figures(table, summary)
     else:
         key = "label_noise" if name.lower() == "s1" else "temperature"
         long = summary.melt(id_vars=[key], var_name="metric", value_name="value")

@@ -8,12 +8,14 @@ same number back for the same weights. :func:`run_loss` builds it from a run's o
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from ..train.objectives import _device_of as device_of  # where a model's parameters live (CPU if none)
 
 __all__ = ["LossFn", "run_loss", "objective_loss", "cross_entropy_loss", "over_checkpoints", "LAYER_COLUMNS"]
 
@@ -63,11 +65,6 @@ def math_attention():
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
-
-
-def device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def trainable(model: nn.Module, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
