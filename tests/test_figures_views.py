@@ -66,8 +66,7 @@ def test_probe_curve_draws_accuracy_control_and_selectivity(probes):
 def test_probe_curve_layer_index_from_first_appearance_and_options(probes):
     fig = figures.probe_curve(probes[probes.run == "simclr"], control=False, selectivity=False)
     assert [t.name for t in fig.data if t.mode == "lines+markers"] == ["simclr"]
-    assert "yaxis2" not in fig.layout or fig.layout.yaxis2.domain is None or not any(
-        (t.yaxis or "y") == "y2" for t in fig.data)
+    assert not any((t.yaxis or "y") == "y2" for t in fig.data)  # no selectivity panel
     assert list(fig.layout.xaxis.categoryarray) == LAYERS
 
 

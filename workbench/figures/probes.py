@@ -64,14 +64,12 @@ def probe_curve(df: pd.DataFrame, metric: str | None = None, *, color: str = "ru
     elif metric not in metrics:
         raise ValueError(f"probe_curve: metric {metric!r} not in the data; available: {metrics}")
     base_groups = [str(b) for b in _as_list(baseline)]
-    curve = dict(x="layer", color=color, error=error, color_map=color_map)
     groups = [g for g in _unique(data[color].astype(str)) if g not in base_groups]
     cmap = {**_style.color_map(groups), **{str(k): v for k, v in (color_map or {}).items()}}
-    curve["color_map"] = cmap
 
     acc = data[data["metric"] == metric]
-    top = layer_curve(acc, color=color, baseline=[b for b in base_groups if b in set(acc[color].astype(str))]
-                      or None, **{k: v for k, v in curve.items() if k != "color"})
+    top = layer_curve(acc, color=color, error=error, color_map=cmap,
+                      baseline=[b for b in base_groups if b in set(acc[color].astype(str))] or None)
     drawn = [acc.assign(panel=metric)]
     extra: list[go.Scatter] = []
     if control and "control_accuracy" in metrics:
