@@ -17,6 +17,7 @@ from torch import nn
 from workbench import data as wb_data
 from workbench import dynamics, models
 from workbench.models import get_module, probe_points
+from workbench.runs import RunConfig
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -321,14 +322,16 @@ def test_grand_on_a_token_classifier_with_padding(lang):
 
 
 # --------------------------------------------------------------------------------------------- runs
+TINY_CLM = RunConfig(dataset="tiny-language",
+                     dataset_options={"n_train": 32, "n_test": 16, "n_ood": 0, "max_len": 12, "max_depth": 1},
+                     model="transformer", model_options={"dim": 8, "depth": 2, "heads": 2}, objective="clm",
+                     steps=2, batch_size=16, checkpoints=1, recorders=("grad_norm",))
+
+
 def test_run_loss_and_over_checkpoints(tmp_path):
-    from workbench.runs import RunConfig
     from workbench.train import train
 
-    cfg = RunConfig(dataset="tiny-language", dataset_options={"n_train": 32, "n_test": 16, "n_ood": 0,
-                                                              "max_len": 12, "max_depth": 1},
-                    model="transformer", model_options={"dim": 8, "depth": 2, "heads": 2}, objective="clm",
-                    steps=2, batch_size=16, checkpoints=1, recorders=("grad_norm",))
+    cfg = TINY_CLM
     run = train(cfg, tmp_path, progress=False)
     ds = wb_data.load(cfg.dataset, **cfg.dataset_options)
     model = run.load_model()
@@ -425,14 +428,9 @@ def test_grand_over_a_parameter_subset(gmm):
 
 
 def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
-    from workbench.runs import RunConfig
     from workbench.studies import _NormPlacementStudy, _summary
 
-    base = RunConfig(dataset="tiny-language", dataset_options={"n_train": 32, "n_test": 16, "n_ood": 0,
-                                                               "max_len": 12, "max_depth": 1},
-                     model="transformer", model_options={"dim": 8, "depth": 2, "heads": 2}, objective="clm",
-                     steps=4, batch_size=16, checkpoints=1, recorders=("grad_norm",))
-    study = _NormPlacementStudy(base, ("pre", "post"), 8, downstream=[], measures=[], store=tmp_path, name="s3")
+    study = _NormPlacementStudy(TINY_CLM.replace(steps=4), ("pre", "post"), 8, downstream=[], measures=[], store=tmp_path, name="s3")
     table = study.run(progress=False)
     assert not study.failures
     meas = table[table.kind == "measure"]
