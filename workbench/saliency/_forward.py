@@ -196,7 +196,8 @@ def auto_batch_size(scorer: Scorer, batch: Batch, expansion: int, *, backward: b
         budget = CUDA_BUDGET_FRACTION * free
     else:
         budget = CPU_BUDGET_BYTES
-    per_row = row_bytes(scorer, batch) * (2 if backward else 1)
+    probe, _ = run_batched(lambda lo, hi: row_bytes(scorer, batch), 1, 1)  # the clear error if one row fails
+    per_row = probe[0] * (2 if backward else 1)
     rows = max(1, int(budget // per_row))
     return int(min(len(batch), max(1, rows // max(1, expansion))))
 

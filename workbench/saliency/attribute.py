@@ -145,7 +145,9 @@ def attribute(model: nn.Module, inputs: Any, method: str = "integrated_gradients
         go in ``method_kwargs``.
     run, step : metadata recorded in the result (set by :func:`attribute_checkpoints`).
     **method_kwargs
-        Passed to the captum method's ``attribute`` (e.g. ``n_steps``, ``sliding_window_shapes``).
+        Passed to the captum method's ``attribute`` (e.g. ``n_steps``, ``sliding_window_shapes``). Integrated
+        Gradients' integration rule (captum's ``method=``) is ``integration=`` here, e.g.
+        ``integration="riemann_trapezoid"`` (default Gauss-Legendre).
 
     Returns
     -------
@@ -162,6 +164,8 @@ def attribute(model: nn.Module, inputs: Any, method: str = "integrated_gradients
         if not entry.gradient:
             raise ValueError(f"noise_tunnel wraps gradient methods; {entry.name} is perturbation-based")
     upsample = method_kwargs.pop("upsample", True)
+    if "integration" in method_kwargs:  # captum calls IG's integration rule `method`, taken here by the name
+        method_kwargs["method"] = method_kwargs.pop("integration")
     batch = fw.as_batch(model, inputs)
     tokens = batch.kind == "tokens"
     if tokens and noise_tunnel is not None:
@@ -184,7 +188,7 @@ def attribute(model: nn.Module, inputs: Any, method: str = "integrated_gradients
     scorer = fw.Scorer(model, output, list(batch.extra))
     options = dict(method_kwargs)
     if entry.defaults is not None:
-        options.update(entry.defaults(batch.x, options))
+        options = {**entry.defaults(batch.x, options), **options}
     if tokens:
         base = _token_baselines(model, batch.x, baselines)
     else:

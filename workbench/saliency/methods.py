@@ -68,27 +68,32 @@ def _spatial(x: torch.Tensor) -> tuple[int, ...]:
     return tuple(x.shape[2:]) if x.dim() >= 3 else ()
 
 
+# perturbed copies evaluated per forward call by the perturbation methods unless the caller sets it
+PERTURBATIONS_PER_EVAL = 16
+
+
 def _occlusion_defaults(x: torch.Tensor, options: dict) -> dict:
     """Windows covering all channels and 1/8 of each spatial side, moved by half a window."""
+    out = {"perturbations_per_eval": PERTURBATIONS_PER_EVAL}
     if "sliding_window_shapes" in options:
-        return {}
+        return out
     spatial = _spatial(x)
     if not spatial:
-        return {"sliding_window_shapes": (1,)}
+        return {**out, "sliding_window_shapes": (1,)}
     win = tuple(max(1, s // 8) for s in spatial)
-    return {"sliding_window_shapes": (x.shape[1], *win), "strides": (1, *(max(1, w // 2) for w in win))}
+    return {**out, "sliding_window_shapes": (x.shape[1], *win), "strides": (1, *(max(1, w // 2) for w in win))}
 
 
 def _ablation_defaults(x: torch.Tensor, options: dict) -> dict:
     """One feature per spatial position (all channels of a pixel / time step ablated together)."""
+    out = {"perturbations_per_eval": PERTURBATIONS_PER_EVAL}
     spatial = _spatial(x)
     if "feature_mask" in options or not spatial:
-        return {}
+        return out
     n = 1
     for s in spatial:
         n *= s
-    mask = torch.arange(n, device=x.device).reshape(1, 1, *spatial)
-    return {"feature_mask": mask}
+    return {**out, "feature_mask": torch.arange(n, device=x.device).reshape(1, 1, *spatial)}
 
 
 def _get(options: dict, key: str, default: int) -> int:
