@@ -30,8 +30,9 @@ def project(features: Any, method: str = "pca", n_components: int = 2, *, labels
 
     method:
       ``"pca"``  — principal-component scores ``(X - mean(X)) V_k`` where ``V_k`` holds the top-``k`` right
-                   singular vectors of the centered ``X`` (sklearn ``PCA``, full SVD in float64; component
-                   signs follow sklearn's ``svd_flip`` convention). ``frame.attrs["explained_variance_ratio"]``
+                   singular vectors of the centered ``X`` (= top eigenvectors of its covariance); sklearn
+                   ``PCA`` in float64, exact solvers only (covariance eigendecomposition when N >= D, full
+                   SVD otherwise); component signs follow sklearn's ``svd_flip`` convention. ``frame.attrs["explained_variance_ratio"]``
                    lists each component's share of the total variance.
       ``"umap"`` — UMAP (McInnes, Healy & Melville 2018, umap-learn) with ``random_state=seed`` and
                    ``umap_options`` (e.g. ``n_neighbors``, ``min_dist``); float32, as umap-learn computes.
@@ -52,7 +53,8 @@ def project(features: Any, method: str = "pca", n_components: int = 2, *, labels
     if method == "pca":
         from sklearn.decomposition import PCA  # noqa: PLC0415
 
-        pca = PCA(n_components=k, svd_solver="full")
+        # exact either way: eigh of the D x D covariance when N >= D (fast for N >> D), else a full SVD
+        pca = PCA(n_components=k, svd_solver="covariance_eigh" if n >= d else "full")
         z = pca.fit_transform(x)
         attrs["explained_variance_ratio"] = [float(v) for v in pca.explained_variance_ratio_]
     else:
@@ -87,6 +89,13 @@ def project(features: Any, method: str = "pca", n_components: int = 2, *, labels
 def _is_categorical(s: pd.Series, max_levels: int = 24) -> bool:
     return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or \
         (pd.api.types.is_integer_dtype(s) and s.nunique() <= max_levels)
+
+
+def _custom(sub: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Per-point customdata: numeric (fast to serialise) when every column is numeric, else objects."""
+    part = sub[cols]
+    numeric = all(pd.api.types.is_numeric_dtype(part[c]) for c in cols)
+    return part.to_numpy(dtype=np.float64 if numeric else object)
 
 
 def embedding_scatter(frame: pd.DataFrame, color: str | None = "label", *, x: str = "x", y: str = "y",
@@ -125,28 +134,28 @@ def embedding_scatter(frame: pd.DataFrame, color: str | None = "label", *, x: st
         cmap = {**_style.color_map(levels), **{str(k): v for k, v in (color_map or {}).items()}}
         for lev in levels:
             sub = frame[frame[color] == lev]
-            fig.add_trace(Trace(x=sub[x].tolist(), y=sub[y].tolist(), mode="markers", name=str(lev),
+            fig.add_trace(Trace(x=sub[x].to_numpy(float), y=sub[y].to_numpy(float), mode="markers", name=str(lev),
                                 marker=dict(color=cmap[str(lev)], size=marker_size, opacity=0.8),
-                                customdata=sub[custom_cols].to_numpy(dtype=object),
+                                customdata=_custom(sub, custom_cols),
                                 hovertemplate=f"{color}={lev}<br>{tmpl}<extra></extra>"))
         if color:
             fig.update_layout(legend_title_text=str(color))
     else:
         marker: dict[str, Any] = dict(size=marker_size, opacity=0.8)
         if color is not None:
-            marker.update(color=frame[color].astype(float).tolist(), colorscale=st["heatmap_colorscale"],
+            marker.update(color=frame[color].to_numpy(float), colorscale=st["heatmap_colorscale"],
                           showscale=True, colorbar=dict(title=dict(text=str(color))))
         else:
             marker.update(color=st["palette"][0])
-        fig.add_trace(Trace(x=frame[x].tolist(), y=frame[y].tolist(), mode="markers", name="examples",
-                            marker=marker, customdata=frame[custom_cols].to_numpy(dtype=object),
+        fig.add_trace(Trace(x=frame[x].to_numpy(float), y=frame[y].to_numpy(float), mode="markers", name="examples",
+                            marker=marker, customdata=_custom(frame, custom_cols),
                             hovertemplate=tmpl + "<extra></extra>", showlegend=False))
     if selected is not None and len(selected):
         sel = frame[frame["index"].isin(list(selected))]
-        fig.add_trace(Trace(x=sel[x].tolist(), y=sel[y].tolist(), mode="markers", name="selected",
+        fig.add_trace(Trace(x=sel[x].to_numpy(float), y=sel[y].to_numpy(float), mode="markers", name="selected",
                             marker=dict(size=marker_size + 6, color="rgba(0,0,0,0)",
                                         line=dict(color=st["font_color"], width=1.5)),
-                            customdata=sel[custom_cols].to_numpy(dtype=object), hoverinfo="skip"))
+                            customdata=_custom(sel, custom_cols), hoverinfo="skip"))
     method = frame.attrs.get("method")
     names = {"pca": ("PC 1", "PC 2"), "umap": ("UMAP 1", "UMAP 2")}.get(method, (x, y))
     evr = frame.attrs.get("explained_variance_ratio")
