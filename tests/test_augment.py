@@ -12,14 +12,7 @@ from workbench.runs import AUGMENTATIONS
 from workbench.train.augment import make_augment
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads
-    oversubscribe badly (10x slower); run this module single-threaded and restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 OPS_BY_KIND = {"image": AUGMENTATIONS, "signal": ("crop", "flip", "noise", "blur", "mask"),
                "vectors": ("noise", "mask")}

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("ipywidgets")
 from workbench.dashboards import PretrainingLab, TrainingJob  # noqa: E402
@@ -16,12 +15,7 @@ TINY = dict(dataset="gaussian-mixture", dataset_options={"n_train": 96, "n_test"
             model="mlp", model_options={"hidden": [16]}, steps=30, batch_size=16, checkpoints=2, lr=1e-3)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_lab_trains_in_background_and_lists_the_run(tmp_path):

@@ -20,14 +20,7 @@ from workbench.train.objectives import (Batch, barlow_twins_loss, distill_kl, in
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads
-    oversubscribe badly (10x slower); run this module single-threaded and restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def cfg(**kw):
     return RunConfig(**{"dataset": "test", **kw})

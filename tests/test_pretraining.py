@@ -33,13 +33,7 @@ LANG = dict(dataset="tiny-language",
             checkpoints=1, lr=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is faster and less noisy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(run, step, what="model"):

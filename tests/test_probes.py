@@ -15,13 +15,7 @@ from workbench.probing.stats import RESULT_COLUMNS, bootstrap_ci
 from workbench.probing.tokens import sentence_split, token_rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add contention on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_data(n, d, k, seed, noise=1.0):

@@ -21,12 +21,7 @@ from workbench.probing.probes import knn_probe, prototype_probe
 from workbench.probing.stats import RESULT_COLUMNS, bootstrap_ci
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def value(df, **sel):

@@ -26,8 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="run store directory (default: $WORKBENCH_HOME or ~/.workbench)")
     demo.add_argument("--no-static", action="store_true", help="skip SVG/PDF/PNG export (HTML + CSV only)")
 
-    study = sub.add_parser("study", help="run a named study from STUDIES.md headless (s1, s4, s12)")
-    study.add_argument("name", help="study name: s1 | s4 | s12")
+    study = sub.add_parser("study", help="run a named study from STUDIES.md headless (s1, s3, s4, s12)")
+    study.add_argument("name", help="study name: s1 | s3 | s4 | s12")
     study.add_argument("--out", required=True, type=Path, help="directory for results, summary and figures")
     study.add_argument("--quick", action="store_true", help="CPU-sized version (a few minutes on 2 cores)")
     study.add_argument("--store", type=Path, default=None, help="run store directory")

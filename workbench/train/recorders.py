@@ -151,9 +151,9 @@ class Recorders:
         ]
 
     def _el2n(self, step: int, run: Any) -> list[dict[str, Any]]:
-        probs = torch.softmax(self._train_logits().double(), dim=1)
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(self.labels), probs.shape[1]).double()
-        scores = (probs - onehot).norm(dim=1).numpy()
+        from ..dynamics import el2n  # noqa: PLC0415 - dynamics imports this module
+
+        scores = el2n(self._train_logits(), self.labels)
         run.save_artifact(f"el2n_{step:08d}", scores=scores)
         rows = [{"step": step, "metric": "el2n_mean", "split": "train", "value": float(scores.mean())}]
         if self.flipped is not None and self.flipped.any():
