@@ -121,6 +121,9 @@ def test_train_once_then_reuse(tmp_path):
     assert (run.checkpoint_dir(30) / "model.safetensors").stat().st_mtime_ns == mtime
     df = store.list()
     assert list(df["id"]) == [run.id] and df.loc[0, "state"] == "done" and df.loc[0, "name"] == "tiny"
+    # saved checkpoints (count) and the config field `checkpoints` are distinct columns
+    assert df.columns.is_unique and df.loc[0, "n_checkpoints"] == len(run.checkpoints()) == 4
+    assert df.loc[0, "checkpoints"] == run.config.checkpoints
     hist = run.history()
     assert {"loss", "accuracy"} <= set(hist["metric"])
     assert {"test", "ood", "train_batch"} <= set(hist["split"])

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         elif df.empty:
             print(f"no runs in {store.root}")
         else:
-            cols = ["id", "name", "state", "step", "checkpoints", "dataset", "model", "objective",
+            cols = ["id", "name", "state", "step", "n_checkpoints", "dataset", "model", "objective",
                     "label_noise", "seed", "steps"]
             print(df[cols].to_string(index=False))
         return 0

@@ -465,15 +465,15 @@ class RunStore:
         return [Run(self, i) for i in self.ids()]
 
     def list(self) -> pd.DataFrame:
-        """One row per run: id, name, state, step, checkpoints, created and the main config fields."""
+        """One row per run: id, name, state, step, n_checkpoints (saved so far), created and every config field."""
         rows = []
         for run in self.runs():
             cfg, st, meta = run.config.to_dict(), run.status, run.meta
             rows.append({"id": run.id, "name": meta.get("name", ""), "state": st["state"], "step": st["step"],
-                         "checkpoints": len(run.checkpoints()), "created": meta.get("created", ""),
+                         "n_checkpoints": len(run.checkpoints()), "created": meta.get("created", ""),
                          **{k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
                             for k, v in cfg.items()}})
-        cols = ["id", "name", "state", "step", "checkpoints", "created"] + [f.name for f in dataclasses.fields(RunConfig)]
+        cols = ["id", "name", "state", "step", "n_checkpoints", "created"] + [f.name for f in dataclasses.fields(RunConfig)]
         return pd.DataFrame(rows, columns=cols)
 
     def delete(self, run: str | Run) -> None:

@@ -22,7 +22,8 @@ from .activations import Activations, extract
 from .data import Dataset
 from .runs import Run
 
-__all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor"]
+__all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor",
+           "select_per_run"]
 
 TIDY_COLUMNS = ["run", "step", "layer", "layer_index", "measure", "split", "value", "ci_low", "ci_high"]
 
@@ -145,6 +146,28 @@ def _label_measure(name: str, z: Any, labels: Any) -> float:
 LABEL_MEASURES = ("tolerance", "cdnv", "nc1")
 SPECTRUM_MEASURES = ("rankme", "effective_rank", "participation_ratio", "stable_rank", "alpha_req",
                      "singular_value_entropy", "largest_singular_value_ratio")
+
+
+def select_per_run(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFrame:
+    """The rows of a study table that ``sel`` (column -> value; ``None``/NaN selects empty cells) picks, one
+    per run: the last checkpoint of each run unless ``sel`` names a ``step``. ``what`` names the selection
+    in error messages (no rows, a missing column, or several rows left for a run)."""
+    if not isinstance(sel, Mapping) or not sel:
+        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'metric': 'rankme'}}")
+    t = table
+    for k, v in sel.items():
+        if k not in t.columns:
+            raise ValueError(f"{what} selects column {k!r}, which the table lacks; columns: {list(table.columns)}")
+        t = t[t[k].isna()] if v is None or (isinstance(v, float) and np.isnan(v)) else t[t[k] == v]
+    if "step" not in sel and "step" in t.columns:
+        t = t[t["step"] == t.groupby("run")["step"].transform("max")]
+    if t.empty:
+        raise ValueError(f"{what} {dict(sel)} selects no rows")
+    counts = t.groupby("run").size()
+    if (counts > 1).any():
+        raise ValueError(f"{what} {dict(sel)} selects several rows per run (e.g. {counts.idxmax()!r}); add columns "
+                         "(layer, split, task, label_fraction, ...) until one remains")
+    return t
 
 
 class InProcessExecutor:
@@ -320,23 +343,8 @@ class Study:
         if not hasattr(self, "table"):
             raise RuntimeError("call .run() first")
 
-        def pick(sel: Mapping[str, Any], what: str) -> pd.Series:
-            t = self.table
-            for k, v in sel.items():
-                if k not in t:
-                    raise ValueError(f"{what} selects column {k!r}, which the study table lacks")
-                t = t[t[k] == v]
-            if "step" not in sel:
-                t = t[t["step"] == t.groupby("run")["step"].transform("max")]
-            if t.empty:
-                raise ValueError(f"{what} {dict(sel)} selects no rows")
-            dup = t.groupby("run").size()
-            if (dup > 1).any():
-                raise ValueError(f"{what} {dict(sel)} selects several rows per run (e.g. {dup.idxmax()!r}); "
-                                 "add columns (layer, split, task, label_fraction, …) until one remains")
-            return t.set_index("run")["value"]
-
-        a, b = pick(measure, "measure"), pick(downstream, "downstream")
+        a, b = (select_per_run(self.table, sel, what).set_index("run")["value"]
+                for sel, what in ((measure, "measure"), (downstream, "downstream")))
         common = a.index.intersection(b.index)
         if len(common) < 3:
             raise ValueError(f"need at least 3 runs with both values, got {len(common)}")

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import style as _style
+from ..study import select_per_run
 from .builders import _require, _unique, attach_data
 
 __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
@@ -21,32 +22,13 @@ __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
 RANK_METHODS = ("spearman", "kendall")
 
 
-def _pick(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFrame:
-    if not isinstance(sel, Mapping) or not sel:
-        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'metric': 'rankme'}}")
-    t = table
-    for k, v in sel.items():
-        if k not in t.columns:
-            raise ValueError(f"{what} selects column {k!r}, which the table lacks; columns: {list(table.columns)}")
-        t = t[t[k].isna()] if v is None or (isinstance(v, float) and np.isnan(v)) else t[t[k] == v]
-    if "step" not in sel and "step" in t.columns:
-        t = t[t["step"] == t.groupby("run")["step"].transform("max")]
-    if t.empty:
-        raise ValueError(f"{what} {dict(sel)} selects no rows")
-    counts = t.groupby("run").size()
-    if (counts > 1).any():
-        raise ValueError(f"{what} {dict(sel)} selects several rows per run (e.g. {counts.idxmax()!r}); add columns "
-                         "(layer, split, task, label_fraction, ...) until one remains")
-    return t
-
-
 def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
                    keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per run with both values: ``run``, ``keep`` columns (e.g. the varied choices, taken from the
     measure row), ``measure`` and ``downstream``. Runs lacking either value are left out."""
     _require(table, ["run", "value"], "per_run_values")
-    a = _pick(table, measure, "measure")
-    b = _pick(table, downstream, "downstream")
+    a = select_per_run(table, measure, "measure")
+    b = select_per_run(table, downstream, "downstream")
     missing = [c for c in keep if c not in a.columns]
     if missing:
         raise ValueError(f"keep names column(s) {missing} the table lacks")
