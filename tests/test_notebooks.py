@@ -1,0 +1,72 @@
+"""Every tutorial notebook in ``notebooks/`` runs top to bottom (quick mode) and exports its paper figure.
+
+Each notebook is executed with nbclient on the ``python3`` kernel, in its own folder (so ``data/`` next to it is
+found), with ``WORKBENCH_QUICK=1`` and ``WORKBENCH_HOME`` pointing at one run store shared by all of them (and by
+``test_demo.py`` when CI sets ``WORKBENCH_HOME``): the first notebook trains the demo's runs, the others reuse them.
+A new notebook is picked up by its file name; nothing to register.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    home = os.environ.get("WORKBENCH_HOME")
+    return Path(home) if home else tmp_path_factory.mktemp("store")
+
+
+def _text(output) -> str:
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    return output.get("data", {}).get("text/plain", "")
+
+
+def test_notebooks_are_found():
+    names = {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_probing.ipynb", "03_similarity.ipynb", "04_spectrum.ipynb",
+            "05_layer_dashboard.ipynb"} <= names
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path: Path, store: Path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("WORKBENCH_HOME", str(store))  # the kernel inherits the test's environment
+    monkeypatch.setenv("WORKBENCH_QUICK", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    t0 = time.perf_counter()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    seconds = time.perf_counter() - t0
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "a code cell did not run"
+    outputs = [o for c in code for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    assert mimes & {"application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json"}, \
+        "the notebook drew no figure"
+    # it ends with the export of a paper figure: the files it reports exist and the CSV holds the plotted rows
+    last = "".join(_text(o) for o in code[-1].get("outputs", []))
+    written = dict(re.findall(r"'(\w+)': PosixPath\('([^']+)'\)", last))
+    assert {"csv", "json"} <= set(written), f"the last cell did not export a figure: {last[:500]}"
+    for kind, file in written.items():
+        assert Path(file).stat().st_size > 0, f"{kind} export {file} is empty"
+    rows = pd.read_csv(written["csv"])
+    assert len(rows) > 0 and "value" in rows.columns
+    assert json.loads(Path(written["json"]).read_text())["data"], "the exported spec has no traces"
+    print(f"{path.name}: {seconds:.1f} s")
