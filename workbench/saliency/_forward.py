@@ -19,7 +19,7 @@ OutputFn = Callable[..., torch.Tensor]
 
 # Bytes of layer outputs per forward chunk on the CPU: small enough to stay near the caches of a laptop
 # CPU, large enough that per-call overhead is amortised (tuned with benchmarks/bench_saliency.py).
-CPU_BUDGET_BYTES = 48 * 2 ** 20
+CPU_BUDGET_BYTES = 512 * 2 ** 20
 # On CUDA: this fraction of the free device memory.
 CUDA_BUDGET_FRACTION = 0.25
 
