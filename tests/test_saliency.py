@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -14,11 +13,13 @@ from torch import nn
 import workbench.models as wm
 from workbench import data
 from workbench.runs import RunConfig
-from workbench.saliency import (METHODS, Attribution, attribute, attribute_checkpoints, completeness_gap, cosine_to,
-                                curve_auc, drift, infidelity, linear_head, localization, mask_mass,
-                                perturbation_curves, pointing_game, rank_correlation, sensitivity_max,
-                                topk_overlap)
 from workbench.train import train
+
+pytest.importorskip("captum")
+from workbench.saliency import (  # noqa: E402
+    METHODS, Attribution, attribute, attribute_checkpoints, completeness_gap, cosine_to,
+    curve_auc, drift, infidelity, linear_head, localization, mask_mass, perturbation_curves, pointing_game,
+    rank_correlation, sensitivity_max, topk_overlap)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

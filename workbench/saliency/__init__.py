@@ -6,6 +6,11 @@
 >>> localization(attribute_checkpoints(run, images, target=labels), masks)        # ground truth per checkpoint
 >>> drift(attribute_checkpoints([run_a, run_b], images, target=labels))           # agreement across checkpoints
 """
+try:
+    import captum  # noqa: F401
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("workbench.saliency is built on captum; install it with pip install 'workbench[saliency]'") from err
+
 from .attribute import attribute
 from .checkpoints import attribute_checkpoints
 from .drift import drift, rank_correlation, topk_overlap
