@@ -313,3 +313,16 @@ def test_to_html_is_offline_and_inlines_plotly_once(results, pairwise, tmp_path)
     assert rest.count("Plotly.newPlot") == 2
     assert "CKA &lt;simclr vs mae&gt;" in rest and "<h1>Run report</h1>" in rest
     assert f"{table.value.iloc[0]:.4g}" in rest and 'class="dataframe results"' in rest
+
+
+def test_plotted_data_of_foreign_figures_decodes_typed_arrays():
+    # plotly >= 6 serialises numpy arrays as base64 typed arrays; rows must come back as numbers
+    import plotly.express as px
+
+    df = pd.DataFrame({"t": [0.05, 0.2, 1.0] * 2, "m": ["a"] * 3 + ["b"] * 3, "v": np.arange(6.0) / 7})
+    got = figures.plotted_data(px.line(df, x="t", y="v", facet_col="m", markers=True))
+    np.testing.assert_allclose(got["x"].to_numpy(float), df["t"].to_numpy())
+    np.testing.assert_allclose(got["y"].to_numpy(float), df["v"].to_numpy())
+    z = np.arange(6.0).reshape(2, 3) ** 2
+    heat = figures.plotted_data(go.Figure(go.Heatmap(z=z)))
+    np.testing.assert_allclose(heat.pivot(index="y", columns="x", values="z").to_numpy(), z)

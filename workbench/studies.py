@@ -211,7 +211,8 @@ def _summary(name: str, study: Study, table: pd.DataFrame) -> pd.DataFrame:
 
 def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: Any = None,
                     static: bool = True) -> dict[str, Any]:
-    """Run study ``name``, write ``results.csv``, ``summary.csv`` and figures into ``out``; return them."""
+    """Run study ``name``, write ``results.csv``, ``summary.csv`` and figures (``<figure>.svg`` + ``.csv`` of its
+    data + ``.json`` spec; no figure is named ``summary`` or ``results``) into ``out``; return them."""
     from . import figures
 
     study = make_study(name, quick, store)
@@ -235,8 +236,9 @@ def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: An
         long = summary.melt(id_vars=[key], var_name="metric", value_name="value")
         import plotly.express as px
 
-        figs["summary"] = px.line(long, x=key, y="value", facet_col="metric", facet_col_wrap=3, markers=True,
-                                  title=f"{name.upper()}: effect of {key}").update_yaxes(matches=None)
+        fig = px.line(long, x=key, y="value", facet_col="metric", facet_col_wrap=3, markers=True,
+                      title=f"{name.upper()}: effect of {key}").update_yaxes(matches=None)
+        figs["effect"] = figures.attach_data(fig, long, "study_effect")  # the CSV next to it is the plotted table
     figures.to_html(figs, out / "report.html", title=f"workbench study {name}", table=summary)
     for fname, fig in figs.items():
         if static:

@@ -10,6 +10,8 @@ figure not made here it falls back to rebuilding a long table from the traces th
 """
 from __future__ import annotations
 
+import base64
+
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -92,25 +94,36 @@ def plotted_data(fig: go.Figure | Mapping) -> pd.DataFrame:
     return _data_from_traces(d.get("data") or [])
 
 
+def _array(v: Any) -> np.ndarray:
+    """A trace array as numpy: plain lists, or plotly >= 6's base64 typed arrays ``{"dtype", "bdata"[, "shape"]}``."""
+    if isinstance(v, Mapping) and "bdata" in v:
+        out = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if shape is not None:
+            out = out.reshape([int(s) for s in str(shape).split(",")] if isinstance(shape, str) else shape)
+        return out
+    return np.asarray(v)
+
+
 def _data_from_traces(traces: Sequence[Mapping]) -> pd.DataFrame:
     frames = []
     for i, t in enumerate(traces):
         name = t.get("name") or f"trace {i}"
         if t.get("type") == "heatmap" and t.get("z") is not None:
-            z = np.asarray(t["z"], dtype=float)
+            z = _array(t["z"]).astype(float)
             ys = list(t.get("y") if t.get("y") is not None else range(z.shape[0]))
             xs = list(t.get("x") if t.get("x") is not None else range(z.shape[1]))
             frames.append(pd.DataFrame([{"trace": name, "y": ys[r], "x": xs[c], "z": z[r, c]}
                                         for r in range(z.shape[0]) for c in range(z.shape[1])]))
         elif t.get("y") is not None:
-            y = list(np.asarray(t["y"]).tolist())
-            x = list(np.asarray(t["x"]).tolist()) if t.get("x") is not None else list(range(len(y)))
+            y = list(_array(t["y"]).tolist())
+            x = list(_array(t["x"]).tolist()) if t.get("x") is not None else list(range(len(y)))
             cols = {"trace": [name] * len(y), "x": x, "y": y}
             for key in ("error_y", "error_x"):
                 e = t.get(key) or {}
                 if e.get("array") is not None:
-                    cols[f"{key}_plus"] = list(np.asarray(e["array"]).tolist())
-                    cols[f"{key}_minus"] = list(np.asarray(e.get("arrayminus", e["array"])).tolist())
+                    cols[f"{key}_plus"] = list(_array(e["array"]).tolist())
+                    cols[f"{key}_minus"] = list(_array(e.get("arrayminus", e["array"])).tolist())
             frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trace", "x", "y"])
 
