@@ -50,7 +50,7 @@ def test_initial_view_is_test_split_latest_step(results):
     dash = LayerDashboard(results, measure="probe_accuracy", baseline="random-init")
     assert isinstance(dash.figure, go.FigureWidget)
     assert (dash.measure_w.value, dash.filter_ws["split"].value, dash.filter_ws["step"].value) == \
-           ("probe_accuracy", "test", 1000)
+           ("probe_accuracy", "test", "latest")  # every run here ends at step 1000
     got = lines(dash.figure)
     assert set(got) == set(RUNS)
     for run in RUNS:
@@ -60,6 +60,41 @@ def test_initial_view_is_test_split_latest_step(results):
     # the widget tree holds the figure and the controls
     assert dash.figure in dash.widget.children[0].children
     assert set(dash.runs_w.options) == set(RUNS)
+
+
+def test_latest_step_is_per_run_and_keeps_an_early_baseline(results):
+    # as in the demo: the random-init twin exists only at step 0, the trained runs end at 500 / 1000
+    base = results[results.run == "random-init"].assign(step=0)
+    short = results[(results.run == "mae") & (results.step == 500)]
+    rest = results[~results.run.isin(["random-init", "mae"])]
+    df = pd.concat([rest, short, base], ignore_index=True).drop_duplicates(["run", "step", "layer", "measure", "split"])
+    dash = LayerDashboard(df, measure="probe_accuracy", baseline="random-init")
+    assert dash.filter_ws["step"].value == "latest"
+    assert [v for _l, v in dash.filter_ws["step"].options] == ["latest", 0, 500, 1000]
+    got = lines(dash.figure)
+    assert set(got) == set(RUNS)  # the baseline is not hidden by a global "latest step" filter
+    # each run at its own last step, computed here with a plain loop over the rows
+    for run in RUNS:
+        last = max(s for r, s in zip(df.run, df.step) if r == run)
+        assert got[run] == expected(df, run, step=last)
+    assert len(dash.current_frame().groupby("run")["step"].unique()) == len(RUNS)
+    dash.select(step=1000)  # an explicit step still filters: only the runs that reached it
+    assert set(lines(dash.figure)) == {"supervised", "simclr"}
+    dash.select(step="latest")
+    assert set(lines(dash.figure)) == set(RUNS)
+    dash.measure_w.value = "rankme"  # a measure logged at one step only: "latest" still applies
+    assert dash.filter_ws["step"].value == "latest"
+    assert lines(dash.figure)["random-init"] == expected(df, "random-init", measure="rankme", split=None, step=0)
+
+
+def test_figure_fits_next_to_the_controls(results):
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    lay = dash.figure.layout
+    # a fixed size (plotly's widget otherwise takes 700 px whatever its box) and a legend inside that width
+    assert lay.autosize is False and 300 <= lay.width <= 640 and lay.height
+    assert lay.legend.x is None or lay.legend.x <= 1.05
+    dash.select(measure="rankme")  # every redraw keeps it
+    assert dash.figure.layout.width == lay.width
 
 
 def test_select_changes_data_in_place(results):

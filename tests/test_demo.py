@@ -1,4 +1,4 @@
-"""The flagship demo and the quickstart notebook, end to end (quick mode, shared run store)."""
+"""The flagship demo end to end (quick mode, shared run store); the notebooks run in test_notebooks.py."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -66,17 +65,3 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "results.csv"), res)
     print(f"demo: first {first:.1f}s, second {second:.1f}s")
 
-
-def test_quickstart_notebook_executes(store):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(ROOT / "notebooks" / "01_quickstart.ipynb", as_version=4)
-    os.environ["WORKBENCH_HOME"] = str(store)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
-    client.execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    # the dashboard rendered as a widget and the plotly figures as plotly mime bundles
-    mimes = {m for o in outputs for m in o.get("data", {})}
-    assert "application/vnd.jupyter.widget-view+json" in mimes
-    assert "application/vnd.plotly.v1+json" in mimes

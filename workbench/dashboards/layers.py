@@ -28,6 +28,11 @@ _REQUIRED = ("run", "layer", "layer_index", "measure", "value")
 _FILTERS = ("split", "target", "step")  # extra dimensions that get a Dropdown when present
 _NONE_LABEL = "(none)"
 _NA_LABEL = "(n/a)"
+LATEST = "latest"  # step choice: each run at its own latest step (runs may end at different steps)
+_LATEST_LABEL = "latest (each run)"
+#: the plot's size in pixels: with the 300 px control column it fits a JupyterLab notebook at 1280 px
+#: (a plotly widget without a width takes 700 px whatever its box, which pushed the legend out of view)
+FIGURE_WIDTH, FIGURE_HEIGHT = 600, 420
 
 
 class LayerDashboard(Dashboard):
@@ -36,7 +41,9 @@ class LayerDashboard(Dashboard):
     results:  per-layer tidy frame (``run, step, layer, layer_index, measure, value`` [+ ``split``,
               ``target``, ``ci_low``, ``ci_high``]) or a zero-argument callable returning one.
     runs, measure, split, layer, step, target: initial selection (default: all runs, first measure,
-              ``"test"`` split if present, latest step, no highlighted layer).
+              ``"test"`` split if present, no highlighted layer, ``step="latest"``: every run at its own
+              latest step, so a baseline that ends early — a random-init twin at step 0 — stays visible;
+              an explicit step shows only the rows at that step).
     baseline: run name(s) drawn dashed grey when selected (e.g. ``"random-init"``).
     error:    passed to :func:`~workbench.figures.layer_curve` (``True``/``"band"``, ``"bars"``, False).
     export_path: initial value of the *save as* box used by the Export button.
@@ -69,7 +76,7 @@ class LayerDashboard(Dashboard):
         self.reload_button.on_click(lambda _b: self.refresh())
 
         # the user's last choice per filter, remembered across measures that lack that dimension
-        self._wanted: dict[str, Any] = {"split": split, "target": target, "step": step}
+        self._wanted: dict[str, Any] = {"split": split, "target": target, "step": LATEST if step is None else step}
         with self._hold():
             self._set_options(runs=runs, measure=measure, layer=layer)
         self.figure = go.FigureWidget(self._build_figure() or go.Figure())
@@ -133,13 +140,16 @@ class LayerDashboard(Dashboard):
                 continue
             w.disabled = False
             w.options = [(str(v), v) for v in vals]
+            if c == "step":
+                w.options = [(_LATEST_LABEL, LATEST), *w.options]
+                vals = [LATEST, *vals]
             want = self._wanted.get(c)
             if want in vals:
                 w.value = want
             elif c == "split" and "test" in vals:
                 w.value = "test"
             elif c == "step":
-                w.value = vals[-1]  # latest checkpoint
+                w.value = LATEST
             else:
                 w.value = vals[0]
         layers = sub.sort_values("layer_index", kind="stable")["layer"].astype(str)
@@ -150,13 +160,19 @@ class LayerDashboard(Dashboard):
     # ------------------------------------------------------------------ selection
     def current_frame(self) -> pd.DataFrame:
         """The rows the plot shows: chosen measure and runs; for split/target/step the chosen value
-        (rows where that column is empty are kept: the measure does not depend on it)."""
+        (rows where that column is empty are kept: the measure does not depend on it). ``step="latest"``
+        keeps each run's rows at that run's own largest step (after the other filters)."""
         df = self.data
         mask = (df["measure"] == self.measure_w.value) & df["run"].astype(str).isin(list(self.runs_w.value))
         for c, w in self.filter_ws.items():
-            if w.value is not None:
+            if w.value is not None and not (c == "step" and w.value == LATEST):
                 mask &= (df[c] == w.value) | df[c].isna()
-        return df[mask]
+        out = df[mask]
+        step_w = self.filter_ws.get("step")
+        if step_w is not None and step_w.value == LATEST:
+            last = out.groupby(out["run"].astype(str))["step"].transform("max")
+            out = out[(out["step"] == last) | out["step"].isna()]
+        return out
 
     def _build_figure(self) -> go.Figure | None:
         frame = self.current_frame()
@@ -164,10 +180,11 @@ class LayerDashboard(Dashboard):
             return None
         runs = set(frame["run"].astype(str))
         layer = self.layer_w.value if self.layer_w.value in set(frame["layer"].astype(str)) else None
-        return figures.layer_curve(
+        fig = figures.layer_curve(
             frame, measure=self.measure_w.value, color="run", error=self.error,
             baseline=[b for b in self.baseline if b in runs] or None, title=self.title,
             highlight=layer, color_map=self.color_map)
+        return fig.update_layout(width=FIGURE_WIDTH, height=FIGURE_HEIGHT, autosize=False)
 
     def layer_values(self) -> pd.DataFrame:
         """Values at the highlighted layer, one row per run (empty when no layer is highlighted)."""
