@@ -4,8 +4,8 @@ Each objective trains the model its data needs — images: the residual CNN (wid
 ``shapes`` 32 x 32; tokens: the 4-layer transformer (dim 64) on ``tiny-language`` — with batch 128
 (64 for tokens) and the objective's default options (two views with crop/flip/colour augmentations for
 the joint-embedding objectives, MLP projector). Throughput is measured by running ``workbench.train.train``
-for ``S`` and ``3 S`` steps in fresh stores and dividing the extra examples by the extra time, so set-up
-(data generation, model build, first and last checkpoint) cancels; the trainer's own logging and
+for ``S`` and ``3 S`` steps in fresh stores (after a 2-step warm-up run that fills the dataset cache) and
+dividing the extra examples by the extra time, so set-up (model build, first and last checkpoint) cancels; the trainer's own logging and
 held-out evaluation at its schedule are included.
 
 The peer is a plain PyTorch loop (the same CNN, ``F.cross_entropy``, AdamW, the same batches, nothing
@@ -67,6 +67,7 @@ def _time_train(cfg, steps: int, device: str) -> float:
 
 def objective_throughput(name: str, steps: int, device: str) -> dict:
     cfg = dict(OBJECTIVES[name], objective=name)
+    _time_train(cfg, 2, device)  # warm-up: dataset generation/caches and first-call kernels stay out of both timings
     short = _time_train(cfg, steps, device)
     long = _time_train(cfg, 3 * steps, device)
     examples = 2 * steps * cfg["batch_size"]
