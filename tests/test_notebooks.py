@@ -36,7 +36,8 @@ def _text(output) -> str:
 def test_notebooks_are_found():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_probing.ipynb", "03_similarity.ipynb", "04_spectrum.ipynb",
-            "05_layer_dashboard.ipynb"} <= names
+            "05_layer_dashboard.ipynb", "06_pretraining_lab.ipynb", "07_saliency.ipynb",
+            "08_dashboards.ipynb"} <= names
 
 
 @pytest.mark.timeout(900)
