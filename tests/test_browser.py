@@ -229,9 +229,10 @@ def error_outputs(page: Any) -> list[str]:
 
 
 def dropdown(page: Any, label: str) -> Any:
-    """The ``<select>`` of the ipywidgets Dropdown whose description is ``label``."""
+    """The first ``<select>`` (in page order) of an ipywidgets Dropdown whose description is ``label`` (a
+    dashboard shown again inside ``combine(...)`` tabs repeats its controls further down)."""
     box = page.locator(".widget-dropdown", has=page.locator("label", has_text=re.compile(f"^{re.escape(label)}$")))
-    return box.locator("select")
+    return box.locator("select").first
 
 
 def plot_traces(plot: Any) -> list[dict]:
@@ -243,6 +244,18 @@ def plot_traces(plot: Any) -> list[dict]:
 def plot_svg_paths(plot: Any) -> list[str]:
     """The ``d`` attributes of the drawn line paths: what is on screen, not what plotly was told."""
     return plot.evaluate("gd => [...gd.querySelectorAll('.scatterlayer path.js-line')].map(p => p.getAttribute('d'))")
+
+
+def assert_legend_visible(page: Any, plot: Any) -> None:
+    """Every legend entry of ``plot`` lies inside the notebook output area that shows it (an output area clips
+    what overflows it: a plot wider than its box loses the right edge of its legend)."""
+    entries = plot.locator(".legend .traces")
+    area = page.locator(".jp-OutputArea-output", has=plot).last.bounding_box()
+    for i in range(entries.count()):
+        box = entries.nth(i).bounding_box()
+        assert box is not None and area is not None
+        assert area["x"] - 1 <= box["x"] and box["x"] + box["width"] <= area["x"] + area["width"] + 1, \
+            f"legend entry {i} ({box}) is cut by its output area ({area})"
 
 
 # ------------------------------------------------------------------------------------------ the cases
@@ -262,15 +275,19 @@ class DashboardCase:
     notebook:  file under ``notebooks/``; its first rendered plotly plot next to the controls is the dashboard's.
     control:   description of the Dropdown to move; option: the option label to pick.
     expected:  given the notebook folder, the traces (name → (x, y)) the figure must show after the change,
-               computed independently of the dashboard (e.g. from the results table with pandas).
+               computed independently of the dashboard (e.g. from the results table with pandas); None when
+               no cheap independent computation exists: then the drawn y values must change.
     screenshot: file stem under ``assets/screenshots/``.
+    shared_store: run the kernel on ``$WORKBENCH_HOME`` when it is set (the run store the notebook and demo
+               tests fill, so the demo's runs are not trained again), else on a fresh store.
     """
 
     notebook: str
     control: str
     option: str
-    expected: Callable[[Path], dict[str, tuple[list[str], list[float]]]]
+    expected: Callable[[Path], dict[str, tuple[list[str], list[float]]]] | None
     screenshot: str
+    shared_store: bool = False
 
 
 def _layer_dashboard_expected(folder: Path) -> dict[str, tuple[list[str], list[float]]]:
@@ -282,6 +299,9 @@ def _layer_dashboard_expected(folder: Path) -> dict[str, tuple[list[str], list[f
 DASHBOARDS = [
     DashboardCase("05_layer_dashboard.ipynb", control="measure", option="rankme",
                   expected=_layer_dashboard_expected, screenshot="layer_dashboard"),
+    # the tour computes its tables in the kernel (demo.analyze): the check is that the probe curves redraw
+    DashboardCase("08_dashboards.ipynb", control="split", option="ood", expected=None,
+                  screenshot="dashboards_tour", shared_store=True),
 ]
 
 
@@ -307,11 +327,13 @@ def test_dashboard_in_jupyterlab(case: DashboardCase, tmp_path: Path):
     root.mkdir()
     name = copy_notebook(NOTEBOOKS / case.notebook, root)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with JupyterLab(root, env={"WORKBENCH_HOME": str(tmp_path / "store")}) as lab, sync_api.sync_playwright() as p:
+    store = os.environ.get("WORKBENCH_HOME") if case.shared_store else None
+    with JupyterLab(root, env={"WORKBENCH_HOME": store or str(tmp_path / "store")}) as lab, \
+            sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM))
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            open_and_run(page, lab, name)
+            open_and_run(page, lab, name, timeout_s=240.0 if case.shared_store and not store else 120.0)
             assert not error_outputs(page), error_outputs(page)
 
             # the widgets rendered: a live plotly plot next to real ipywidgets controls
@@ -324,19 +346,26 @@ def test_dashboard_in_jupyterlab(case: DashboardCase, tmp_path: Path):
             before, paths_before = plot_traces(plot), plot_svg_paths(plot)
             assert before and paths_before, "the plot drew no traces"
             widget.scroll_into_view_if_needed()
+            assert_legend_visible(page, plot)
             widget.screenshot(path=str(SCREENSHOTS / f"{case.screenshot}.png"))
 
             # a user picks another option: the figure must redraw to the table's values for it
             control.select_option(label=case.option)
-            want = case.expected(root)
-            page.wait_for_function(
-                """([gd, want]) => want.every(([name, ys]) => {
-                    const t = gd.data.find(t => t.name === name);
-                    return t && t.y && t.y.length === ys.length &&
-                           Array.from(t.y).every((v, i) => Math.abs(v - ys[i]) <= 1e-9 * Math.max(1, Math.abs(ys[i])));
-                })""", arg=[plot.element_handle(), [[k, v[1]] for k, v in want.items()]], timeout=60_000)
+            if case.expected is None:  # no independent values: the drawn numbers must change
+                page.wait_for_function(
+                    """([gd, before]) => JSON.stringify(gd.data.map(t => Array.from(t.y ?? [], Number))) !== before""",
+                    arg=[plot.element_handle(), json.dumps([t["y"] for t in before])], timeout=60_000)
+            else:
+                want = case.expected(root)
+                page.wait_for_function(
+                    """([gd, want]) => want.every(([name, ys]) => {
+                        const t = gd.data.find(t => t.name === name);
+                        return t && t.y && t.y.length === ys.length &&
+                               Array.from(t.y).every((v, i) => Math.abs(v - ys[i]) <= 1e-9 * Math.max(1, Math.abs(ys[i])));
+                    })""", arg=[plot.element_handle(), [[k, v[1]] for k, v in want.items()]], timeout=60_000)
             after, paths_after = plot_traces(plot), plot_svg_paths(plot)
-            assert _traces_by_name(after) == want
+            if case.expected is not None:
+                assert _traces_by_name(after) == want
             assert paths_after != paths_before, "plotly's data changed but the drawn lines did not"
             assert after != before
             widget.screenshot(path=str(SCREENSHOTS / f"{case.screenshot}_{case.option}.png"))
