@@ -53,7 +53,7 @@ def _probe_expected(df, run, metric="task_accuracy", split="test", target="label
 def test_probe_dashboard_controls_follow_the_frame(probes):
     dash = ProbeDashboard(probes, baseline="random-init", target="label")
     fw = dash.figure
-    assert dash.filter_ws["split"].value == "test" and dash.filter_ws["step"].value == 1000
+    assert dash.filter_ws["split"].value == "test" and dash.filter_ws["step"].value == "latest"
     for run in RUNS:
         assert _main_lines(fw)[run] == _probe_expected(probes, run)
     assert _main_lines(fw, "y2")["simclr"] == _probe_expected(probes, "simclr", "selectivity")
@@ -74,6 +74,17 @@ def test_probe_dashboard_controls_follow_the_frame(probes):
     # the attached data are the filtered rows
     data = dash.plotted_data()
     assert set(data.run) == {"simclr"} and set(data.split) == {"ood"} and set(data.step) == {100}
+
+
+def test_probe_dashboard_latest_step_keeps_an_early_baseline(probes):
+    # the random-init twin only exists at step 100; "latest" draws each run at its own last step
+    early = probes[(probes.run != "random-init") | (probes.step == 100)]
+    dash = ProbeDashboard(early, baseline="random-init", target="label")
+    got = _main_lines(dash.figure)
+    assert got["random-init"] == _probe_expected(early, "random-init", step=100)
+    assert got["simclr"] == _probe_expected(early, "simclr", step=1000)
+    dash.select(step=1000)  # an explicit step filters: the baseline has no rows there
+    assert "random-init" not in _main_lines(dash.figure)
 
 
 def test_probe_dashboard_select_and_errors(probes):

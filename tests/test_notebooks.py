@@ -68,6 +68,6 @@ def test_notebook_runs(path: Path, store: Path, monkeypatch):
     for kind, file in written.items():
         assert Path(file).stat().st_size > 0, f"{kind} export {file} is empty"
     rows = pd.read_csv(written["csv"])
-    assert len(rows) > 0 and "value" in rows.columns
+    assert len(rows) > 0 and rows.select_dtypes("number").shape[1] > 0, "the exported CSV holds no numbers"
     assert json.loads(Path(written["json"]).read_text())["data"], "the exported spec has no traces"
     print(f"{path.name}: {seconds:.1f} s")

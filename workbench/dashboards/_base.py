@@ -20,7 +20,8 @@ try:  # plotly >= 6 builds FigureWidget on anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
-__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq", "set_options"]
+__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq", "set_options", "LATEST",
+           "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
 
 ERROR_STYLE = "color:#D55E00"
 
@@ -50,6 +51,20 @@ def set_options(w: Any, values: Sequence[Any], want: Any = None, *, labels: Sequ
         w.value = tuple(v for v in values if v in want)
     elif values:
         w.value = want if want in values else values[0]
+
+
+LATEST = "latest"  # step choice: each run at its own latest step (runs may end at different steps)
+LATEST_LABEL = "latest (each run)"
+#: the plot's size in pixels: with a 300 px control column it fits a JupyterLab notebook at 1280 px
+#: (a plotly widget without a width takes 700 px whatever its box, which pushed the legend out of view)
+FIGURE_WIDTH, FIGURE_HEIGHT = 600, 420
+
+
+def keep_latest(frame: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Rows of each ``group`` value at that group's own largest ``step`` (rows without a step are kept), so a
+    baseline that ends early — a random-init twin at step 0 — stays visible next to runs trained longer."""
+    last = frame.groupby(frame[group].astype(str))["step"].transform("max")
+    return frame[(frame["step"] == last) | frame["step"].isna()]
 
 
 def _trace_signature(traces) -> list:

@@ -20,7 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import Dashboard, _widgets, update_figure, uniq
+from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, _widgets, keep_latest, uniq,
+                    update_figure)
 
 __all__ = ["LayerDashboard"]
 
@@ -28,11 +29,6 @@ _REQUIRED = ("run", "layer", "layer_index", "measure", "value")
 _FILTERS = ("split", "target", "step")  # extra dimensions that get a Dropdown when present
 _NONE_LABEL = "(none)"
 _NA_LABEL = "(n/a)"
-LATEST = "latest"  # step choice: each run at its own latest step (runs may end at different steps)
-_LATEST_LABEL = "latest (each run)"
-#: the plot's size in pixels: with the 300 px control column it fits a JupyterLab notebook at 1280 px
-#: (a plotly widget without a width takes 700 px whatever its box, which pushed the legend out of view)
-FIGURE_WIDTH, FIGURE_HEIGHT = 600, 420
 
 
 class LayerDashboard(Dashboard):
@@ -141,7 +137,7 @@ class LayerDashboard(Dashboard):
             w.disabled = False
             w.options = [(str(v), v) for v in vals]
             if c == "step":
-                w.options = [(_LATEST_LABEL, LATEST), *w.options]
+                w.options = [(LATEST_LABEL, LATEST), *w.options]
                 vals = [LATEST, *vals]
             want = self._wanted.get(c)
             if want in vals:
@@ -170,8 +166,7 @@ class LayerDashboard(Dashboard):
         out = df[mask]
         step_w = self.filter_ws.get("step")
         if step_w is not None and step_w.value == LATEST:
-            last = out.groupby(out["run"].astype(str))["step"].transform("max")
-            out = out[(out["step"] == last) | out["step"].isna()]
+            out = keep_latest(out, "run")
         return out
 
     def _build_figure(self) -> go.Figure | None:

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import Dashboard, set_options, uniq
+from ._base import FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, keep_latest, set_options, uniq
 
 __all__ = ["ProbeDashboard"]
 
@@ -31,7 +31,7 @@ class ProbeDashboard(Dashboard):
     runs:      initial values of ``color`` shown (default all).
     baseline:  value(s) of ``color`` drawn dashed grey (e.g. ``"random-init"``).
     probe, target, split, step, metric: initial selection (default: first value; ``"test"`` split if present;
-               latest step).
+               ``step="latest"``: every run at its own latest step).
     """
 
     def __init__(self, results: pd.DataFrame | Callable[[], pd.DataFrame], *, color: str = "run",
@@ -89,11 +89,14 @@ class ProbeDashboard(Dashboard):
         set_options(self.metric_w, metrics, metric if metric in metrics else default)
         for c, w in self.filter_ws.items():
             vals = uniq(df[c])
-            if c == "step":
+            if c == "step":  # first choice: every run at its own latest step (keeps an early-ending baseline)
                 vals = sorted(vals)
+                set_options(w, [LATEST, *vals], wanted.get(c) if wanted.get(c) in vals else LATEST,
+                            labels=[LATEST_LABEL, *map(str, vals)])
+                continue
             want = wanted.get(c)
             if want not in vals:
-                want = "test" if c == "split" and "test" in vals else (vals[-1] if c == "step" and vals else None)
+                want = "test" if c == "split" and "test" in vals else None
             set_options(w, vals, want)
 
     # ------------------------------------------------------------------ selection
@@ -103,19 +106,22 @@ class ProbeDashboard(Dashboard):
         df = self.data
         mask = df[self.color].astype(str).isin(list(self.runs_w.value))
         for c, w in self.filter_ws.items():
-            if w.value is not None:
+            if w.value is not None and not (c == "step" and w.value == LATEST):
                 mask &= (df[c] == w.value) | df[c].isna()
-        return df[mask]
+        out = df[mask]
+        step_w = self.filter_ws.get("step")
+        return keep_latest(out, self.color) if step_w is not None and step_w.value == LATEST else out
 
     def _build_figure(self) -> go.Figure | None:
         frame = self.current_frame()
         if frame.empty or self.metric_w.value not in set(frame["metric"]):
             return None
         present = set(frame[self.color].astype(str))
-        return figures.probe_curve(frame, self.metric_w.value, color=self.color,
-                                   baseline=[b for b in self.baseline if b in present] or None,
-                                   control=self.control_w.value, selectivity=self.selectivity_w.value,
-                                   title=self.title)
+        fig = figures.probe_curve(frame, self.metric_w.value, color=self.color,
+                                  baseline=[b for b in self.baseline if b in present] or None,
+                                  control=self.control_w.value, selectivity=self.selectivity_w.value,
+                                  title=self.title)
+        return fig.update_layout(width=FIGURE_WIDTH, height=FIGURE_HEIGHT + 60, autosize=False)
 
     def select(self, *, runs: Sequence[Any] | None = None, metric: str | None = None, probe: Any = None,
                target: Any = None, split: Any = None, step: Any = None, control: bool | None = None,
