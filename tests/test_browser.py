@@ -322,12 +322,7 @@ def _traces_by_name(traces: list[dict]) -> dict[str, tuple[list[str], list[float
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(
-        reason="ProbeDashboard (two-row subplot figure) in 08: on the split switch gd.data changes but Chromium does not "
-               "repaint the SVG lines, also when its traces are swapped instead of restyled (tried); the single-axis LayerDashboard "
-               "(05) repaints. Open bug.", strict=False))
-    if c.notebook == "08_dashboards.ipynb" else c for c in DASHBOARDS], ids=[c.notebook for c in DASHBOARDS])
+@pytest.mark.parametrize("case", DASHBOARDS, ids=[c.notebook for c in DASHBOARDS])
 def test_dashboard_in_jupyterlab(case: DashboardCase, tmp_path: Path):
     sync_api = _playwright()
     t0 = time.perf_counter()
@@ -361,9 +356,12 @@ def test_dashboard_in_jupyterlab(case: DashboardCase, tmp_path: Path):
             # a user picks another option: the figure must redraw to the table's values for it
             control.select_option(label=case.option)
             if case.expected is None:  # no independent values: the drawn numbers must change
+                # compared in JS on both sides (a Python json.dumps string never equals JSON.stringify's: the
+                # separators differ, so such a wait would return at once)
                 page.wait_for_function(
-                    """([gd, before]) => JSON.stringify(gd.data.map(t => Array.from(t.y ?? [], Number))) !== before""",
-                    arg=[plot.element_handle(), json.dumps([t["y"] for t in before])], timeout=60_000)
+                    """([gd, before]) => JSON.stringify(gd.data.map(t => Array.from(t.y ?? [], Number)))
+                                        !== JSON.stringify(before.map(ys => Array.from(ys ?? [], Number)))""",
+                    arg=[plot.element_handle(), [t["y"] for t in before]], timeout=60_000)
             else:
                 want = case.expected(root)
                 page.wait_for_function(
@@ -375,8 +373,8 @@ def test_dashboard_in_jupyterlab(case: DashboardCase, tmp_path: Path):
             try:  # gd.data is set before plotly has redrawn the SVG: give the drawing a moment
                 page.wait_for_function(
                     """([gd, before]) => JSON.stringify([...gd.querySelectorAll('.scatterlayer path.js-line')]
-                                                        .map(p => p.getAttribute('d'))) !== before""",
-                    arg=[plot.element_handle(), json.dumps(paths_before)], timeout=10_000)
+                                                        .map(p => p.getAttribute('d'))) !== JSON.stringify(before)""",
+                    arg=[plot.element_handle(), paths_before], timeout=10_000)
             except Exception:  # noqa: BLE001 — playwright's TimeoutError: the assertion below says what is wrong
                 pass
             after, paths_after = plot_traces(plot), plot_svg_paths(plot)
