@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -127,3 +127,18 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_layers_and_measures(acts: Any, measures: Any, choices: Iterable[str]) -> list[str]:
+    """Shared checks of the per-layer table functions: ``acts`` a non-empty mapping layer -> array, ``measures``
+    a name or a non-empty sequence of names from ``choices``; returns the measures as a list."""
+    if not isinstance(acts, Mapping):
+        raise TypeError(f"acts must be a mapping layer name -> [N, d] array, got {type(acts).__name__}")
+    if len(acts) == 0:
+        raise ValueError("acts is empty; pass at least one layer")
+    measures = [measures] if isinstance(measures, str) else list(measures)
+    if not measures:
+        raise ValueError(f"measures is empty; choose from {list(choices)}")
+    for m in measures:
+        check_choice(m, choices, "measures")
+    return measures

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice
+from .._validation import check_choice, check_layers_and_measures
 from .moments import METHODS, Moments, second_moments
 
 __all__ = ["rankme", "effective_rank", "participation_ratio", "stable_rank", "alpha_req", "AlphaReqResult",
@@ -408,17 +408,7 @@ def layer_spectrum_table(acts: Mapping[str, Any], measures: Iterable[str] = ("ra
     ``acts``), one row per layer and measure. Per layer the data are centered once and at most one
     centered and one uncentered decomposition is computed, whatever the number of measures.
     """
-    if not isinstance(acts, Mapping):
-        raise TypeError(f"acts must be a mapping layer name -> [N, d] array, got {type(acts).__name__}")
-    if len(acts) == 0:
-        raise ValueError("acts is empty; pass at least one layer")
-    if isinstance(measures, str):
-        measures = (measures,)
-    measures = list(measures)
-    if not measures:
-        raise ValueError(f"measures is empty; choose from {list(MEASURES)}")
-    for m in measures:
-        check_choice(m, MEASURES, "measures")
+    measures = check_layers_and_measures(acts, measures, MEASURES)
     eps = _check_eps(eps)
     k_min, k_max = _check_k_range(alpha_k_range)
     check_choice(method, METHODS, "method")

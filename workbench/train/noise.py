@@ -8,6 +8,17 @@ from .._validation import check_fraction, check_labels
 __all__ = ["symmetric_label_noise", "pairflip_label_noise", "label_noise"]
 
 
+def _check_noise_args(labels, rate: float, num_classes: int) -> tuple[np.ndarray, float]:
+    """Validated (labels, rate) for the label-noise functions."""
+    y = check_labels(labels, "labels", min_classes=1)
+    rate = check_fraction(rate, "rate")
+    if num_classes < 2 and rate > 0:
+        raise ValueError("num_classes must be >= 2 to flip labels")
+    if y.max() >= num_classes:
+        raise ValueError(f"labels hold class {int(y.max())} but num_classes={num_classes}")
+    return y, rate
+
+
 def symmetric_label_noise(labels, rate: float, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Flip exactly ``round(rate * N)`` labels, each to a different class chosen uniformly.
 
@@ -22,12 +33,7 @@ def symmetric_label_noise(labels, rate: float, num_classes: int, seed: int = 0) 
     flipped : bool [N]
         True where ``noisy != labels``.
     """
-    y = check_labels(labels, "labels", min_classes=1)
-    rate = check_fraction(rate, "rate")
-    if num_classes < 2 and rate > 0:
-        raise ValueError("num_classes must be >= 2 to flip labels")
-    if y.max() >= num_classes:
-        raise ValueError(f"labels hold class {int(y.max())} but num_classes={num_classes}")
+    y, rate = _check_noise_args(labels, rate, num_classes)
     rng = np.random.default_rng([seed, 0x5EED])
     n_flip = int(round(rate * len(y)))
     flipped = np.zeros(len(y), dtype=bool)
@@ -46,12 +52,7 @@ def pairflip_label_noise(labels, rate: float, num_classes: int, seed: int = 0) -
     The transition matrix is ``T[c, c] = 1 - rate``, ``T[c, c+1] = rate`` in expectation — the noise
     depends on the class, unlike :func:`symmetric_label_noise`. Returns ``(noisy, flipped)`` as that does.
     """
-    y = check_labels(labels, "labels", min_classes=1)
-    rate = check_fraction(rate, "rate")
-    if num_classes < 2 and rate > 0:
-        raise ValueError("num_classes must be >= 2 to flip labels")
-    if y.max() >= num_classes:
-        raise ValueError(f"labels hold class {int(y.max())} but num_classes={num_classes}")
+    y, rate = _check_noise_args(labels, rate, num_classes)
     rng = np.random.default_rng([seed, 0x5EED, 1])
     flipped = np.zeros(len(y), dtype=bool)
     flipped[rng.choice(len(y), size=int(round(rate * len(y))), replace=False)] = True

@@ -1,13 +1,13 @@
 """Feature-based transferability scores for every layer, as one tidy table."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice
+from .._validation import check_layers_and_measures
 from .logme import logme
 from .scores import hscore, transrate
 
@@ -42,18 +42,7 @@ def transfer_table(acts: Any, labels: Any, measures: Iterable[str] = MEASURES, *
     """
     if isinstance(acts, (np.ndarray, torch.Tensor, list, tuple)):
         acts = {"features": acts}
-    if not isinstance(acts, Mapping):
-        raise TypeError(f"acts must be a mapping layer name -> [N, d] array (or one array), got "
-                        f"{type(acts).__name__}")
-    if len(acts) == 0:
-        raise ValueError("acts is empty; pass at least one layer")
-    if isinstance(measures, str):
-        measures = (measures,)
-    measures = list(measures)
-    if not measures:
-        raise ValueError(f"measures is empty; choose from {list(MEASURES)}")
-    for m in measures:
-        check_choice(m, MEASURES, "measures")
+    measures = check_layers_and_measures(acts, measures, MEASURES)
     rows = []
     for idx, (layer, x) in enumerate(acts.items()):
         for m in measures:
