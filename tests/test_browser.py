@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -135,8 +136,16 @@ class JupyterLab:
         """Wait until a kernel of this server has a client connected and is idle; return its REST model."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ready = [k for k in self.api("/api/kernels") if k.get("connections", 0) > 0
-                     and k.get("execution_state") == "idle"]
+            try:
+                kernels = self.api("/api/kernels")
+            except urllib.error.HTTPError as err:
+                # jupyter_server 2.x lists a kernel before its start sets ``last_activity``; a listing in that
+                # window answers 500 (AttributeError in kernel_model). It is transient: ask again.
+                if err.code < 500:
+                    raise
+                time.sleep(0.3)
+                continue
+            ready = [k for k in kernels if k.get("connections", 0) > 0 and k.get("execution_state") == "idle"]
             if ready:
                 return ready[0]
             time.sleep(0.3)
