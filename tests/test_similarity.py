@@ -161,6 +161,23 @@ def test_torch_and_integer_inputs():
 
 
 # ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("to", [np.asarray, torch.as_tensor])
+def test_finite_check_counts_bad_entries_and_allows_overflowing_sums(to):
+    """The finite check's fast path (one sum) must neither miss a NaN/Inf (+Inf and -Inf cancel to NaN in a
+    sum, NaN among huge values) nor reject finite data whose sum overflows; the count is np.isfinite's."""
+    from workbench._validation import check_finite
+
+    huge = np.full((6, 4), 1e308)
+    check_finite(to(huge), "huge")  # the sum is inf, every entry finite: no error
+    for bad in ([(0, 0, np.inf), (5, 3, -np.inf)], [(2, 1, np.nan)], [(1, 1, np.inf), (1, 2, np.nan)]):
+        x = huge.copy()
+        for i, j, v in bad:
+            x[i, j] = v
+        want = int((~np.isfinite(x)).sum())
+        with pytest.raises(ValueError, match=f"x contains {want} NaN/Inf"):
+            check_finite(to(x), "x")
+
+
 def test_bad_inputs():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((20, 3))
@@ -266,11 +283,14 @@ def test_cuda_matches_cpu(demo_data):
 
 
 # ------------------------------------------------------------------ cka_matrix: blocked all-pairs path
-@pytest.fixture(params=["auto", "features", "gram"])
+@pytest.fixture(params=["auto", "features", "gram", "gram_blocks"])
 def plan(request, monkeypatch):
-    """Linear layers narrower than N: automatic plan, forced feature space, forced all-Gram."""
+    """Linear layers narrower than N: automatic plan, forced feature space, forced all-Gram (its packed Gram
+    triangle in one block at these N, or in row blocks of about 7 rows, uneven)."""
     if request.param != "auto":
-        monkeypatch.setattr(cka_mod, "_prefer_gram", lambda *args: request.param == "gram")
+        monkeypatch.setattr(cka_mod, "_prefer_gram", lambda *args: request.param.startswith("gram"))
+    if request.param == "gram_blocks":
+        monkeypatch.setattr(cka_mod, "_GRAM_BLOCK_ROWS", 7)
     return request.param
 
 
@@ -529,6 +549,31 @@ def test_minibatch_and_matrix_on_cuda():
     a = {k: torch.as_tensor(v, device="cuda") for k, v in ba[0].items()}
     np.testing.assert_allclose(cka_matrix(a, debiased=True, output="matrix").to_numpy(),
                                cka_matrix(ba[0], debiased=True, output="matrix").to_numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("n,rows", [(5, 200), (23, 4), (64, 9), (61, 1)])
+def test_packed_gram_inner_products_are_frobenius(monkeypatch, n, rows):
+    """<packed K, packed L> = <K, L>_F = sum_ij K_ij L_ij against numpy's full Grams, with one block, uneven
+    blocks and 1-row blocks; self terms too; float32 packing (float64 sums) within float32 rounding."""
+    monkeypatch.setattr(cka_mod, "_GRAM_BLOCK_ROWS", rows)
+    monkeypatch.setattr(cka_mod, "_PACKED_CHUNK", 3 * 50)  # float32 sums: chunks of 50 (or 150) columns
+    rng = np.random.default_rng(n)
+    xs = [rng.standard_normal((n, w)) for w in (3, 17, 40)]
+    grams = [x @ x.T for x in xs]
+    ref = np.array([[np.sum(k * l) for l in grams] for k in grams])
+    size = cka_mod._packed_size(n)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        packed = torch.empty((len(xs), size), dtype=dtype)
+        for i, x in enumerate(xs):
+            cka_mod._pack_gram(torch.as_tensor(x, dtype=dtype), packed[i])
+        whole, split = slice(None), (slice(0, 1), slice(1, None))
+        for pa, pb, (ia, ib) in ((packed, None, (whole, whole)), (packed[:1], packed[1:], split)):
+            cross, self_a, self_b = (t.numpy() for t in cka_mod._packed_inner(pa, pb))
+            np.testing.assert_allclose(cross, ref[ia, ib], rtol=rtol)
+            np.testing.assert_allclose(self_a, np.diag(ref)[ia], rtol=rtol)
+            np.testing.assert_allclose(self_b, np.diag(ref)[ib], rtol=rtol)
+    assert size == sum(len(b) * len(c) for i, b in enumerate(np.array_split(np.arange(n), max(1, round(n / rows))))
+                       for c in np.array_split(np.arange(n), max(1, round(n / rows)))[:i + 1])
 
 
 def test_plan_choice_follows_flop_counts():
