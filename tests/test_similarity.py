@@ -317,6 +317,22 @@ def test_matrix_matches_naive_mixed_widths(mixed_layers, plan, debiased, two_sid
     assert list(mat.index) == list(a) and list(mat.columns) == list(other)
 
 
+@pytest.mark.parametrize("debiased", [False, True])
+def test_matrix_on_column_slices_of_one_tensor(plan, debiased):
+    """Layers passed as column slices (strided views) of one concatenated tensor, as a model's stacked
+    activations often are, with an offset so centering matters: every entry vs naive CKA on copies."""
+    rng = np.random.default_rng(31)
+    z = rng.standard_normal((36, 4))
+    widths = [3, 9, 14, 40]
+    big = np.hstack([z @ rng.standard_normal((4, w)) + rng.standard_normal((36, w)) + 50.0 for w in widths])
+    views = dict(zip("abcd", torch.split(torch.as_tensor(big), widths, dim=1)))
+    assert not views["b"].is_contiguous()
+    mat = cka_matrix(views, debiased=debiased, output="matrix")
+    copies = {k: v.numpy().copy() for k, v in views.items()}
+    ref = np.array([[naive_cka(copies[i], copies[j], "linear", debiased) for j in copies] for i in copies])
+    np.testing.assert_allclose(mat.to_numpy(), ref, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("debiased,two_sided", [(True, True), (False, False)])
 def test_matrix_tiny_blocks_match_naive(mixed_layers, monkeypatch, debiased, two_sided):
     """Tiny block budgets force row and column blocks that split layers; values must not move (1e-10)."""
