@@ -588,8 +588,10 @@ def test_packed_gram_inner_products_are_frobenius(monkeypatch, n, rows):
             np.testing.assert_allclose(cross, ref[ia, ib], rtol=rtol)
             np.testing.assert_allclose(self_a, np.diag(ref)[ia], rtol=rtol)
             np.testing.assert_allclose(self_b, np.diag(ref)[ib], rtol=rtol)
-    assert size == sum(len(b) * len(c) for i, b in enumerate(np.array_split(np.arange(n), max(1, round(n / rows))))
-                       for c in np.array_split(np.arange(n), max(1, round(n / rows)))[:i + 1])
+    # m blocks of sizes differing by at most 1 (r of q + 1, m - r of q): the block triangle holds (n^2 + sum b^2) / 2
+    m = max(1, round(n / rows))
+    q, r = divmod(n, m)
+    assert size == (n * n + r * (q + 1) ** 2 + (m - r) * q ** 2) // 2
 
 
 def test_plan_choice_follows_flop_counts():
