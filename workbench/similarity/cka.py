@@ -371,7 +371,7 @@ def _prefer_gram(kernel: str, n: int, widths_a: list[int], widths_b: list[int] |
     the layers narrower than ``N``); the all-Gram plan ``f N^2 (Sa + Sb)`` for the packed Grams plus
     ``f N^2 La Lb`` for the cross terms, with ``f = (m + 1) / (2m)`` the packed fraction of an [N, N] matrix
     (:func:`_pack_gram`). E.g. minibatches of 1000 examples of 13 layers of width 384 favour Grams by about
-    4x, N = 10000 examples favour features by about 2x. Used only while all packed Grams fit in ``_GRAM_BYTES``.
+    5x, N = 10000 examples favour features by about 2x. Used only while all packed Grams fit in ``_GRAM_BYTES``.
     """
     if kernel != "linear":
         return False
