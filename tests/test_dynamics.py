@@ -190,10 +190,13 @@ def test_layer_skip_post_ln_and_cnn_resblocks():
         swapped.stages[1][1] = nn.Identity()  # same shape in and out: skipping == removing it
         assert inc["stage2.1"] == pytest.approx(float(F.cross_entropy(swapped(x), y)) - full, rel=1e-9)
         assert abs(inc["stage2.1"]) > 1e-8
-        # stage2.0 downsamples: skipping keeps the projection path relu(skip(x))
+        # stage2.0 downsamples: skipping keeps the projection path relu(norm(conv1x1_stride2(x)))
         proj = copy.deepcopy(cnn)
         block = proj.stages[1][0]
-        proj.stages[1][0] = nn.Sequential(block.skip, nn.ReLU())
+        conv, norm = block.skip
+        strided = nn.Conv2d(conv.in_channels, conv.out_channels, 1, stride=2, bias=False).double()
+        strided.weight.copy_(conv.weight)
+        proj.stages[1][0] = nn.Sequential(strided, norm, nn.ReLU())
         assert inc["stage2.0"] == pytest.approx(float(F.cross_entropy(proj(x), y)) - full, rel=1e-9)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 
 import pytest
 import torch
@@ -126,6 +125,27 @@ def test_cnn_residual_block_adds_the_skip():
     x = torch.randn(2, 4, 8, 8)
     _, acts, _ = capture(model, x)
     torch.testing.assert_close(acts["stage1"], torch.relu(acts["stem"]))
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 12), (3, 20)], ids=["2d", "1d"])
+def test_downsampling_shortcut_is_a_strided_1x1_projection(shape):
+    """The shortcut subsamples and then projects (a workaround for a oneDNN crash, tests/test_native_crash.py);
+    it must be the same function, with the same gradients, as the textbook strided 1x1 convolution."""
+    model = wm.build("cnn", input_shape=shape, num_classes=2, width=3, depth=2, norm=None).double()
+    block = model.stages[1][0]
+    conv = block.skip[0]
+    ref = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(3, 6, 1, stride=2, bias=False).double()
+    with torch.no_grad():
+        ref.weight.copy_(conv.weight)
+    x = torch.randn(4, 3, *[n // 2 + 1 for n in shape[1:]], dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    out, expected = block.shortcut(x), ref(x_ref)
+    assert out.shape == expected.shape  # odd sizes: both keep ceil(n / 2) positions
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    out.square().sum().backward()
+    expected.square().sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-12, atol=1e-12)
 
 
 def test_build_errors_name_the_fix():
@@ -427,24 +447,6 @@ def test_pickled_objects_are_refused_not_unpickled(tmp_path):
     torch.save(nn.Linear(2, 2), tmp_path / "module.pt")  # a whole pickled module is refused too
     with pytest.raises(ValueError, match="not a plain state dict"):
         wm.load(tmp_path / "module.pt", into=nn.Linear(2, 2))
-
-
-def test_cnn_forward_backward_is_fast():
-    """Guard against pathological slowdowns (the target is ~0.1 s on 2 cores; bound kept loose)."""
-    model = wm.build("cnn", input_shape=(3, 32, 32), num_classes=10, width=16, depth=4)
-    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
-
-    def step():
-        model.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-
-    step()
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    assert min(times) < 1.0
 
 
 # ----------------------------------------------------------------------------- Hugging Face

@@ -180,11 +180,24 @@ def test_killed_process_resumes_from_last_checkpoint(tmp_path):
     assert proc.returncode == -9
     store = RunStore(tmp_path / "s")
     run = store.get(RunConfig.from_dict(cfg))
-    assert run.status["state"] == "running" and 0 < run.checkpoints()[-1] < 60
+    # the owner is gone: the run reads "interrupted" at its last checkpoint (it said "running" for ever before)
+    status = run.status
+    assert status["state"] == "interrupted" and status["step"] == run.checkpoints()[-1]
+    assert 0 < status["step"] < 60 and f"pid {proc.pid}" in status["error"]
+    assert store.list().loc[0, "state"] == "interrupted"
     resumed = train(cfg, store, progress=False)
     full = train(cfg, tmp_path / "ref", progress=False)
     w1, w2 = _weights(resumed), _weights(full)
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_a_running_run_stays_running_while_its_owner_holds_the_lock(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create(TINY)
+    with run.lock():  # as train() does; flock is per open file, so this process's other opens see it held
+        run.set_status("running", 0)
+        assert run.status["state"] == "running" and run.status["pid"] == os.getpid()
+    assert run.status["state"] == "interrupted"  # released without finishing: the owner is gone
 
 
 def test_two_processes_on_one_store(tmp_path):

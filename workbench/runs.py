@@ -10,7 +10,8 @@ Layout of a store::
       runs/<run_id>/
         config.json            normalized config (what the id hashes)
         meta.json              display name, created time, workbench version (not hashed)
-        status.json            {"state": "created"|"running"|"done"|"failed", "step": int, "error": str|None}
+        status.json            {"state": "created"|"running"|"done"|"failed"|"interrupted", "step": int,
+                                "error": str|None}; a "running" run whose process died reads "interrupted"
         history.csv            tidy: step, metric, split, layer, value
         checkpoints/<step:08d>/model.safetensors, model.json, trainer.pt
         artifacts/             run-specific arrays (e.g. label_noise.npz)
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -301,16 +303,34 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
+        """``{"state", "step", "error", "updated"}`` (+ ``"pid"``, ``"host"`` while running).
+
+        A run left ``"running"`` by a process that died (killed, crashed, machine rebooted) is marked
+        ``"interrupted"`` here — it resumes from its last checkpoint on the next :func:`~workbench.train.train`.
+        The owner is alive exactly while it holds the run's lock, so an unheld lock means the owner is gone.
+        """
         p = self.path / "status.json"
-        return _read_json(p) if p.exists() else {"state": "created", "step": -1, "error": None}
+        status = _read_json(p) if p.exists() else {"state": "created", "step": -1, "error": None}
+        if status["state"] == "running":
+            with self._try_lock() as owned:
+                if owned:  # nobody trains it: re-read under the lock (the owner may have just finished)
+                    status = _read_json(p)
+                    if status["state"] == "running":
+                        who = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
+                        self.set_status("interrupted", max(self.checkpoints(), default=-1),
+                                        error=f"the training process ({who}) ended without finishing")
+                        status = _read_json(p)
+        return status
 
     @property
     def done(self) -> bool:
         return self.status["state"] == "done"
 
     def set_status(self, state: str, step: int, error: str | None = None) -> None:
-        _write_json(self.path / "status.json", {"state": state, "step": int(step), "error": error,
-                                                 "updated": _now()})
+        status = {"state": state, "step": int(step), "error": error, "updated": _now()}
+        if state == "running":
+            status |= {"pid": os.getpid(), "host": socket.gethostname()}
+        _write_json(self.path / "status.json", status)
 
     # --- checkpoints
     def checkpoint_dir(self, step: int) -> Path:
@@ -401,6 +421,21 @@ class Run:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _try_lock(self) -> Iterator[bool]:
+        """The lock if it is free right now (yields True), else yields False without waiting. ``flock``
+        belongs to an open file, so this also sees a lock held by another thread of this process."""
+        with open(self.path / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 

@@ -41,9 +41,9 @@ def _skip_output(module: nn.Module, x: torch.Tensor, out: torch.Tensor, path: st
     from ..models.builders import ResBlock
 
     if isinstance(module, ResBlock) and module.residual:
-        # relu(branch(x) + skip(x)) without the branch; equals x when the skip is the identity (x >= 0
-        # there: every block's input comes out of a ReLU)
-        return F.relu(module.skip(x))
+        # relu(branch(x) + shortcut(x)) without the branch; equals x when the shortcut is the identity
+        # (x >= 0 there: every block's input comes out of a ReLU)
+        return F.relu(module.shortcut(x))
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         raise ValueError(f"block {path!r} maps {tuple(x.shape)} to {tuple(getattr(out, 'shape', ()))}; only a "
                          "block whose output has its input's shape (or a residual ResBlock) can be skipped")

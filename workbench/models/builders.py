@@ -140,7 +140,13 @@ def _norm_layer(kind: str | None, channels: int, dims: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """conv3x3 -> norm -> ReLU -> conv3x3 -> norm, (+ skip), ReLU. ``dims`` = 1 (signals) or 2 (images)."""
+    """conv3x3 -> norm -> ReLU -> conv3x3 -> norm, (+ shortcut), ReLU. ``dims`` = 1 (signals) or 2 (images).
+
+    When the shape changes, the shortcut is a 1x1 projection of the input subsampled by ``stride`` — the same
+    function as a strided 1x1 convolution, computed without oneDNN's strided 1x1 weight-gradient kernel, which
+    writes out of bounds for channels-last inputs with 2-7 channels on AVX2 CPUs (torch 2.13) and corrupts
+    the heap (tests/test_native_crash.py).
+    """
 
     def __init__(self, c_in, c_out, stride, norm, residual, dims):
         super().__init__()
@@ -149,16 +155,22 @@ class ResBlock(nn.Module):
         self.norm1 = _norm_layer(norm, c_out, dims)
         self.conv2 = conv(c_out, c_out, 3, 1, 1, bias=norm is None)
         self.norm2 = _norm_layer(norm, c_out, dims)
-        self.residual = residual
+        self.residual, self.stride = residual, stride
         self.skip = nn.Identity()
         if residual and (stride != 1 or c_in != c_out):  # 1x1 projection when the shape changes
-            self.skip = nn.Sequential(conv(c_in, c_out, 1, stride, bias=False), _norm_layer(norm, c_out, dims))
+            self.skip = nn.Sequential(conv(c_in, c_out, 1, bias=False), _norm_layer(norm, c_out, dims))
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual path: ``x`` itself, or its 1x1 projection at the block's output resolution."""
+        if self.stride != 1:
+            x = x[(..., *[slice(None, None, self.stride)] * (x.dim() - 2))]
+        return self.skip(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.norm1(self.conv1(x)))
         h = self.norm2(self.conv2(h))
         if self.residual:
-            h = h + self.skip(x)
+            h = h + self.shortcut(x)
         return F.relu(h)
 
 
