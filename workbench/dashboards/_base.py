@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import html
-from typing import Any, Iterable, Sequence
+import json
+import uuid
+from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from .. import figures
 
@@ -20,8 +23,8 @@ try:  # plotly >= 6 builds FigureWidget on anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
-__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "uniq", "set_options", "LATEST",
-           "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
+__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "sync_state", "row", "Snapshot",
+           "uniq", "set_options", "LATEST", "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
 
 ERROR_STYLE = "color:#D55E00"
 
@@ -55,9 +58,10 @@ def set_options(w: Any, values: Sequence[Any], want: Any = None, *, labels: Sequ
 
 LATEST = "latest"  # step choice: each run at its own latest step (runs may end at different steps)
 LATEST_LABEL = "latest (each run)"
-#: the plot's size in pixels: with a 300 px control column it fits a JupyterLab notebook at 1280 px
-#: (a plotly widget without a width takes 700 px whatever its box, which pushed the legend out of view)
-FIGURE_WIDTH, FIGURE_HEIGHT = 600, 420
+#: the plot's size in pixels: next to a 300 px control column it fits a JupyterLab notebook at 1280 px with the
+#: file browser open (~850 px of output area); narrower, :func:`row` wraps it under the controls. A fixed size:
+#: plotly's widget has no resize handling under anywidget (without a width it takes 700 px whatever its box)
+FIGURE_WIDTH, FIGURE_HEIGHT = 520, 420
 
 
 def keep_latest(frame: pd.DataFrame, group: str) -> pd.DataFrame:
@@ -70,6 +74,25 @@ def keep_latest(frame: pd.DataFrame, group: str) -> pd.DataFrame:
 def _trace_signature(traces) -> list:
     """Which properties each trace sets (``uid`` is the widget's own bookkeeping)."""
     return [(t.type, tuple(sorted(k for k in t.to_plotly_json() if k != "uid"))) for t in traces]
+
+
+def sync_state(fw: go.FigureWidget) -> None:
+    """Make the state ``fw`` shares with the front end equal the figure it shows, then tell its listeners.
+
+    plotly's ``FigureWidget`` sends every change as a one-off message (``restyle``, ``addTraces``, …) that
+    only views already listening apply; its synced ``_widget_data`` / ``_widget_layout`` keep the figure as it
+    was when the widget was created or last displayed. Every view made later starts from that stale state: a
+    page reload shows the first view under the current controls, and a view whose front-end model missed
+    the messages while plotly's 5 MB module was still loading draws empty axes. After each change we set
+    both traits to the full figure (what plotly itself does in ``_repr_mimebundle_``), so any view, made at
+    any time, draws what the kernel holds.
+    """
+    state = fw.to_plotly_json()
+    with fw.hold_sync():
+        fw._widget_data = state["data"]
+        fw._widget_layout = state["layout"]
+    for listener in getattr(fw, "_workbench_listeners", ()):
+        listener()
 
 
 def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
@@ -87,6 +110,7 @@ def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
             fw.data = []
         fw.add_traces(list(new.data))
     fw.layout = new.layout
+    sync_state(fw)
 
 
 def clear_figure(fw: go.FigureWidget, message: str) -> None:
@@ -96,6 +120,75 @@ def clear_figure(fw: go.FigureWidget, message: str) -> None:
     fw.layout = go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
                           annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
                                             x=0.5, y=0.5)])
+    sync_state(fw)
+
+
+def row(*children: Any) -> Any:
+    """Controls and plots side by side, wrapping onto the next line when the notebook is too narrow for both
+    (no horizontal scrolling)."""
+    W = _widgets()
+    return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
+
+
+# ------------------------------------------------------------------ static copy kept by a saved notebook
+_SNAPSHOT_ROWS = 200
+
+
+def _snapshot_bundle(fig: go.Figure) -> dict[str, Any]:
+    """A figure as output data every notebook viewer can show without a kernel: plotly's own JSON mime type
+    (interactive in JupyterLab, VS Code, Colab) and an HTML table of the plotted rows (GitHub, nbviewer)."""
+    spec = json.loads(pio.to_json(fig, validate=False))
+    title = (fig.layout.title.text or "figure") if fig.layout.title else "figure"
+    rows = figures.plotted_data(fig)
+    note = ""
+    if len(rows) > _SNAPSHOT_ROWS:
+        note = f"<p><i>first {_SNAPSHOT_ROWS} of {len(rows)} plotted rows</i></p>"
+        rows = rows.head(_SNAPSHOT_ROWS)
+    table = rows.to_html(index=False, border=0, float_format=lambda v: f"{v:.4g}", na_rep="")
+    return {"application/vnd.plotly.v1+json": {"data": spec.get("data", []), "layout": spec.get("layout", {})},
+            "text/html": f"<b>{html.escape(str(title))}</b> <i>(static copy of the dashboard)</i>{note}{table}",
+            "text/plain": f"{title} (static copy of the dashboard; run the notebook for the live one)"}
+
+
+class Snapshot:
+    """The static copy of a dashboard's figures that a saved notebook keeps, so it reads without a kernel.
+
+    :meth:`show` writes, under the live widget, one output per figure (plotly JSON + an HTML table of the
+    plotted rows) with a display id, and every change of a figure (:func:`sync_state`) updates it. While the
+    widget is live, a style rule inside the widget hides these outputs (``:has()``), so the figure is not
+    shown twice; opened without a kernel — in JupyterLab, on GitHub, in nbviewer — the widget cannot render,
+    its style rule is absent, and the static copy shows.
+    """
+
+    def __init__(self, figures_of: Callable[[], Sequence[go.FigureWidget]]):
+        self.id = f"wb-snapshot-{uuid.uuid4().hex[:12]}"
+        self._figures_of = figures_of
+        self._handles: list[tuple[go.FigureWidget, Any]] = []
+
+    def style(self) -> str:
+        """CSS hiding this snapshot's outputs (the marker and each figure after it) in JupyterLab and
+        Jupyter Notebook 7 (``.jp-OutputArea-child``) and the classic notebook (``.output_area``)."""
+        n = len(self._figures_of())
+        rules = []
+        for child in (".jp-OutputArea-child", ".output_area"):
+            marker = f"{child}:has(.{self.id})"
+            rules += [marker + f" + {child}" * k for k in range(n + 1)]
+        return f"<style>{', '.join(rules)} {{ display: none !important; }}</style>"
+
+    def show(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        display({"text/html": f'<div class="{self.id}"></div>'}, raw=True)
+        for fw in self._figures_of():
+            handle = display(_snapshot_bundle(go.Figure(fw)), raw=True, display_id=True)
+            self._handles.append((fw, handle))
+            listeners = fw.__dict__.setdefault("_workbench_listeners", [])  # called by sync_state
+            if self._refresh not in listeners:
+                listeners.append(self._refresh)
+
+    def _refresh(self) -> None:
+        for fw, handle in self._handles:
+            handle.update(_snapshot_bundle(go.Figure(fw)), raw=True)
 
 
 class Dashboard:
@@ -174,10 +267,16 @@ class Dashboard:
             return
         self.status.value = "wrote " + ", ".join(html.escape(str(p)) for p in written.values())
 
+    def _figures(self) -> list[go.FigureWidget]:
+        """The plots this dashboard draws (kept as static copies in a saved notebook)."""
+        return [self.figure]
+
     def _ipython_display_(self) -> None:
         from IPython.display import display  # noqa: PLC0415
 
+        snapshot = _snapshot_of(self)
         display(self.widget)
+        snapshot.show()
 
     def _repr_mimebundle_(self, **kwargs: Any):
         return self.widget._repr_mimebundle_(**kwargs)
@@ -222,10 +321,25 @@ class Combined:
     def _ipython_display_(self) -> None:
         from IPython.display import display  # noqa: PLC0415
 
+        snapshots = [_snapshot_of(d) for d in self.dashboards if hasattr(d, "_figures")]
         display(self.widget)
+        for snapshot in snapshots:
+            snapshot.show()
 
     def _repr_mimebundle_(self, **kwargs: Any):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _snapshot_of(dashboard: Any) -> Snapshot:
+    """The dashboard's :class:`Snapshot`, made on first display together with the style rule (an HTML widget
+    appended to the dashboard's widget) that hides it while the widget is live."""
+    snapshot = getattr(dashboard, "_snapshot", None)
+    if snapshot is None:
+        snapshot = dashboard._snapshot = Snapshot(dashboard._figures)
+        W = _widgets()
+        dashboard.widget.children = (*dashboard.widget.children,
+                                     W.HTML(snapshot.style(), layout=W.Layout(display="none")))
+    return snapshot
 
 
 def combine(*dashboards: Any, titles: Sequence[str] | None = None, layout: str = "tabs") -> Combined:

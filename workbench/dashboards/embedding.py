@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import Dashboard, clear_figure, set_options, update_figure
+from ._base import Dashboard, set_options, update_figure
 
 __all__ = ["EmbeddingExplorer"]
 
@@ -68,6 +68,7 @@ class EmbeddingExplorer(Dashboard):
         self.method_w = W.ToggleButtons(options=list(figures.embedding.PROJECTIONS), description="method")
         self.color_w = W.Dropdown(description="colour")
         self.examples_figure = go.FigureWidget()
+        self.examples_box = W.Box([self.examples_figure], layout=W.Layout(display="none"))  # shown with a selection
         self.examples_html = W.HTML()
         self.selection_info = W.HTML("<small>select points (lasso, box or click) to see the examples</small>")
         with self._hold():
@@ -78,7 +79,7 @@ class EmbeddingExplorer(Dashboard):
         for w in [self.source_w, self.layer_w, self.method_w, self.color_w]:
             w.observe(self._on_change, names="value")
         controls = W.HBox([W.VBox([self.source_w, self.layer_w]), W.VBox([self.method_w, self.color_w])])
-        self.widget = W.VBox([controls, self.figure, self.selection_info, self.examples_figure, self.examples_html,
+        self.widget = W.VBox([controls, self.figure, self.selection_info, self.examples_box, self.examples_html,
                               self.export_row, self.status])
 
     # ------------------------------------------------------------------ inputs
@@ -170,19 +171,22 @@ class EmbeddingExplorer(Dashboard):
         more = f" (showing {len(shown)})" if len(shown) < len(self.selected) else ""
         self.selection_info.value = f"<b>{len(self.selected)} selected</b>{more}: {shown}"
         self.examples_html.value = ""
-        if not shown or self.examples is None:
-            clear_figure(self.examples_figure, "no examples to show" if self.examples is None else "nothing selected")
+        self.examples_box.layout.display = "none"  # no empty placeholder plot: the grid shows only with images
+        if not shown:
+            return self
+        if self.examples is None:
+            self.examples_html.value = "<small>no examples were given to show</small>"
             return self
         titles = self._titles(shown)
         ex = self.examples
         if isinstance(ex, list) or (ex.dtype.kind in "iu" and ex.ndim == 2 and self.vocab is not None) \
                 or ex.dtype.kind in "US":
-            clear_figure(self.examples_figure, "examples listed below")
             items = "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(self._text(ex[i]))}</li>"
                             for i, t in zip(shown, titles))
             self.examples_html.value = f"<ul style='font-family:monospace'>{items}</ul>"
         else:
             update_figure(self.examples_figure, figures.example_grid(np.asarray(ex[shown], dtype=float), titles))
+            self.examples_box.layout.display = ""
         return self
 
     def _titles(self, ids: Sequence[int]) -> list[str]:

@@ -25,7 +25,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import ERROR_STYLE, Dashboard, clear_figure, set_options
+from ._base import ERROR_STYLE, Dashboard, clear_figure, row, set_options
 
 __all__ = ["PretrainingLab", "TrainingJob", "TrainingCancelled", "DEFAULT_LAB_CONFIG"]
 
@@ -191,7 +191,7 @@ class PretrainingLab(Dashboard):
         left = W.VBox([*self.controls.values(), self.name_w, W.HBox([self.start_button, self.cancel_button])],
                       layout=W.Layout(min_width="340px"))
         right = W.VBox([self.figure, self.progress, self.status])
-        self.widget = W.VBox([W.HBox([left, right]), W.HTML("<b>runs in the store</b>"), self.runs_html, self.export_row])
+        self.widget = W.VBox([row(left, right), W.HTML("<b>runs in the store</b>"), self.runs_html, self.export_row])
         self.refresh_runs()
 
     # ------------------------------------------------------------------ config

@@ -20,8 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, _widgets, keep_latest, uniq,
-                    update_figure)
+from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, _widgets, clear_figure,
+                    keep_latest, row, uniq, update_figure)
 
 __all__ = ["LayerDashboard"]
 
@@ -84,7 +84,7 @@ class LayerDashboard(Dashboard):
         controls = W.VBox([self.runs_w, self.measure_w, *self.filter_ws.values(), self.layer_w, self.readout],
                           layout=W.Layout(min_width="300px"))
         self.widget = W.VBox([
-            W.HBox([controls, self.figure]),
+            row(controls, self.figure),
             W.HBox([self.path_w, self.export_button, self.reload_button]),
             self.status,
         ])
@@ -245,10 +245,7 @@ class LayerDashboard(Dashboard):
         new = self._build_figure()
         fw = self.figure
         if new is None:
-            with fw.batch_update():
-                fw.data = []
-            fw.layout.annotations = [dict(text="no rows for this selection", showarrow=False,
-                                          xref="paper", yref="paper", x=0.5, y=0.5)]
+            clear_figure(fw, "no rows for this selection")
             self.status.value = "<i>no rows for this selection</i>"
             self._refresh_readout()
             return

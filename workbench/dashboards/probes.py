@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, keep_latest, set_options, uniq
+from ._base import FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, keep_latest, row, set_options, uniq
 
 __all__ = ["ProbeDashboard"]
 
@@ -56,7 +56,7 @@ class ProbeDashboard(Dashboard):
             w.observe(self._on_change, names="value")
         controls = W.VBox([self.runs_w, self.metric_w, *self.filter_ws.values(), self.control_w, self.selectivity_w],
                           layout=W.Layout(min_width="300px"))
-        self.widget = W.VBox([W.HBox([controls, self.figure]), self.export_row, self.status])
+        self.widget = W.VBox([row(controls, self.figure), self.export_row, self.status])
 
     def _load(self) -> pd.DataFrame:
         df = self._source() if callable(self._source) else self._source

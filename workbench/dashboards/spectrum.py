@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import Dashboard, clear_figure, set_options, uniq, update_figure
+from ._base import Dashboard, clear_figure, row, set_options, uniq, update_figure
 
 __all__ = ["SpectrumDashboard", "spectrum_frames"]
 
@@ -94,7 +94,7 @@ class SpectrumDashboard(Dashboard):
         controls = W.VBox([self.run_w, self.layer_w, self.steps_w, self.measure_w, self.normalize_w],
                           layout=W.Layout(min_width="280px"))
         plots = [self.figure] + ([self.rank_figure] if self.rank_figure is not None else [])
-        self.widget = W.VBox([W.HBox([controls, W.VBox(plots)]), self.export_row, self.status])
+        self.widget = W.VBox([row(controls, W.VBox(plots)), self.export_row, self.status])
 
     def _set_dependent(self, *, layer, steps, measure) -> None:
         sub = self.spectra[self.spectra["run"].astype(str) == self.run_w.value]
@@ -138,6 +138,9 @@ class SpectrumDashboard(Dashboard):
         # step first, so each line is labelled by its checkpoint (run and layer are in the title)
         return figures.spectrum_plot(frame[["step", "layer", "eigenvalue"]], normalize=self.normalize_w.value,
                                      title=f"{self.run_w.value} · {self.layer_w.value}")
+
+    def _figures(self) -> list[go.FigureWidget]:
+        return [self.figure] + ([self.rank_figure] if self.rank_figure is not None else [])
 
     def _build_rank_figure(self) -> go.Figure | None:
         frame = self.current_measures()
