@@ -1,6 +1,8 @@
 """workbench.dashboards.LayerDashboard: controls filter the library's frame; the FigureWidget follows in place."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -202,3 +204,75 @@ def test_export_button_png(results, tmp_path):
     dash.path_w.value = str(tmp_path / "view.png")
     dash.export_button.click()
     assert (tmp_path / "view.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", dash.status.value
+
+
+# ------------------------------------------------------------------ what a view made later draws (issue 12)
+def _state_traces(fw) -> dict[str, tuple]:
+    """Name → (x, y) of the traces in the state the widget shares with the front end (what a reloaded page
+    or any view made later draws)."""
+    data = fw.get_state()["_widget_data"]
+    return {t["name"]: (tuple(t["x"]), tuple(np.asarray(t["y"], dtype=float)))
+            for t in data if t.get("mode") == "lines+markers"}
+
+
+def test_the_widget_state_is_the_figure_shown_after_every_change(results):
+    """plotly's FigureWidget only sends one-off deltas: its synced state kept the first view, so a reloaded page
+    drew the first view under the current controls. The state must follow every change."""
+    dash = LayerDashboard(results, measure="probe_accuracy")
+    dash.select(split="ood", runs=["supervised", "mae"])
+    want = {n: (x, tuple(float(v) for v in y)) for n, (x, y) in lines(dash.figure).items()}
+    assert set(want) == {"supervised", "mae"}
+    assert _state_traces(dash.figure) == want
+    dash.select(measure="rankme")
+    want = {n: (x, tuple(float(v) for v in y)) for n, (x, y) in lines(dash.figure).items()}
+    assert _state_traces(dash.figure) == want
+    assert dash.figure.get_state()["_widget_layout"]["yaxis"]["title"]["text"] == "rankme"
+
+
+def test_entries_the_new_layout_lacks_are_removed_on_the_front_end():
+    """Assigning a layout never removed what the old one had (a "waiting…" note stayed over the live curve)."""
+    from workbench.dashboards._base import clear_figure, update_figure
+
+    fw = go.FigureWidget()
+    sent = []
+    fw.observe(lambda change: sent.append(change["new"]["relayout_data"]) if change["new"] else None,
+               names="_py2js_relayout")
+    clear_figure(fw, "waiting for the first logged step")
+    update_figure(fw, figures.layer_curve(make_results().query("measure == 'rankme'"), measure="rankme"))
+    assert any(d.get("annotations", "absent") is None for d in sent), sent
+    assert len(fw.layout.annotations) == 0 and fw.layout.xaxis.visible is None
+
+
+def test_a_saved_notebook_keeps_a_static_copy_of_the_current_figure(tmp_path):
+    """Run in a real kernel: after the widget, a marker and a static copy (plotly JSON + an HTML table) whose
+    data follow the dashboard's later changes, and a style rule in the widget that hides them while it lives."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    make_results().to_csv(tmp_path / "results.csv", index=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in (
+        "import pandas as pd\nfrom workbench.dashboards import LayerDashboard\n"
+        "dash = LayerDashboard(pd.read_csv('results.csv'), measure='probe_accuracy')\ndash",
+        "dash.select(split='ood', runs=['mae'])",
+        "import json; print(json.dumps([list(map(float, t.y)) for t in dash.figure.data if t.name == 'mae']))")]
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    kinds = [next(iter(k for k in o.get("data", {}) if k != "text/plain"), o["output_type"]) for o in outputs]
+    assert kinds == ["application/vnd.jupyter.widget-view+json", "text/html", "application/vnd.plotly.v1+json"]
+    marker = outputs[1]["data"]["text/html"]
+    assert 'class="wb-snapshot-' in marker
+    copy = outputs[2]["data"]
+    (mae_y,) = json.loads(nb.cells[2].outputs[0]["text"])
+    shown = [t for t in copy["application/vnd.plotly.v1+json"]["data"] if t.get("name") == "mae"]
+    assert len(shown) == 1 and np.allclose(_plotly_array(shown[0]["y"]), mae_y)  # the copy followed select()
+    assert "<table" in copy["text/html"] and "mae" in copy["text/html"]
+
+
+def _plotly_array(value) -> np.ndarray:
+    """A plotly JSON array: a list, or {dtype, bdata (base64)} for a numpy array."""
+    if isinstance(value, dict):
+        import base64
+
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    return np.asarray(value, dtype=float)

@@ -95,9 +95,20 @@ def sync_state(fw: go.FigureWidget) -> None:
         listener()
 
 
+def _relayout(fw: go.FigureWidget, layout: go.Layout) -> None:
+    """Give ``fw`` exactly ``layout``. Assigning ``fw.layout`` sends a relayout of the new entries only, and the
+    front end keeps every top-level entry the old layout had and the new one lacks (a "waiting…" annotation
+    stayed over the live curve): those are removed first (plotly.js replaces an entry given as a whole, such as
+    an axis, so only missing top-level entries are stale)."""
+    stale = set(fw.layout.to_plotly_json()) - set(layout.to_plotly_json())
+    if stale:
+        fw.plotly_relayout({k: None for k in stale})
+    fw.layout = layout
+
+
 def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
     """Make ``fw`` show ``new`` without replacing the widget: same traces → values updated in place (the
-    front end animates), otherwise the traces are swapped; the layout (and its attached data) is copied."""
+    front end animates), otherwise the traces are swapped; the layout is made equal to ``new``'s."""
     if _trace_signature(fw.data) == _trace_signature(new.data):
         with fw.batch_update():
             for old, nt in zip(fw.data, new.data):
@@ -109,7 +120,7 @@ def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
         with fw.batch_update():
             fw.data = []
         fw.add_traces(list(new.data))
-    fw.layout = new.layout
+    _relayout(fw, new.layout)
     sync_state(fw)
 
 
@@ -117,9 +128,9 @@ def clear_figure(fw: go.FigureWidget, message: str) -> None:
     """Empty the plot and write ``message`` in its middle."""
     with fw.batch_update():
         fw.data = []
-    fw.layout = go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
-                          annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
-                                            x=0.5, y=0.5)])
+    _relayout(fw, go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                            annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
+                                              x=0.5, y=0.5)]))
     sync_state(fw)
 
 

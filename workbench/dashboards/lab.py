@@ -16,6 +16,7 @@ steps).
 from __future__ import annotations
 
 import html
+import json
 import threading
 import time
 import traceback
@@ -186,7 +187,7 @@ class PretrainingLab(Dashboard):
         self.start_button.on_click(lambda _b: self._start_clicked())
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.progress = W.IntProgress(value=0, min=0, max=max(1, b.steps), description="progress")
-        self.runs_html = W.HTML()
+        self.runs_html = W.HTML(layout=W.Layout(overflow_x="auto", max_width="100%"))  # a wide table scrolls in its box
         clear_figure(self.figure, "start a run to see its loss")
         left = W.VBox([*self.controls.values(), self.name_w, W.HBox([self.start_button, self.cancel_button])],
                       layout=W.Layout(min_width="340px"))
@@ -326,10 +327,16 @@ class PretrainingLab(Dashboard):
 
     def refresh_runs(self) -> None:
         df = self.runs()
-        cols = [c for c in ("name", "id", "state", "step", "dataset", "model", "objective", "label_noise",
-                            "temperature", "augment", "steps", "seed") if c in df.columns]
-        self.runs_html.value = ("<i>no runs yet</i>" if df.empty else
-                                df[cols].to_html(index=False, border=0, classes="workbench-runs", na_rep=""))
+        if df.empty:
+            self.runs_html.value = "<i>no runs yet</i>"
+            return
+        # one line per run that fits the notebook's width: short id, step/steps, the choices the lab sets
+        shown = pd.DataFrame({"name": df["name"], "id": df["id"].str[:8], "state": df["state"],
+                              "step": df["step"].astype(str) + "/" + df["steps"].astype(str)})
+        for c in ("dataset", "model", "objective", "label_noise", "temperature", "augment", "seed"):
+            shown[c.replace("label_", "")] = df[c]
+        shown["augment"] = shown["augment"].map(lambda a: ", ".join(json.loads(a)) if isinstance(a, str) else a)
+        self.runs_html.value = shown.to_html(index=False, border=0, classes="workbench-runs", na_rep="")
 
     def __repr__(self) -> str:
         return f"PretrainingLab(store={str(self.store.root)!r}, job={self.job!r})"
