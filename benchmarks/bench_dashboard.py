@@ -3,8 +3,9 @@
 JupyterLab runs on localhost (as in ``tests/test_browser.py``, whose helpers this reuses) and Chromium, driven by
 Playwright, runs a notebook holding two views of the demo's results table (``notebooks/data/demo_results.csv``):
 
-- **FigureWidget** (ours): :class:`workbench.dashboards.LayerDashboard` — the ``measure`` dropdown updates one
-  plotly ``FigureWidget`` in place;
+- **FigureWidget** (ours): :class:`workbench.dashboards.LayerDashboard`, displayed as users display it (with its
+  static copy for the saved notebook) — the ``measure`` dropdown updates one plotly ``FigureWidget`` in place (one
+  update message with only the properties that change), then the widget's shared state and the static copy;
 - **re-render** (peer): an ipywidgets dropdown whose callback draws a fresh ``go.Figure`` of the same selection
   with ``figures.layer_curve`` and shows it with ``IPython.display`` in an ``Output`` (``clear_output(wait=True)``),
   the usual way a notebook redraws a plotly figure.
@@ -52,7 +53,7 @@ from workbench import figures
 from workbench.dashboards import LayerDashboard
 frame = pd.read_csv("data/demo_results.csv").drop(columns="step")
 dash = LayerDashboard(frame, measure="probe_accuracy", split="test", baseline="random-init")
-dash.widget
+dash
 """
 PEER = """
 peer_w = W.Dropdown(options=list(dash.measure_w.options), value="probe_accuracy", description="peer")

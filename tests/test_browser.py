@@ -392,7 +392,8 @@ def cell_problems(state: dict, *, live: bool = True, reloaded: bool = False) -> 
     saved, copies, plots = state["saved"], state["copies"], state["plots"]
     problems = [] if saved else ["the saved notebook holds no static copy of the dashboard figure"]
     if not live or (reloaded and any(MODEL_NOT_FOUND in e for e in state["errors"])):
-        problems += [f"static copy {i} is hidden or empty" for i, c in enumerate(copies) if not c["visible"] or not c["n"]]
+        problems += [f"static copy {i} is hidden or empty" for i, c in enumerate(copies)
+                     if not c["visible"] or not c["n"]]
         if [c["fig"] for c in copies] != [s["fig"] for s in saved]:
             problems.append("the static copies shown differ from the saved figures")
         return problems

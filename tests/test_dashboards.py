@@ -235,12 +235,16 @@ def test_entries_the_new_layout_lacks_are_removed_on_the_front_end():
 
     fw = go.FigureWidget()
     sent = []
-    fw.observe(lambda change: sent.append(change["new"]["relayout_data"]) if change["new"] else None,
-               names="_py2js_relayout")
+    fw.observe(lambda change: sent.append(change["new"].get("relayout_data") or change["new"].get("layout_data"))
+               if change["new"] else None, names=["_py2js_relayout", "_py2js_update"])
     clear_figure(fw, "waiting for the first logged step")
     update_figure(fw, figures.layer_curve(make_results().query("measure == 'rankme'"), measure="rankme"))
-    assert any(d.get("annotations", "absent") is None for d in sent), sent
+    assert sent and sent[-1].get("annotations", "absent") in (None, []), sent[-1]  # removed on the front end
     assert len(fw.layout.annotations) == 0 and fw.layout.xaxis.visible is None
+    template_sends = sum("template" in d for d in sent)
+    update_figure(fw, figures.layer_curve(make_results().query("measure == 'rankme'"), measure="rankme", title="t"))
+    assert sent[-1] == {"title": fw.layout.title.to_plotly_json()}  # only what changed is sent
+    assert sum("template" in d for d in sent) == template_sends
 
 
 def test_a_saved_notebook_keeps_a_static_copy_of_the_current_figure(tmp_path):

@@ -12,6 +12,7 @@ import json
 import uuid
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -95,32 +96,47 @@ def sync_state(fw: go.FigureWidget) -> None:
         listener()
 
 
-def _relayout(fw: go.FigureWidget, layout: go.Layout) -> None:
-    """Give ``fw`` exactly ``layout``. Assigning ``fw.layout`` sends a relayout of the new entries only, and the
-    front end keeps every top-level entry the old layout had and the new one lacks (a "waiting…" annotation
-    stayed over the live curve): those are removed first (plotly.js replaces an entry given as a whole, such as
-    an axis, so only missing top-level entries are stale)."""
-    stale = set(fw.layout.to_plotly_json()) - set(layout.to_plotly_json())
-    if stale:
-        fw.plotly_relayout({k: None for k in stale})
-    fw.layout = layout
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and bool(np.array_equal(a, b)))
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays nested in lists/dicts: call it a change (a harmless re-send)
+        return False
+
+
+def _set_layout(fw: go.FigureWidget, layout: go.Layout) -> None:
+    """Give ``fw`` exactly ``layout``, sending only the top-level entries that change (the template is sent
+    once, not on every redraw) and removing those it no longer has: assigning ``fw.layout`` never removed them
+    on the front end (a "waiting…" annotation stayed over the live curve). plotly.js replaces an entry given
+    whole, such as an axis, so only missing top-level entries are stale. Call inside ``fw.batch_update()``."""
+    old, want = fw.layout.to_plotly_json(), layout.to_plotly_json()
+    for key in old.keys() - want.keys():
+        fw.layout[key] = None
+    changed = {k: v for k, v in want.items() if not _same(old.get(k), v)}
+    if changed:
+        fw.layout.update(changed, overwrite=True)
 
 
 def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fw`` show ``new`` without replacing the widget: same traces → values updated in place (the
-    front end animates), otherwise the traces are swapped; the layout is made equal to ``new``'s."""
+    """Make ``fw`` show ``new`` without replacing the widget. Same traces: only the properties that change are
+    sent, with the layout's changes, as one update (one redraw on the front end); otherwise the traces are
+    swapped and the layout follows."""
     if _trace_signature(fw.data) == _trace_signature(new.data):
         with fw.batch_update():
             for old, nt in zip(fw.data, new.data):
-                js = nt.to_plotly_json()
-                js.pop("type", None)
-                js.pop("uid", None)
-                old.update(js, overwrite=True)
+                have, want = old.to_plotly_json(), nt.to_plotly_json()
+                changed = {k: v for k, v in want.items() if k not in ("type", "uid") and not _same(have.get(k), v)}
+                if changed:
+                    old.update(changed, overwrite=True)
+            _set_layout(fw, new.layout)
     else:
         with fw.batch_update():
             fw.data = []
         fw.add_traces(list(new.data))
-    _relayout(fw, new.layout)
+        with fw.batch_update():
+            _set_layout(fw, new.layout)
     sync_state(fw)
 
 
@@ -128,9 +144,10 @@ def clear_figure(fw: go.FigureWidget, message: str) -> None:
     """Empty the plot and write ``message`` in its middle."""
     with fw.batch_update():
         fw.data = []
-    _relayout(fw, go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
-                            annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
-                                              x=0.5, y=0.5)]))
+    with fw.batch_update():
+        _set_layout(fw, go.Layout(template=figures.TEMPLATE, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                                  annotations=[dict(text=message, showarrow=False, xref="paper", yref="paper",
+                                                    x=0.5, y=0.5)]))
     sync_state(fw)
 
 
