@@ -21,9 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_lab_trains_in_background_and_lists_the_run(tmp_path):
     store = RunStore(tmp_path)
     lab = PretrainingLab(store, TINY)
-    t0 = time.monotonic()
     job = lab.start(name="tiny", label_noise=0.2, seed=3)
-    assert time.monotonic() - t0 < 2.0  # returned while training goes on in its thread
     assert lab.wait(120) == "done", lab.status.value
     run = store.get("tiny")
     assert run.done and run.config.label_noise == 0.2 and run.config.seed == 3
@@ -45,6 +43,7 @@ def test_cancel_stops_cleanly_and_resumes(tmp_path):
     store = RunStore(tmp_path)
     lab = PretrainingLab(store, TINY)
     job = lab.start(name="long", steps=3000, checkpoints=4)  # logs every 30 steps
+    assert job.running  # start() returned while training goes on in its thread (3000 steps take seconds)
     for _ in range(1200):  # wait until training has logged a few steps
         if job.step >= 90 or not job.running:
             break

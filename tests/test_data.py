@@ -5,7 +5,6 @@ import colorsys
 import importlib.util
 import math
 import sys
-import time
 import types
 
 import numpy as np
@@ -186,12 +185,11 @@ def test_shapes_noise_keeps_masks():
     assert b["train"].inputs.min() >= 0 and b["train"].inputs.max() <= 1
 
 
-def test_shapes_speed():
-    t = time.perf_counter()
+def test_shapes_at_scale():
+    """10 000 images in one call (speed is measured in benchmarks/, not asserted here)."""
     ds = make_shapes(n_train=10_000, n_test=0, n_ood=0, size=32)
-    elapsed = time.perf_counter() - t
-    assert len(ds["train"]) == 10_000
-    assert elapsed < 10, f"10k shapes took {elapsed:.1f}s"
+    assert len(ds["train"]) == 10_000 and ds["train"].inputs.shape == (10_000, 3, 32, 32)
+    assert len(np.unique(ds["train"].labels)) == ds.num_classes
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
