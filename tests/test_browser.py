@@ -535,6 +535,7 @@ class NotebookCase:
     expected: given the notebook folder, traces (name → (x, y)) the plot must show after the change, computed
               independently of the dashboard (from the results table with pandas); None: the kernel's figure.
     windowing: JupyterLab's notebook windowing mode (None: its default, what users get).
+    width:    the browser window's width in pixels (1280: a laptop; the file browser stays open).
     """
 
     notebook: str
@@ -542,18 +543,21 @@ class NotebookCase:
     option: str | None = None
     expected: Callable[[Path], dict[str, tuple[list[str], list[float]]]] | None = None
     windowing: str | None = None
+    width: int = 1280
 
     @property
     def id(self) -> str:
-        return self.notebook + (f"-{self.windowing}" if self.windowing else "")
+        return self.notebook + (f"-{self.windowing}" if self.windowing else "") + \
+            (f"-{self.width}px" if self.width != 1280 else "")
 
 
 CASES = [
     NotebookCase("01_quickstart.ipynb", control="measure", option="rankme"),
     NotebookCase("02_probing.ipynb", control="measure"),
     NotebookCase("05_layer_dashboard.ipynb", control="measure", option="rankme", expected=_layer_dashboard_expected),
-    # windowing "full": cells off screen are detached from the page, so a dashboard is drawn while detached
-    NotebookCase("05_layer_dashboard.ipynb", control="measure", option="rankme", windowing="full"),
+    # windowing "full": cells off screen are detached from the page, so a dashboard is drawn while detached; in a
+    # narrow window the plot must wrap under the controls instead of scrolling
+    NotebookCase("05_layer_dashboard.ipynb", control="measure", option="rankme", windowing="full", width=960),
     NotebookCase("06_pretraining_lab.ipynb", control="measure"),
     NotebookCase("07_saliency.ipynb", control="method"),
     NotebookCase("08_dashboards.ipynb", control="split", option="ood"),
@@ -591,7 +595,7 @@ def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path):
             sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM))
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page = browser.new_page(viewport={"width": case.width, "height": 800})
             open_and_run(page, lab, name, timeout_s=timeout_s)
             assert not error_outputs(page), error_outputs(page)
 
