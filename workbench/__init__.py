@@ -1,9 +1,8 @@
 """workbench: runs x checkpoints x layers as first-class objects for studying pretraining choices."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from . import data  # noqa: E402  (light: submodules load lazily)
+from . import data  # light: submodules load lazily
+from .version import __version__
 
 __all__ = ["__version__", "data", "Study"]
 

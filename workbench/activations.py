@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_positive_int
-from .data import Split
+from .data import Split, as_split
 from .models.inputs import call_model
 
-__all__ = ["extract", "Activations", "weights_hash", "POOLS"]
+__all__ = ["extract", "Activations", "weights_hash", "pool", "POOLS"]
 
 POOLS = ("mean", "spatial-mean", "cls", "last", "flatten")
 
@@ -104,23 +104,25 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _as_split(data: Any, split: str | None) -> Split:
-    from .data import Dataset
+def pool(out: torch.Tensor, how: str = "mean", *, layout: str = "sequence", attention_mask: torch.Tensor | None = None,
+         layer: str = "output") -> torch.Tensor:
+    """One layer's batch output ``out`` pooled to ``[B, D]``, as :func:`extract` pools it.
 
-    if isinstance(data, Split):
-        return data
-    if isinstance(data, Dataset):
-        if split is None:
-            raise ValueError(f"data is a Dataset with splits {list(data)}; pass split=... to choose one")
-        return data[split]
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
-        return Split(inputs=arr)
-    raise TypeError(f"data must be a workbench Split/Dataset, numpy array or torch tensor, got {type(data).__name__}")
+    ``how`` is one of :data:`POOLS` (the table in the module docstring); ``layout`` says whether a 3-D output is a
+    token ``"sequence"`` ``[B, T, D]`` (masked by ``attention_mask`` ``[B, T]``) or a ``"conv"`` map ``[B, C, L]``;
+    4-D outputs are conv maps. ``layer`` names the output in error messages.
+
+    >>> pool(torch.ones(2, 3, 4), "mean").shape
+    torch.Size([2, 4])
+    """
+    check_choice(how, POOLS, "how")
+    check_choice(layout, ("sequence", "conv"), "layout")
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor [batch, ...], got {type(out).__name__}")
+    return _pool(out, how, layout, attention_mask, layer)
 
 
 def _pool(out: torch.Tensor, pool: str, layout: str, mask: torch.Tensor | None, layer: str) -> torch.Tensor:
-    """Pool one layer's batch output to [B, D] (see the module docstring for the table)."""
     if out.ndim == 2:
         return out
     if out.ndim < 2:
@@ -176,7 +178,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
 
     check_choice(pool, POOLS, "pool")
     check_positive_int(batch_size, "batch_size")
-    the_split = _as_split(data, split)
+    the_split = as_split(data, split)
     n = len(the_split)
     if n == 0:
         raise ValueError("data has no examples")

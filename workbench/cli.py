@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:

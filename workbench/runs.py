@@ -467,7 +467,7 @@ class RunStore:
             _write_json(run.path / "config.json", config.to_dict())
         meta = run.meta
         if not meta:
-            from . import __version__
+            from .version import __version__
 
             meta = {"created": _now(), "workbench_version": __version__}
         if name is not None and meta.get("name") != name:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from .dataset import KINDS, Dataset, Split
+from .dataset import KINDS, Dataset, Split, as_split
 
-__all__ = ["load", "available", "register", "Dataset", "Split", "KINDS"]
+__all__ = ["load", "available", "register", "Dataset", "Split", "KINDS", "as_split"]
 
 # name -> "module:function"; modules are imported on first use so `import workbench` stays fast.
 _BUILTIN: dict[str, str] = {

@@ -30,7 +30,7 @@ import numpy as np
 
 KINDS = ("image", "signal", "tokens", "text", "vectors")
 
-__all__ = ["Dataset", "Split", "KINDS"]
+__all__ = ["Dataset", "Split", "KINDS", "as_split"]
 
 
 def _hash_array(h: "hashlib._Hash", name: str, arr: np.ndarray | None) -> None:
@@ -148,3 +148,19 @@ class Dataset(Mapping[str, Split]):
         factors = list(self.factor_info) or "none"
         return (f"Dataset({self.name!r}, kind={self.kind!r}, splits[{sizes}], input_shape={self.input_shape}, "
                 f"classes={self.num_classes}, factors={factors})")
+
+
+def as_split(data: Any, split: str | None = None) -> Split:
+    """The :class:`Split` that ``data`` names: a Split itself, ``data[split]`` of a :class:`Dataset`, or a numpy
+    array / torch tensor of inputs (wrapped as an unlabelled Split)."""
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, Dataset):
+        if split is None:
+            raise ValueError(f"data is a Dataset with splits {list(data)}; pass split=... to choose one")
+        return data[split]
+    if hasattr(data, "detach") and hasattr(data, "numpy"):  # a torch tensor (data does not import torch)
+        data = data.detach().cpu().numpy()
+    if isinstance(data, np.ndarray):
+        return Split(inputs=data)
+    raise TypeError(f"data must be a workbench Split/Dataset, numpy array or torch tensor, got {type(data).__name__}")

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..train.objectives import _device_of as device_of  # where a model's parameters live (CPU if none)
+from ..models import device_of
 
 __all__ = ["LossFn", "run_loss", "objective_loss", "cross_entropy_loss", "over_checkpoints", "LAYER_COLUMNS"]
 

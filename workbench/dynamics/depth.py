@@ -33,11 +33,12 @@ def layer_outputs(model: nn.Module, data: Any, *, layers: Any = None, split: str
     """
     import numpy as np
 
-    from ..activations import _as_split, extract
+    from ..activations import extract
+    from ..data import as_split
 
     check_model(model)
     check_choice(position, POSITIONS, "position")
-    the_split = _as_split(data, split)
+    the_split = as_split(data, split)
     acts = extract(model, the_split, layers=layers, pool="flatten", batch_size=batch_size)
     x = the_split.inputs
     tokens = x.dtype != object and x.ndim == 2 and np.issubdtype(x.dtype, np.integer)

@@ -32,12 +32,12 @@ def layer_grad_norms(model: nn.Module, loss: LossFn, *, layers: Any = None) -> p
     DataFrame ``layer, layer_index, measure ("grad_norm"), value``.
     """
     from ..models import select_layers
-    from ..train.recorders import _param_groups
+    from ..models import param_groups
 
     check_model(model)
     check_loss(loss)
     chosen = select_layers(model, layers)
-    groups = {name: params for name, params in _param_groups(model).items() if name in chosen and params}
+    groups = {name: params for name, params in param_groups(model).items() if name in chosen and params}
     if not groups:
         raise ValueError(f"none of the layers {list(chosen)} has trainable parameters; choose other layers "
                          f"(probe points: {list(layer_order(model))})")

@@ -10,30 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_choice, check_labels, check_positive_int
-from ._common import device_of, eval_mode, math_attention, trainable
+from ..models import device_of, predict
+from ..train.recorders import el2n  # defined where the el2n recorder uses it
+from ._common import eval_mode, math_attention, trainable
 
 __all__ = ["el2n", "el2n_scores", "grand_scores"]
 
 SCORE_COLUMNS = ["example", "measure", "value", "std", "n_models"]
-
-
-def el2n(logits: Any, labels: Any) -> np.ndarray:
-    """EL2N score per example: ``‖softmax(f(x)) − onehot(y)‖₂`` (Paul et al. 2021, "Deep learning on a data
-    diet: finding important examples early in training"), in float64.
-
-    ``logits`` ``[N, C]`` (array or tensor), ``labels`` ``[N]`` class ids in ``0 .. C−1``.
-    """
-    z = torch.as_tensor(np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits),
-                        dtype=torch.float64)
-    if z.ndim != 2:
-        raise ValueError(f"logits must be [N, C] classifier outputs, got shape {tuple(z.shape)}")
-    y = torch.as_tensor(check_labels(labels, "labels", min_classes=1))
-    if len(y) != len(z):
-        raise ValueError(f"labels has {len(y)} entries but logits has {len(z)} rows; pass one label per example")
-    if int(y.min()) < 0 or int(y.max()) >= z.shape[1]:
-        raise ValueError(f"labels must be class ids in 0..{z.shape[1] - 1} (logits have {z.shape[1]} columns), "
-                         f"got range {int(y.min())}..{int(y.max())}")
-    return (torch.softmax(z, dim=1) - F.one_hot(y, z.shape[1]).double()).norm(dim=1).numpy()
 
 
 def _models(models: Any, step: Any) -> list[nn.Module]:
@@ -58,9 +41,9 @@ def _models(models: Any, step: Any) -> list[nn.Module]:
 
 
 def _split_and_labels(data: Any, split: str | None, labels: Any):
-    from ..activations import _as_split
+    from ..data import as_split
 
-    the_split = _as_split(data, split)
+    the_split = as_split(data, split)
     y = the_split.labels if labels is None else labels
     if y is None:
         raise ValueError("the data has no labels; pass labels=... (e.g. the noisy labels the runs trained on)")
@@ -94,8 +77,6 @@ def el2n_scores(models: Any, data: Any, *, labels: Any = None, split: str | None
     DataFrame ``example, measure ("el2n"), value`` (mean over models), ``std`` (over models, ddof 1; NaN
     for one model), ``n_models``.
     """
-    from ..train.trainer import predict
-
     the_split, y = _split_and_labels(data, split, labels)
     check_positive_int(batch_size, "batch_size")
     scores = [el2n(predict(m, the_split, batch_size, device_of(m)), y) for m in _models(models, step)]

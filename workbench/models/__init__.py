@@ -15,11 +15,13 @@ from typing import Any, Callable
 from torch import nn
 
 from .builders import BUILDERS, CNN, MLP, Transformer, ViT
-from .layers import get_module, probe_points, select_layers
+from .inputs import call_model, device_of, model_inputs, predict
+from .layers import get_module, param_groups, probe_points, select_layers
 from .loading import HFModel, load, save
 
 __all__ = ["build", "available", "register", "probe_points", "select_layers", "get_module", "load", "save",
-           "HFModel", "MLP", "CNN", "ViT", "Transformer"]
+           "HFModel", "MLP", "CNN", "ViT", "Transformer",
+           "param_groups", "device_of", "predict", "model_inputs", "call_model"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = dict(BUILDERS)
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["model_inputs", "call_model"]
+__all__ = ["model_inputs", "call_model", "device_of", "predict"]
 
 
 def model_inputs(model: nn.Module, split: Any, index: Any, device: torch.device | str) -> tuple[tuple, dict]:
@@ -36,3 +36,25 @@ def model_inputs(model: nn.Module, split: Any, index: Any, device: torch.device 
 def call_model(model: nn.Module, split: Any, index: Any, device: torch.device | str) -> Any:
     args, kwargs = model_inputs(model, split, index, device)
     return model(*args, **kwargs)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (CPU for a model without parameters)."""
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Any, batch_size: int = 512, device: torch.device | str | None = None
+            ) -> torch.Tensor:
+    """Outputs (logits) for every example of ``split``, in eval mode (restored afterwards), on the CPU in float32.
+    ``device`` defaults to where the model lives."""
+    device = device_of(model) if device is None else device
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [call_model(model, split, slice(i, i + batch_size), device).float().cpu()
+                for i in range(0, len(split), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from torch import nn
 
-__all__ = ["probe_points", "select_layers", "get_module"]
+__all__ = ["probe_points", "select_layers", "get_module", "param_groups"]
 
 
 def _check_model(model: object) -> None:
@@ -74,6 +74,13 @@ def probe_points(model: nn.Module) -> dict[str, str]:
             raise TypeError(f"{type(model).__name__}.probe_points entries must be strings, got {name!r}: {path!r}")
         get_module(model, path)  # fail early, naming the bad path
     return points
+
+
+def param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters of each probe point's module, ``{probe point: [parameters]}`` (what per-layer
+    gradient norms are computed over)."""
+    return {name: [p for p in get_module(model, path).parameters() if p.requires_grad]
+            for name, path in probe_points(model).items()}
 
 
 def _listing(points: dict[str, str]) -> str:

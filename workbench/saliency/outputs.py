@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice
-from ..activations import _pool
+from .. import activations
 
 __all__ = ["pooled", "cosine_to", "linear_head"]
 
@@ -28,7 +28,7 @@ def _pool_output(out: torch.Tensor, pool: str, attention_mask: torch.Tensor | No
     if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3):
         desc = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"expected a model output [N, D] or [N, T, D] to pool, got {desc}")
-    return _pool(out, pool, "sequence", attention_mask, "output") if out.dim() == 3 else out
+    return activations.pool(out, pool, attention_mask=attention_mask) if out.dim() == 3 else out
 
 
 def pooled(pool: str = "mean") -> Callable[..., torch.Tensor]:

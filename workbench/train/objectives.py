@@ -92,6 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models import device_of
 from ..runs import CONTRASTIVE, OBJECTIVES, RunConfig
 from .augment import make_augment
 
@@ -139,14 +140,9 @@ def _call(model: nn.Module, batch_inputs: torch.Tensor, attention_mask: torch.Te
     return model(batch_inputs) if attention_mask is None else model(batch_inputs, attention_mask=attention_mask)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _example_inputs(dataset, model: nn.Module, n: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
     split = dataset["train"]
-    device = _device_of(model)
+    device = device_of(model)
     x = split.inputs[:n]
     if np.issubdtype(np.asarray(x).dtype, np.integer):
         mask = None if split.attention_mask is None else torch.as_tensor(split.attention_mask[:n], device=device)
@@ -416,7 +412,7 @@ class _JointEmbedding(Objective):
         super().__init__(config, dataset, model)
         in_dim = representation_dim(model, dataset)
         self.projector = make_projector(config.projector, in_dim, config.embed_dim, config.projector_depth)
-        self.projector.to(_device_of(model))
+        self.projector.to(device_of(model))
         self.out_dim = _projector_width(config.projector, in_dim, config.embed_dim)
 
     def _embed_views(self, model, batch) -> torch.Tensor:
@@ -496,7 +492,7 @@ class _Reconstruction(Objective):
         in_dim = representation_dim(model, dataset)
         hidden = max(self.decoder_hidden, in_dim)
         self.decoder = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(),
-                                     nn.Linear(hidden, math.prod(self.input_shape))).to(_device_of(model))
+                                     nn.Linear(hidden, math.prod(self.input_shape))).to(device_of(model))
 
     def reconstruct(self, model, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(representation(model, x)).view(len(x), *self.input_shape)
@@ -590,7 +586,7 @@ class MLM(Objective):
             warnings.warn(f"dataset {dataset.name!r} has no mask token (options['mask_id'] or '<mask>'/'[MASK]' "
                           "in its vocab); MLM replaces the 80% share by random tokens instead", stacklevel=3)
         replace = sorted(set(range(vocab_size)) - set(special))
-        device = _device_of(model)
+        device = device_of(model)
         self.register_buffer("special_ids", torch.tensor(special, dtype=torch.long, device=device), persistent=False)
         self.register_buffer("replace_ids", torch.tensor(replace, dtype=torch.long, device=device), persistent=False)
 
@@ -669,7 +665,7 @@ def _fresh_copy(model: nn.Module, init_scale: float) -> nn.Module:
             for p in fresh.parameters():
                 if p.dim() >= 2:
                     p.mul_(init_scale)
-    return fresh.to(_device_of(model))
+    return fresh.to(device_of(model))
 
 
 class Distill(Objective):
@@ -683,7 +679,7 @@ class Distill(Objective):
     def __init__(self, config, dataset, model):
         super().__init__(config, dataset, model)
         in_dim = representation_dim(model, dataset)
-        device = _device_of(model)
+        device = device_of(model)
         self.head = DinoHead(in_dim, config.projector, config.projector_depth, config.embed_dim,
                              self.out_dim).to(device)
         self.teacher = _fresh_copy(model, config.init_scale)

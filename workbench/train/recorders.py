@@ -33,19 +33,35 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Recorders", "PROBE_SET_SIZE", "N_EIGS"]
+from .._validation import check_labels
+from ..models import param_groups, predict
+
+__all__ = ["Recorders", "el2n", "PROBE_SET_SIZE", "N_EIGS"]
 
 PROBE_SET_SIZE = 512
 N_EIGS = 16
 
 
-def _param_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    from ..models import get_module, probe_points
+def el2n(logits: Any, labels: Any) -> np.ndarray:
+    """EL2N score per example: ``‖softmax(f(x)) − onehot(y)‖₂`` (Paul et al. 2021, "Deep learning on a data
+    diet: finding important examples early in training"), in float64.
 
-    return {name: [p for p in get_module(model, path).parameters() if p.requires_grad]
-            for name, path in probe_points(model).items()}
+    ``logits`` ``[N, C]`` (array or tensor), ``labels`` ``[N]`` class ids in ``0 .. C−1``.
+    """
+    z = torch.as_tensor(np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits),
+                        dtype=torch.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits must be [N, C] classifier outputs, got shape {tuple(z.shape)}")
+    y = torch.as_tensor(check_labels(labels, "labels", min_classes=1))
+    if len(y) != len(z):
+        raise ValueError(f"labels has {len(y)} entries but logits has {len(z)} rows; pass one label per example")
+    if int(y.min()) < 0 or int(y.max()) >= z.shape[1]:
+        raise ValueError(f"labels must be class ids in 0..{z.shape[1] - 1} (logits have {z.shape[1]} columns), "
+                         f"got range {int(y.min())}..{int(y.max())}")
+    return (torch.softmax(z, dim=1) - F.one_hot(y, z.shape[1]).double()).norm(dim=1).numpy()
 
 
 class Recorders:
@@ -85,7 +101,7 @@ class Recorders:
         if not logged:
             return rows
         if "grad_norm" in self.names:
-            for name, params in _param_groups(self.model).items():
+            for name, params in param_groups(self.model).items():
                 grads = [p.grad.detach().double().square().sum() for p in params if p.grad is not None]
                 if grads:
                     rows.append({"step": step, "metric": "grad_norm", "split": "train_batch", "layer": name,
@@ -135,7 +151,6 @@ class Recorders:
         return rows
 
     def _train_logits(self) -> torch.Tensor:
-        from .trainer import predict
 
         return predict(self.model, self.dataset["train"], device=self.device)
 
@@ -151,7 +166,6 @@ class Recorders:
         ]
 
     def _el2n(self, step: int, run: Any) -> list[dict[str, Any]]:
-        from ..dynamics import el2n  # noqa: PLC0415 - dynamics imports this module
 
         scores = el2n(self._train_logits(), self.labels)
         run.save_artifact(f"el2n_{step:08d}", scores=scores)

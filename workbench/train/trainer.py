@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import data as wb_data
-from ..models.inputs import call_model, model_inputs
+from ..models.inputs import model_inputs, predict
 from ..runs import Run, RunConfig, RunStore, checkpoint_schedule
 from .noise import label_noise
 
@@ -93,20 +93,6 @@ def lr_factor(config: RunConfig, step: int) -> float:
         return 1.0
     span = max(config.steps - config.warmup, 1)
     return 0.5 * (1.0 + float(np.cos(np.pi * min(step - config.warmup, span) / span)))
-
-
-@torch.no_grad()
-def predict(model: nn.Module, split: wb_data.Split, batch_size: int = 512,
-            device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits for every example of ``split`` (eval mode, restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [call_model(model, split, slice(i, i + batch_size), device).float().cpu()
-                for i in range(0, len(split), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
 
 
 def evaluate_accuracy(model: nn.Module, split: wb_data.Split, labels: np.ndarray | None = None,
