@@ -33,6 +33,12 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     proc, first = _demo(tmp_path / "a", store)
     out = tmp_path / "a"
     html = (out / "report.html").read_text()
+    # the results table names each row's run and layer (the index was dropped before)
+    section = html[html.index('<section id="table">'):]
+    header = re.findall(r"<th>(.*?)</th>", section[:section.index("</thead>")])
+    assert header[:2] == ["run", "layer"], header
+    cells = re.findall(r"<td>(.*?)</td>", section)
+    assert {"clean", "noise-30%", "random-init", "stage3"} <= set(cells)
     assert html.count("<script") >= 2 and not re.search(r'<script[^>]+src=["\']https?://', html)  # offline
     res = pd.read_csv(out / "results.csv")
     assert set(res.columns) >= {"run", "step", "layer", "layer_index", "measure", "split", "value"}

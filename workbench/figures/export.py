@@ -336,6 +336,8 @@ def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str =
     if table is not None:
         if not isinstance(table, pd.DataFrame):
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+        if any(name is not None for name in table.index.names):  # a labelled index (run, layer, …) is data
+            table = table.reset_index()
         parts += ['<section id="table">', f"<h2>{html.escape(table_title)}</h2>",
                   table.to_html(index=False, classes="results", border=0, na_rep="",
                                 float_format=lambda v: f"{v:.4g}"), "</section>"]
