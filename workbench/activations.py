@@ -40,9 +40,12 @@ from ._validation import check_choice, check_positive_int
 from .data import Split, as_split
 from .models.inputs import call_model
 
-__all__ = ["extract", "Activations", "weights_hash", "pool", "POOLS"]
+__all__ = ["extract", "Activations", "as_layers", "weights_hash", "pool", "POOLS", "SINGLE_LAYER"]
 
 POOLS = ("mean", "spatial-mean", "cls", "last", "flatten")
+
+#: the layer name a bare array gets when a function that works per layer is given one array
+SINGLE_LAYER = "features"
 
 
 class Activations(Mapping[str, torch.Tensor]):
@@ -92,6 +95,29 @@ class Activations(Mapping[str, torch.Tensor]):
     def __repr__(self) -> str:
         dims = {k: self.shape(k) for k in self._layers}
         return f"Activations(n={self.n}, layers={dims}, on_disk={not isinstance(next(iter(self._layers.values())), torch.Tensor)})"
+
+
+def as_layers(x: Any, name: str) -> tuple[Mapping[str, Any], bool]:
+    """The one data-first convention: ``x`` as an ordered mapping layer name → ``[N, D]`` data, and whether
+    ``x`` was a mapping.
+
+    An :class:`Activations`, a dict or any mapping is returned as it is (spilled layers stay on disk until
+    read); a single array or tensor becomes the one layer :data:`SINGLE_LAYER`. Every per-layer function
+    (probes, ``*_matrix``, tables) accepts these alike.
+
+    >>> import numpy as np
+    >>> layers, was_mapping = as_layers(np.zeros((4, 2)), "x")
+    >>> list(layers), was_mapping
+    (['features'], False)
+    """
+    if isinstance(x, Mapping):
+        if len(x) == 0:
+            raise ValueError(f"{name} is an empty mapping; pass at least one layer")
+        return x, True
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be an array, a tensor, an Activations or a mapping layer -> [N, D] array, "
+                        f"got {type(x).__name__}")
+    return {SINGLE_LAYER: x}, False
 
 
 def weights_hash(model: nn.Module) -> str:
