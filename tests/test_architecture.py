@@ -22,6 +22,7 @@ LAYERS = [
     {"probing", "similarity", "spectrum", "transfer"},  # the measures: pure functions of arrays
     {"train"},
     {"dynamics", "saliency"},  # analyses of models and checkpoints
+    {"measures"},  # the registry: every measure above, by name
     {"study"},
     {"figures"},
     {"studies", "demo"},

@@ -1,6 +1,8 @@
 """Input checks shared by every stage. Each error names the argument and says what to do."""
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from typing import Any, Iterable, Mapping
 
@@ -8,7 +10,7 @@ import numpy as np
 import torch
 
 __all__ = ["as_2d_float", "as_2d_tensor", "check_finite", "check_same_length", "check_choice", "check_labels",
-           "check_fraction", "check_positive_int"]
+           "check_fraction", "check_positive_int", "declare", "Rule", "Interval", "Options", "Flag", "Instance", "Data"]
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -153,3 +155,207 @@ def check_layers_and_measures(acts: Any, measures: Any, choices: Iterable[str]) 
     for m in measures:
         check_choice(m, choices, "measures")
     return measures
+
+
+# ------------------------------------------------------------------------------------ declared parameters
+# In the spirit of scikit-learn's ``_param_validation``: a public function declares a rule per parameter with
+# :func:`declare`; the options are checked on every call (before the body runs) with the wording of the
+# checks above, and the data rules tell the generated bad-input tests (tests/test_params.py) what valid and
+# invalid data look like (the function body checks the data itself, so nothing is copied twice).
+class Rule:
+    """A declared parameter rule: ``check`` raises on a bad value; ``example``/``invalid`` feed the tests."""
+
+    def check(self, value: Any, name: str) -> None:
+        pass
+
+    def example(self) -> Any:
+        raise NotImplementedError
+
+    def invalid(self) -> list[Any]:
+        return []
+
+
+class Interval(Rule):
+    """A number of ``kind`` (``int`` or ``float``) in an interval; ``None`` allowed with ``none=True``.
+
+    ``closed`` is one of "both", "left", "right", "neither" (which ends belong to the interval).
+    """
+
+    def __init__(self, kind: type, low: float | None = None, high: float | None = None, *, closed: str = "both",
+                 none: bool = False):
+        check_choice(kind, (int, float), "kind")
+        check_choice(closed, ("both", "left", "right", "neither"), "closed")
+        self.kind, self.low, self.high, self.closed, self.none = kind, low, high, closed, none
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        lo_in, hi_in = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if self.low is not None and self.high is not None:
+            rng = f" in {'[' if lo_in else '('}{self.low}, {self.high}{']' if hi_in else ')'}"
+        elif self.low is not None:
+            rng = f" {'>=' if lo_in else '>'} {self.low}"
+        elif self.high is not None:
+            rng = f" {'<=' if hi_in else '<'} {self.high}"
+        else:
+            rng = ""
+        return what + rng + (" or None" if self.none else "")
+
+    def check(self, value: Any, name: str) -> None:
+        if value is None and self.none:
+            return
+        ok_type = numbers.Integral if self.kind is int else numbers.Real
+        if not isinstance(value, ok_type) or isinstance(value, bool):
+            raise TypeError(f"{name} must be {self.describe()}, got {type(value).__name__}")
+        v = float(value)
+        lo_in, hi_in = self.closed in ("both", "left"), self.closed in ("both", "right")
+        if not np.isfinite(v) or (self.low is not None and (v < self.low or (v == self.low and not lo_in))) or \
+                (self.high is not None and (v > self.high or (v == self.high and not hi_in))):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def example(self) -> Any:
+        if self.low is not None and self.high is not None:
+            mid = (self.low + self.high) / 2
+            return int(np.ceil(mid)) if self.kind is int else mid
+        if self.low is not None:
+            return self.kind(self.low + 1)
+        if self.high is not None:
+            return self.kind(self.high - 1)
+        return self.kind(1)
+
+    def invalid(self) -> list[Any]:
+        out: list[Any] = ["1"]
+        if self.low is not None:
+            out.append(self.kind(self.low - 1) if self.kind is int else self.low - 0.5)
+        if self.high is not None:
+            out.append(self.kind(self.high + 1) if self.kind is int else self.high + 0.5)
+        if self.kind is int:
+            out.append(1.5)
+        if not self.none:
+            out.append(None)
+        return out
+
+
+class Options(Rule):
+    """One of a fixed set of values (strings); ``None`` allowed with ``none=True``."""
+
+    def __init__(self, *values: Any, none: bool = False):
+        self.values, self.none = list(values), none
+
+    def check(self, value: Any, name: str) -> None:
+        if value is None and self.none:
+            return
+        check_choice(value, self.values, name)
+
+    def example(self) -> Any:
+        return self.values[0]
+
+    def invalid(self) -> list[Any]:
+        return ["<not-an-option>"]
+
+
+class Instance(Rule):
+    """An instance of one of ``types`` (e.g. ``Instance(str)``, ``Instance(Mapping, none=True)``)."""
+
+    def __init__(self, *types: type, none: bool = False, example: Any = None):
+        self.types, self.none, self._example = types, none, example
+
+    def describe(self) -> str:
+        names = " or ".join(t.__name__ for t in self.types)
+        return f"a {names}" + (" or None" if self.none else "")
+
+    def check(self, value: Any, name: str) -> None:
+        if value is None and self.none:
+            return
+        if not isinstance(value, self.types) or (bool not in self.types and isinstance(value, bool)):
+            raise TypeError(f"{name} must be {self.describe()}, got {type(value).__name__}")
+
+    def example(self) -> Any:
+        if self._example is not None:
+            return self._example
+        return {str: "label", dict: {}, tuple: (), list: []}.get(self.types[0], None)
+
+    def invalid(self) -> list[Any]:
+        return [object()] + ([] if self.none else [None])
+
+
+class Flag(Rule):
+    """True or False (numpy booleans included)."""
+
+    def check(self, value: Any, name: str) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+    def example(self) -> Any:
+        return True
+
+    def invalid(self) -> list[Any]:
+        return ["yes", None]
+
+
+class Data(Rule):
+    """A data argument, checked by the function body (the declaration says what valid and bad data are).
+
+    ``kind``: "x" (a [N, D] array), "layers" (an array, tensor, Activations or layer mapping), "labels"
+    (integer class ids of the N rows), "any" (checked by the body, no generated bad cases). ``example``: a
+    valid value (or a function of no arguments making one) where the kind's default does not fit; ``bad``:
+    invalid values for the generated tests in place of the kind's defaults.
+    """
+
+    N, D, CLASSES = 48, 6, 3
+
+    def __init__(self, kind: str = "x", *, none: bool = False, example: Any = None, bad: list[Any] | None = None):
+        check_choice(kind, ("x", "layers", "labels", "any"), "kind")
+        self.kind, self.none, self._example, self._bad = kind, none, example, bad
+
+    def example(self) -> Any:
+        if self._example is not None:
+            return self._example() if callable(self._example) else self._example
+        rng = np.random.default_rng(0)
+        if self.kind == "labels":
+            return np.arange(self.N) % self.CLASSES
+        x = rng.normal(size=(self.N, self.D)) + np.repeat(np.eye(self.CLASSES, self.D), self.N // self.CLASSES, 0)
+        return {"l0": x, "l1": np.tanh(x @ rng.normal(size=(self.D, self.D)))} if self.kind == "layers" else x
+
+    def invalid(self) -> list[Any]:
+        if self._bad is not None:
+            return list(self._bad)
+        if self.kind == "labels":
+            return [np.zeros(self.N, dtype=np.int64)[:, None], np.arange(self.N - 1) % self.CLASSES]
+        if self.kind in ("x", "layers"):
+            bad = self.example() if self.kind == "x" else self.example()["l0"]
+            nan = bad.copy()
+            nan[0, 0] = np.nan
+            return [bad[:, 0], nan, "features"]
+        return []
+
+
+def declare(**rules: Rule):
+    """Declare a rule per parameter of a public function; the non-data rules are checked on every call.
+
+    >>> @declare(k=Interval(int, 1), how=Options("mean", "max"))
+    ... def f(x, *, k=1, how="mean"):
+    ...     return k
+    >>> f(None, k=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: k must be an integer >= 1, got 0
+    """
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        unknown = sorted(set(rules) - set(sig.parameters))
+        if unknown:
+            raise TypeError(f"declare: {fn.__qualname__} has no parameter(s) {unknown}")
+        checked = {k: r for k, r in rules.items() if not isinstance(r, Data)}
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if checked:
+                for name, value in sig.bind_partial(*args, **kwargs).arguments.items():
+                    rule = checked.get(name)
+                    if rule is not None:
+                        rule.check(value, name)
+            return fn(*args, **kwargs)
+
+        wrapper.__declared__ = dict(rules)
+        return wrapper
+    return decorate
