@@ -190,7 +190,7 @@ def run_ours_minibatch(xa: torch.Tensor, xb: torch.Tensor, names_a, names_b, wid
         bb = xb[s:s + batch_size].to(device)
         acc.update(dict(zip(names_a, torch.split(ba, widths_a, dim=1))),
                    dict(zip(names_b, torch.split(bb, widths_b, dim=1))))
-    return acc.result("matrix").to_numpy()
+    return acc.result(output="matrix").to_numpy()
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -51,7 +51,7 @@ import pandas as pd, ipywidgets as W
 from IPython.display import display, clear_output
 from workbench import figures
 from workbench.dashboards import LayerDashboard
-frame = pd.read_csv("data/demo_results.csv").drop(columns="step")
+frame = pd.read_csv("data/demo_results.csv")  # the results schema; step="latest": each run's final checkpoint
 dash = LayerDashboard(frame, measure="probe_accuracy", split="test", baseline="random-init")
 dash
 """

@@ -104,7 +104,7 @@ def ours(train: dict, y: np.ndarray, test: dict, y_test: np.ndarray, device: str
     if device == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    acc = df[(df.split == "test") & (df.metric == "accuracy")].set_index("layer")
+    acc = df[(df.split == "test") & (df.measure == "accuracy")].set_index("layer")
     return seconds, cpu_seconds, {k: {"C": float(acc.loc[k, "C"]), "test_accuracy": float(acc.loc[k, "value"])}
                                   for k in train}
 

@@ -94,7 +94,7 @@ def test_single_batch_torch_cka_is_debiased_cka(stacks):
     a, b = stacks
     peer = run_torch_cka(a, b, batch_size=96)
     np.testing.assert_allclose(cka_matrix(a, b, debiased=True, output="matrix").to_numpy(), peer, rtol=1e-6)
-    np.testing.assert_allclose(MinibatchCKA().update(a, b).result("matrix").to_numpy(), peer, rtol=1e-6)
+    np.testing.assert_allclose(MinibatchCKA().update(a, b).result(output="matrix").to_numpy(), peer, rtol=1e-6)
     # and it is not the biased estimator (which is what cka_matrix returns by default)
     assert np.abs(cka_matrix(a, b, output="matrix").to_numpy() - peer).max() > 1e-3
 
@@ -118,7 +118,11 @@ def test_golden_values_all_entry_points(demo_data):
         assert mat.iloc[0, 0] == pytest.approx(value, abs=5e-6)
         sym = cka_matrix({"x": x, "y": y}, kernel=kernel, debiased=debiased, output="matrix")
         assert sym.loc["x", "y"] == pytest.approx(value, abs=5e-6)
+        bare = cka_matrix(x, y, kernel=kernel, debiased=debiased)  # bare arrays: the one layer "features"
+        assert bare[["layer", "layer_b"]].values.tolist() == [["features", "features"]]
+        assert bare["value"].iloc[0] == pytest.approx(value, abs=5e-6)
         assert sym.loc["y", "x"] == pytest.approx(value, abs=5e-6)
     # minibatch CKA with one batch of all 100 examples is debiased CKA
-    assert MinibatchCKA().update({"x": x}, {"y": y}).result("matrix").iloc[0, 0] == pytest.approx(0.51346, abs=5e-6)
+    one_batch = MinibatchCKA().update({"x": x}, {"y": y}).result(output="matrix")
+    assert one_batch.iloc[0, 0] == pytest.approx(0.51346, abs=5e-6)
     assert run_torch_cka({"x": x}, {"y": y}, batch_size=100)[0, 0] == pytest.approx(0.51346, abs=5e-6)

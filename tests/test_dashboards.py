@@ -160,7 +160,7 @@ def test_bad_selection_is_refused(results):
         dash.select(split="val")
     with pytest.raises(ValueError, match="unknown layer"):
         dash.select(layer="conv9")
-    with pytest.raises(ValueError, match="lack column"):
+    with pytest.raises(ValueError, match=r"LayerDashboard\(results\) is missing column\(s\) \['layer_index'\]"):
         LayerDashboard(results.drop(columns="layer_index"))
 
 

@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 from workbench.dashboards import PretrainingLab, TrainingJob  # noqa: E402
+from workbench.results import COLUMNS  # noqa: E402
 from workbench.runs import RunStore  # noqa: E402
 
 TINY = dict(dataset="gaussian-mixture", dataset_options={"n_train": 96, "n_test": 48, "n_ood": 48, "dim": 8},
@@ -28,10 +29,17 @@ def test_lab_trains_in_background_and_lists_the_run(tmp_path):
     assert run.config.model_options == {"hidden": [16]} and run.config.steps == 30
     # the curve is the trainer's logged training-batch loss, step by step
     hist = run.history()
-    logged = hist[(hist.metric == "loss") & (hist.split == "train_batch")]
+    logged = hist[(hist.measure == "loss") & (hist.split == "train_batch")]
     curve = lab.figure.data[0]
     assert list(curve.x) == logged.step.astype(float).tolist()
     np.testing.assert_allclose(curve.y, logged.value, rtol=1e-6)
+    # current_frame: the live loss drawn, in the results schema
+    frame = lab.current_frame()
+    assert list(frame.columns) == list(COLUMNS) and set(frame.run) == {"tiny"} and set(frame.measure) == {"loss"}
+    assert frame.step.tolist() == logged.step.tolist()
+    np.testing.assert_allclose(frame.value, logged.value, rtol=1e-6)
+    live = job.history()
+    assert list(live.columns) == list(COLUMNS) and set(live.split) == {"train_batch"}
     assert lab.progress.value == 30 and lab.progress.bar_style == "success"
     assert "done" in lab.status.value and "tiny" in lab.runs_html.value
     assert lab.runs().set_index("name").loc["tiny", "state"] == "done"
@@ -84,3 +92,25 @@ def test_invalid_choices_are_refused_by_name(tmp_path):
     assert "label_noise" in lab.status.value and lab.job is None
     cfg = lab.config(model="mlp", norm="layer", augment=["noise"], temperature=0.5, label_noise=0.0)
     assert cfg.model_options["norm"] == "layer" and cfg.augment == ("noise",) and cfg.temperature == 0.5
+    with pytest.raises(ValueError, match="run='nope'"):
+        lab.select(run="nope")
+    with pytest.raises(ValueError, match="unknown choice"):
+        lab.select(colour="red")
+
+
+def test_select_shows_a_stored_run_and_loads_its_choices(tmp_path):
+    store = RunStore(tmp_path)
+    lab = PretrainingLab(store, TINY)
+    lab.start(name="first", seed=4, label_noise=0.1)
+    assert lab.wait(120) == "done"
+    lab.select(seed=0, label_noise=0.0)  # choices alone: the widgets change, the drawn run stays
+    assert lab.controls["seed"].value == 0 and lab.config().seed == 0
+    lab.select(run="first")
+    assert lab.config() == store.get("first").config  # its choices are in the widgets: Start would reuse it
+    hist = store.get("first").history()
+    loss = hist[(hist.measure == "loss") & (hist.split == "train_batch")]
+    np.testing.assert_allclose(lab.current_frame().value, loss.value)
+    np.testing.assert_allclose(lab.figure.data[0].y, loss.value, rtol=1e-6)
+    assert lab.plotted_data()["step"].tolist() == loss.step.astype(float).tolist()
+    lab.select(run="first", steps=60)  # the run, then a choice on top of it
+    assert lab.config().steps == 60 and lab.config().seed == 4

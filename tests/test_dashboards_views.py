@@ -13,6 +13,7 @@ from workbench import figures  # noqa: E402
 from workbench.activations import Activations  # noqa: E402
 from workbench.dashboards import (EmbeddingExplorer, ProbeDashboard, SaliencyDashboard,  # noqa: E402
                                   SimilarityDashboard, SpectrumDashboard, StudyDashboard, combine, spectrum_frames)
+from workbench.results import COLUMNS, tidy
 
 LAYERS = ["conv1", "conv2", "fc"]
 RUNS = ["supervised", "simclr", "random-init"]
@@ -36,16 +37,17 @@ def probes() -> pd.DataFrame:
                         task = round(0.3 + 0.1 * i + 0.02 * r + (0.05 if step == 1000 else 0)
                                      - (0.1 if split == "ood" else 0) + (0.2 if target == "colour" else 0), 6)
                         ctrl = round(0.2 + 0.01 * i, 6)
-                        for metric, v in (("task_accuracy", task), ("control_accuracy", ctrl),
-                                          ("selectivity", round(task - ctrl, 6))):
-                            rows.append(dict(run=run, step=step, layer=layer, probe="logistic", target=target,
-                                             split=split, metric=metric, value=v, ci_low=v - 0.01, ci_high=v + 0.01))
-    df = pd.DataFrame(rows).iloc[::-1].reset_index(drop=True)  # reversed: order must come from layer_index
-    return df.assign(layer_index=df.layer.map({l: i for i, l in enumerate(LAYERS)}))
+                        for measure, v in (("task_accuracy", task), ("control_accuracy", ctrl),
+                                           ("selectivity", round(task - ctrl, 6))):
+                            rows.append(dict(run=run, step=step, layer=layer, layer_index=i, measure=measure,
+                                             split=split, value=v, ci_low=v - 0.01, ci_high=v + 0.01, target=target,
+                                             method="logistic"))
+    return tidy(rows[::-1])  # reversed: order must come from layer_index
 
 
-def _probe_expected(df, run, metric="task_accuracy", split="test", target="label", step=1000):
-    sub = df[(df.run == run) & (df.metric == metric) & (df.split == split) & (df.target == target) & (df.step == step)]
+def _probe_expected(df, run, measure="task_accuracy", split="test", target="label", step=1000):
+    sub = df[(df.run == run) & (df.measure == measure) & (df.split == split) & (df.target == target)
+             & (df.step == step)]
     sub = sub.assign(_i=sub.layer.map({l: i for i, l in enumerate(LAYERS)})).sort_values("_i")
     return list(sub.layer), list(sub.value)
 
@@ -61,7 +63,8 @@ def test_probe_dashboard_controls_follow_the_frame(probes):
     assert _main_lines(fw)["simclr"] == _probe_expected(probes, "simclr", split="ood")
     dash.filter_ws["target"].value = "colour"
     dash.filter_ws["step"].value = 100
-    assert _main_lines(fw)["supervised"] == _probe_expected(probes, "supervised", split="ood", target="colour", step=100)
+    assert _main_lines(fw)["supervised"] == _probe_expected(probes, "supervised", split="ood", target="colour",
+                                                            step=100)
     assert _main_lines(fw)["supervised · control"] == _probe_expected(
         probes, "supervised", "control_accuracy", split="ood", target="colour", step=100)
     dash.runs_w.value = ("simclr",)
@@ -91,15 +94,31 @@ def test_probe_dashboard_select_and_errors(probes):
     dash = ProbeDashboard(probes)
     assert dash.filter_ws["target"].value == "colour"  # default: the first value in the frame
     dash.select(runs=["simclr", "random-init"], split="ood", target="colour")
-    assert _main_lines(dash.figure)["random-init"] == _probe_expected(probes, "random-init", split="ood", target="colour")
+    assert _main_lines(dash.figure)["random-init"] == _probe_expected(probes, "random-init", split="ood",
+                                                                      target="colour")
     with pytest.raises(ValueError, match="unknown run"):
         dash.select(runs=["mae"])
     with pytest.raises(ValueError, match="split='val' is not available"):
         dash.select(split="val")
-    with pytest.raises(ValueError, match="lack column"):
-        ProbeDashboard(probes.drop(columns="metric"))
+    with pytest.raises(ValueError, match="missing column"):
+        ProbeDashboard(probes.drop(columns="measure"))
     by_step = ProbeDashboard(probes[probes.run == "simclr"], color="step")  # checkpoints of one run
     assert set(_main_lines(by_step.figure)) >= {"100", "1000"} and "step" not in by_step.filter_ws
+
+
+def test_probe_dashboard_takes_a_probe_table_as_returned():
+    """A probe on bare arrays: no run (its line is named by the method) and no step control."""
+    from workbench.probing import knn_probe
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    x = rng.standard_normal((90, 4)) + y[:, None]
+    table = knn_probe({"l1": x[:60, :2], "l2": x[:60]}, y[:60], {"test": ({"l1": x[60:, :2], "l2": x[60:]}, y[60:])},
+                      ks=(3,), n_boot=0)
+    dash = ProbeDashboard(table)
+    assert "step" not in dash.filter_ws and dash.filter_ws["method"].value == "knn"
+    want = table[(table.split == "test") & (table.measure == "accuracy")]
+    assert _main_lines(dash.figure) == {"knn": (["l1", "l2"], want.value.tolist())}
 
 
 # ------------------------------------------------------------------------------------------ similarity
@@ -113,14 +132,14 @@ def pairs() -> pd.DataFrame:
                 for j, lb in enumerate(LAYERS):
                     v = np.exp(-abs(i - j)) * (step + 1) / 101 * (0.9 if a != b else 1.0)
                     for measure, val in (("cka_linear", v), ("procrustes", 1 - v)):
-                        rows.append(dict(run_a=a, run_b=b, step=step, layer_a=la, layer_b=lb, index_a=i, index_b=j,
-                                         measure=measure, value=val))
-    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)
+                        rows.append(dict(run=a, run_b=b, step=step, layer=la, layer_b=lb, layer_index=i,
+                                         layer_index_b=j, measure=measure, value=val))
+    return tidy(rows).sample(frac=1.0, random_state=0)
 
 
 def _matrix(df, a, b, measure, step):
-    sub = df[(df.run_a == a) & (df.run_b == b) & (df.measure == measure) & (df.step == step)]
-    return sub.pivot(index="layer_a", columns="layer_b", values="value").loc[LAYERS, LAYERS].to_numpy()
+    sub = df[(df.run == a) & (df.run_b == b) & (df.measure == measure) & (df.step == step)]
+    return sub.pivot(index="layer", columns="layer_b", values="value").loc[LAYERS, LAYERS].to_numpy()
 
 
 def test_similarity_dashboard_slider_pair_measure(pairs):
@@ -142,8 +161,29 @@ def test_similarity_dashboard_slider_pair_measure(pairs):
     np.testing.assert_allclose(fw.data[0].z, _matrix(pairs, "supervised", "simclr", "cka_linear", 0))
     with pytest.raises(ValueError, match="step=5 is not available"):
         dash.select(step=5)
-    with pytest.raises(ValueError, match="lack column"):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['run_b'\]"):
         SimilarityDashboard(pairs.drop(columns="run_b"))
+    with pytest.raises(ValueError, match="'metric' is called 'measure'"):
+        SimilarityDashboard(pairs.rename(columns={"measure": "metric"}))
+
+
+def test_similarity_dashboard_takes_cross_run_similarity_as_returned():
+    from workbench.study import cross_run_similarity
+
+    rng = np.random.default_rng(1)
+    runs = {name: Activations({layer: torch.as_tensor(rng.normal(size=(30, 4 + i)))
+                               for i, layer in enumerate(LAYERS)}) for name in ("a", "b")}
+    pairs = pd.concat([cross_run_similarity(runs["a"], runs["b"], run_a="a", run_b="b", step=s) for s in (0, 5)],
+                      ignore_index=True)
+    assert list(pairs.columns) == [*COLUMNS, "layer_b", "layer_index_b", "run_b"]
+    assert set(pairs.run) == {"a"} and set(pairs.run_b) == {"b"}
+    dash = SimilarityDashboard(pairs)
+    assert dash.pair_w.value == ("a", "b") and dash.step_w.value == 5
+    z = np.asarray(dash.figure.data[0].z)
+    from workbench.similarity import cka
+
+    np.testing.assert_allclose(z[1, 2], cka(runs["a"][LAYERS[1]], runs["b"][LAYERS[2]]), rtol=1e-9)
+    assert dash.figure.layout.yaxis.title.text == "a layer" and dash.figure.layout.xaxis.title.text == "b layer"
 
 
 # ------------------------------------------------------------------------------------------ spectrum
@@ -154,6 +194,11 @@ def test_spectrum_dashboard_spectra_and_rank_curves():
                           for i, layer in enumerate(LAYERS)}
             for run in ("a", "b") for step in (0, 100)}
     spectra, measures = spectrum_frames(acts)
+    for table in (spectra, measures):  # both in the results schema, run and step filled
+        assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS)
+        assert table.run.notna().all() and table.step.notna().all()
+    assert set(spectra.measure) == {"eigenvalue"} and "rank" in spectra.columns
+    assert list(measures.columns) == list(COLUMNS)
     dash = SpectrumDashboard(spectra, measures)
     fw, rank = dash.figure, dash.rank_figure
     # independent reference: covariance eigenvalues with numpy, normalised
@@ -293,6 +338,13 @@ def test_saliency_dashboard_runs_side_by_side():
     assert [a.text for a in fw.layout.annotations] == ["input", "c"] and dash.figure is fw
     dash.select(index=1, method="gradient", models=["a", "b"])
     np.testing.assert_allclose(fw.data[1].z, weight_map("a"), rtol=1e-6)
+    # current_frame: the maps drawn, one row per model and cell, in the results schema
+    frame = dash.current_frame()
+    assert list(frame.columns) == [*COLUMNS, "example", "method", "row", "col"] and len(frame) == 2 * 5 * 5
+    assert set(frame.measure) == {"attribution"} and set(frame.example) == {1} and set(frame.method) == {"gradient"}
+    for name in "ab":
+        cells = frame[frame.run == name].pivot(index="row", columns="col", values="value").to_numpy()
+        np.testing.assert_allclose(cells, weight_map(name), rtol=1e-6)
     with pytest.raises(ValueError, match="index must be"):
         dash.select(index=99)
 
@@ -313,16 +365,16 @@ def study_table() -> pd.DataFrame:
             run = f"label_noise={noise},seed={seed}"
             for layer in ("l1", "l2"):
                 for m in ("rankme", "effective_rank"):
-                    rows.append(dict(run=run, label_noise=noise, seed=seed, step=100, kind="measure", task=None,
-                                     method=None, label_fraction=None, layer=layer, split="test", metric=m,
-                                     value=float(rng.random())))
+                    rows.append(dict(run=run, step=100, layer=layer, measure=m, split="test", value=float(rng.random()),
+                                     kind="measure", task=None, method=None, label_fraction=None, label_noise=noise,
+                                     seed=seed))
             for split in ("test", "ood"):
-                rows.append(dict(run=run, label_noise=noise, seed=seed, step=100, kind="downstream", task=None,
-                                 method="linear", label_fraction=1.0, layer="l2", split=split, metric="accuracy",
-                                 value=float(1 - noise + rng.random() * 0.2)))
-            rows.append(dict(run=run, label_noise=noise, seed=seed, step=100, kind="history", task=None, method=None,
-                             label_fraction=None, layer="", split="train_batch", metric="loss", value=1.0))
-    return pd.DataFrame(rows)
+                rows.append(dict(run=run, step=100, layer="l2", measure="accuracy", split=split,
+                                 value=float(1 - noise + rng.random() * 0.2), kind="downstream", task=None,
+                                 method="linear", label_fraction=1.0, label_noise=noise, seed=seed))
+            rows.append(dict(run=run, step=100, layer=None, measure="loss", split="train_batch", value=1.0,
+                             kind="history", task=None, method=None, label_fraction=None, label_noise=noise, seed=seed))
+    return tidy(rows)  # the layout of Study.run's table
 
 
 def _scatter(fw):
@@ -333,8 +385,8 @@ def test_study_dashboard_controls(study_table):
     dash = StudyDashboard(study_table)
     fw = dash.figure
     t = study_table
-    def expect(metric, layer, split):
-        m = t[(t.kind == "measure") & (t.metric == metric) & (t.layer == layer)].set_index("run").value
+    def expect(measure, layer, split):
+        m = t[(t.kind == "measure") & (t.measure == measure) & (t.layer == layer)].set_index("run").value
         d = t[(t.kind == "downstream") & (t.split == split)].set_index("run").value
         return {r: (m[r], d[r]) for r in m.index}
     assert dash.color_w.value == "label_noise" and [tr.name for tr in fw.data] == [
@@ -354,8 +406,13 @@ def test_study_dashboard_controls(study_table):
     assert _scatter(fw) == expect("rankme", "l2", "test")
     with pytest.raises(ValueError, match="matches 0"):
         dash.select(downstream={"split": "val"})
+    assert dash.selections() == ({"kind": "measure", "measure": "rankme", "layer": "l2"},
+                                 {"kind": "downstream", "task": None, "method": "linear", "label_fraction": 1.0,
+                                  "split": "test", "measure": "accuracy"})
     with pytest.raises(ValueError, match="kind"):
         StudyDashboard(t[t.kind != "downstream"])
+    with pytest.raises(ValueError, match="'metric' is called 'measure'"):
+        StudyDashboard(t.rename(columns={"measure": "metric"}))
 
 
 # ------------------------------------------------------------------------------------------ together
@@ -390,7 +447,8 @@ def test_dashboard_export_writes_current_view(probes, tmp_path):
     dash.export_button.click()
     assert "wrote" in dash.status.value
     csv = pd.read_csv(tmp_path / "probe.csv")
-    want = probes[(probes.run == "simclr") & (probes.split == "ood") & (probes.step == 1000) & (probes.target == "label")]
+    want = probes[(probes.run == "simclr") & (probes.split == "ood") & (probes.step == 1000)
+                  & (probes.target == "label")]
     assert len(csv) == len(want) and set(csv.split) == {"ood"}
     np.testing.assert_allclose(np.sort(csv.value), np.sort(want.value))
     assert figures.plotted_data(dash.current_figure()).shape[0] == len(want)

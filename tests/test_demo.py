@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from workbench.results import COLUMNS
+
 pytestmark = pytest.mark.slow
 
 
@@ -56,6 +58,10 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     wide = res[res.split == "test"].pivot_table(index=["run", "layer"], columns="measure", values="value")
     assert wide.loc[("clean", "stage3"), "probe_selectivity"] > 0.3
     assert wide.loc[("random-init", "stage3"), "probe_selectivity"] < 0.1
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist.columns) == list(COLUMNS) and set(hist["run"]) == {"clean", "noise-30%", "random-init"}
+    last = hist[(hist.measure == "accuracy") & (hist.split == "test")].groupby("run")["step"].max()
+    assert last["clean"] == last["noise-30%"] == 300 and last["random-init"] == 0
     cka = pd.read_csv(out / "cka.csv")
     assert len(cka) == res[res.run == "clean"].layer.nunique() ** 2
     assert cka["value"].between(0, 1 + 1e-9).all()

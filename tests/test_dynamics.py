@@ -17,6 +17,7 @@ from torch import nn
 from workbench import data as wb_data
 from workbench import dynamics, models
 from workbench.models import get_module, probe_points
+from workbench.results import COLUMNS
 from workbench.runs import RunConfig
 
 
@@ -92,18 +93,24 @@ def test_layer_grad_norms_classifier_and_layer_selection():
 
 def test_grad_norm_history_reads_the_recorder_rows_in_forward_order():
     hist = pd.DataFrame([
-        {"run": "r", "step": 2, "metric": "grad_norm", "split": "train_batch", "layer": "embed", "value": 1.0},
-        {"run": "r", "step": 2, "metric": "grad_norm", "split": "train_batch", "layer": "layer1", "value": 2.0},
-        {"run": "r", "step": 2, "metric": "loss", "split": "train_batch", "layer": "", "value": 9.0},
-        {"run": "r", "step": 1, "metric": "grad_norm", "split": "train_batch", "layer": "embed", "value": 3.0},
-        {"run": "r", "step": 1, "metric": "grad_norm", "split": "train_batch", "layer": "layer1", "value": 4.0},
+        {"run": "r", "step": 2, "measure": "grad_norm", "split": "train_batch", "layer": "embed", "value": 1.0},
+        {"run": "r", "step": 2, "measure": "grad_norm", "split": "train_batch", "layer": "layer1", "value": 2.0},
+        {"run": "r", "step": 2, "measure": "loss", "split": "train_batch", "layer": np.nan, "value": 9.0},
+        {"run": "r", "step": 1, "measure": "grad_norm", "split": "train_batch", "layer": "embed", "value": 3.0},
+        {"run": "r", "step": 1, "measure": "grad_norm", "split": "train_batch", "layer": "layer1", "value": 4.0},
     ])
     got = dynamics.grad_norm_history(hist)
+    assert list(got.columns) == list(COLUMNS) and set(got["run"]) == {"r"} and set(got["split"]) == {"train_batch"}
     assert got[["step", "layer", "layer_index", "value"]].values.tolist() == [
         [1, "embed", 0, 3.0], [1, "layer1", 1, 4.0], [2, "embed", 0, 1.0], [2, "layer1", 1, 2.0]]
+    # a recorded layer_index (the probe point's position) is kept; a history of older versions reads alike
+    recorded = dynamics.grad_norm_history(hist.assign(layer_index=hist["layer"].map({"embed": 0, "layer1": 4})))
+    assert recorded["layer_index"].tolist() == [0, 4, 0, 4]
+    legacy = dynamics.grad_norm_history(hist.rename(columns={"measure": "metric"}).fillna({"layer": ""}))
+    pd.testing.assert_frame_equal(legacy, got)
     assert dynamics.grad_norm_history(hist, layers=["layer1"])["value"].tolist() == [4.0, 2.0]
     with pytest.raises(ValueError, match="recorders=\\('grad_norm'"):
-        dynamics.grad_norm_history(hist[hist.metric == "loss"])
+        dynamics.grad_norm_history(hist[hist.measure == "loss"])
     with pytest.raises(ValueError, match="no recorded gradient norms"):
         dynamics.grad_norm_history(hist, layers=["layer9"])
 
@@ -133,10 +140,10 @@ def test_output_variance_and_angular_distance_match_numpy_on_real_tokens(lang):
     for name, h in real.items():
         assert var[name] == pytest.approx(np.var(h, ddof=1), rel=1e-5), name
     ang = dynamics.layer_angular_distance(model, lang["test"].subset(slice(0, 24)), layers=r"^(embed|layer\d+)$")
-    assert list(ang["from_layer"]) == ["embed", "layer1", "layer2"]
-    assert list(ang["layer"]) == ["layer1", "layer2", "layer3"]
+    assert list(ang["layer_b"]) == ["embed", "layer1", "layer2"] and list(ang["layer_index_b"]) == [0, 1, 2]
+    assert list(ang["layer"]) == ["layer1", "layer2", "layer3"] and list(ang["layer_index"]) == [1, 2, 3]
     for row in ang.itertuples():
-        a, b = real[row.from_layer], real[row.layer]
+        a, b = real[row.layer_b], real[row.layer]
         cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert row.value == pytest.approx(np.mean(np.arccos(np.clip(cos, -1, 1))) / np.pi, rel=1e-4), row.layer
     last = dynamics.layer_angular_distance(model, lang["test"].subset(slice(0, 24)), layers=["layer1", "layer2"],
@@ -164,6 +171,8 @@ def test_layer_skip_identity_block_changes_nothing_and_others_match_deleting_the
     with torch.no_grad():
         full = float(loss(model))
         assert got.loc[got.measure == "full_loss", "value"].item() == pytest.approx(full, rel=1e-12)
+        # the full loss is model-level: no layer
+        assert got.loc[got.measure == "full_loss", ["layer", "layer_index"]].isna().all(axis=None)
         for i, name in enumerate(["layer1", "layer3"]):
             pruned = copy.deepcopy(model)
             del pruned.layers[0 if i == 0 else 2]  # independent: the same model without the block
@@ -338,7 +347,7 @@ def test_run_loss_and_over_checkpoints(tmp_path):
             float(_clm_loss_by_hand(model, tokens, mask)), rel=1e-6)
     table = dynamics.over_checkpoints(run, lambda m: dynamics.layer_skip_loss(m, dynamics.run_loss(run, m, n=10)))
     assert sorted(table["step"].unique()) == run.checkpoints() == [0, 1, 2]
-    assert list(table.columns[:2]) == ["run", "step"]
+    assert list(table.columns) == list(COLUMNS) and set(table["run"]) == {run.name}
     hist = dynamics.grad_norm_history(run)
     assert sorted(hist["step"].unique()) == [1, 2] and list(hist["layer"].unique())[:2] == ["embed", "layer1"]
 
@@ -350,6 +359,34 @@ def test_run_loss_and_over_checkpoints(tmp_path):
     with torch.no_grad():
         assert float(loss(m)) == float(loss(m))  # the same masks on every call
     assert torch.equal(torch.random.get_rng_state(), state)  # caller's RNG untouched
+
+
+# --------------------------------------------------------------------------------------------- results schema
+def test_every_dynamics_table_is_in_the_results_schema(lang, gmm):
+    from workbench.results import check_tidy
+
+    model = _lm(lang, depth=2)
+    tokens, mask = _batch(lang, 8)
+    loss = lambda m: _clm_loss_by_hand(m, tokens, mask)  # noqa: E731
+    mlps = _mlps(gmm)
+    order = {name: i for i, name in enumerate(probe_points(model))}
+    tables = {"layer_grad_norms": dynamics.layer_grad_norms(model, loss),
+              "output_variance": dynamics.output_variance(model, lang["test"].subset(slice(0, 8))),
+              "layer_angular_distance": dynamics.layer_angular_distance(model, lang["test"].subset(slice(0, 8)),
+                                                                        layers=r"^(embed|layer\d+)$"),
+              "layer_skip_loss": dynamics.layer_skip_loss(model, loss),
+              "hessian_top_eigenvalue": dynamics.hessian_top_eigenvalue(mlps[0], dynamics.cross_entropy_loss(
+                  torch.as_tensor(gmm["train"].inputs[:8]), gmm["train"].labels[:8]), max_iter=500),
+              "el2n_scores": dynamics.el2n_scores(mlps, gmm["train"]),
+              "grand_scores": dynamics.grand_scores(mlps, gmm["train"].subset(slice(0, 4)))}
+    for name, table in tables.items():
+        check_tidy(table, name)
+        assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS), name
+        assert table[["run", "step", "split", "ci_low", "ci_high"]].isna().all(axis=None), name  # bare model
+        per_layer = table[table["layer"].notna()]
+        assert (per_layer["layer_index"] == per_layer["layer"].map(order)).all(), name
+    assert list(tables["el2n_scores"].columns[len(COLUMNS):]) == ["example", "std", "n_models"]
+    assert list(tables["hessian_top_eigenvalue"].columns[len(COLUMNS):]) == ["iterations", "converged"]
 
 
 # --------------------------------------------------------------------------------------------- bad input
@@ -432,12 +469,13 @@ def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
     assert not study.failures
     meas = table[table.kind == "measure"]
     assert set(meas["norm"]) == {"pre", "post"} and sorted(meas["step"].unique()) == [0, 4]
-    assert {"skip_loss_increase", "output_variance", "angular_distance", "grad_norm", "full_loss"} <= set(meas.metric)
+    assert {"skip_loss_increase", "output_variance", "angular_distance", "grad_norm", "full_loss"} <= set(meas.measure)
+    assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS) and set(meas["split"]) == {"test"}
     summary = _summary("s3", study, table)
-    hist = table[(table.kind == "history") & (table.metric == "grad_norm") & (table.norm == "post")]
+    hist = table[(table.kind == "history") & (table.measure == "grad_norm") & (table.norm == "post")]
     first = hist[hist.step == hist.step.min()].set_index("layer")["value"]  # 4 logged steps: the first 10 % is 1
     row = summary[(summary.norm == "post") & (summary.layer == "layer2")].iloc[0]
     assert row["grad_norm_early"] == pytest.approx(first["layer2"])
-    final = meas[(meas.norm == "post") & (meas.step == 4) & (meas.metric == "skip_loss_increase")]
+    final = meas[(meas.norm == "post") & (meas.step == 4) & (meas.measure == "skip_loss_increase")]
     assert row["skip_loss_increase"] == pytest.approx(final.set_index("layer").loc["layer2", "value"])
     assert list(summary[summary.norm == "pre"]["layer"]) == ["embed", "layer1", "layer2", "final_norm"]

@@ -18,6 +18,7 @@ import pytest
 
 from workbench import figures
 from workbench.figures import style as wstyle
+from workbench.results import COLUMNS, tidy
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ["embed", "block1", "block2", "block3", "head"]
@@ -47,8 +48,8 @@ def results() -> pd.DataFrame:
 def pairwise() -> tuple[pd.DataFrame, np.ndarray]:
     n = len(LAYERS)
     m = np.array([[np.exp(-abs(i - j) / 2.0) + 0.001 * i for j in range(n)] for i in range(n)])
-    df = pd.DataFrame([dict(run_a="simclr", run_b="mae", layer_a=a, layer_b=b, index_a=i, index_b=j,
-                            measure="cka", value=m[i, j]) for i, a in enumerate(LAYERS) for j, b in enumerate(LAYERS)])
+    df = tidy([dict(run="simclr", run_b="mae", layer=a, layer_b=b, layer_index=i, layer_index_b=j,
+                    measure="cka", value=m[i, j]) for i, a in enumerate(LAYERS) for j, b in enumerate(LAYERS)])
     return df.sample(frac=1.0, random_state=2).reset_index(drop=True), m
 
 
@@ -211,6 +212,85 @@ def test_heatmap_refuses_several_run_pairs(pairwise):
         figures.layer_heatmap(pd.concat([df, df.assign(run_b="supervised")]))
 
 
+def test_heatmap_draws_similarity_tables_as_they_come():
+    """The library's own pair tables (tidy and matrix) draw without renaming; the old layout is refused."""
+    from workbench.similarity import cka_matrix
+
+    rng = np.random.default_rng(3)
+    a = {"l0": rng.normal(size=(30, 4)), "l1": rng.normal(size=(30, 6)), "l2": rng.normal(size=(30, 3))}
+    b = {"m0": a["l1"] @ rng.normal(size=(6, 6)), "m1": rng.normal(size=(30, 2))}
+    table = cka_matrix(a, b)
+    mat = cka_matrix(a, b, output="matrix")
+    fig = figures.layer_heatmap(table.sample(frac=1.0, random_state=0))  # row order comes from layer_index
+    (hm,) = fig.data
+    assert list(hm.y) == list(a) and list(hm.x) == list(b)
+    np.testing.assert_allclose(np.asarray(hm.z), mat.to_numpy(), rtol=1e-12)
+    assert fig.layout.yaxis.title.text == "layer" and fig.layout.xaxis.title.text == "layer"
+    assert fig.data[0].colorbar.title.text == "cka linear"
+    from_matrix = figures.layer_heatmap(mat, measure="cka_linear")
+    np.testing.assert_allclose(np.asarray(from_matrix.data[0].z), mat.to_numpy(), rtol=1e-12)
+    assert from_matrix.layout.xaxis.title.text == "layer"
+    drawn = figures.plotted_data(from_matrix)
+    assert list(drawn.columns) == ["layer", "layer_index", "measure", "value", "layer_b", "layer_index_b"]
+    old = table.rename(columns={"layer": "layer_a"}).drop(columns=["layer_b"])
+    with pytest.raises(ValueError, match="'layer_a' is called 'layer'"):
+        figures.layer_heatmap(old)
+    with pytest.raises(ValueError, match="missing column"):
+        figures.layer_heatmap(table.drop(columns="run"))
+
+
+def test_layer_curve_of_a_measure_on_bare_arrays():
+    """layer_spectrum_table on arrays has no run: one line, named after the measure."""
+    from workbench.spectrum import layer_spectrum_table
+
+    rng = np.random.default_rng(4)
+    acts = {name: rng.normal(size=(50, k)) @ rng.normal(size=(k, 8)) for name, k in (("a", 2), ("b", 5), ("c", 8))}
+    table = layer_spectrum_table(acts, measures="rankme")
+    fig = figures.layer_curve(table)
+    (line,) = [t for t in fig.data if t.mode == "lines+markers"]
+    assert line.name == "rankme" and list(line.x) == ["a", "b", "c"]
+    np.testing.assert_allclose(line.y, table.value)
+    assert figures.plotted_data(fig)["run"].isna().all()  # the drawn rows are the rows given
+
+
+def test_step_curve_draws_one_measure_per_run_and_split():
+    rows = [dict(run=run, step=step, measure=m, split=split, value=float(step) / 100 + r + (m == "loss"))
+            for r, run in enumerate(["a", "b"]) for step in (0, 10, 100) for m in ("accuracy", "loss")
+            for split in ("test", "ood")]
+    history = tidy(rows).sample(frac=1.0, random_state=0)
+    fig = figures.step_curve(history, measure="accuracy")
+    assert sorted(t.name for t in fig.data) == ["a · ood", "a · test", "b · ood", "b · test"]
+    for t in fig.data:
+        run, split = t.name.split(" · ")
+        ref = history[(history.run == run) & (history.split == split) & (history.measure == "accuracy")]
+        ref = ref.sort_values("step")
+        np.testing.assert_allclose(t.y, ref.value)
+        np.testing.assert_allclose(t.x, np.where(ref.step <= 0, 0.5, ref.step))  # step 0 left of 1 on a log axis
+    assert fig.layout.yaxis.title.text == "accuracy"
+    no_split = figures.step_curve(tidy([r for r in rows if r["split"] == "test"]).assign(split=np.nan),
+                                  measure="loss")
+    assert sorted(t.name for t in no_split.data) == ["a", "b"]  # an empty dash column gives no styles
+    with pytest.raises(ValueError, match="several measures"):
+        figures.step_curve(history)
+    both = figures.step_curve(history[history.split == "test"], color="measure", dash="run")
+    assert sorted(t.name for t in both.data) == ["accuracy · a", "accuracy · b", "loss · a", "loss · b"]
+    assert both.layout.yaxis.title.text == "value"
+    with pytest.raises(ValueError, match="not in the data"):
+        figures.step_curve(history, measure="nope")
+    with pytest.raises(ValueError, match="'metric' is called 'measure'"):
+        figures.step_curve(pd.DataFrame({"run": ["a"], "step": [1], "metric": ["loss"], "value": [1.0]}))
+
+
+def test_to_html_shows_a_results_table_in_schema_order(tmp_path):
+    table = tidy([dict(run="a", layer="l0", measure="rankme", value=1.5, target="label"),
+                  dict(run="b", layer="l1", measure="rankme", value=2.5)], split="test")
+    table["n_train"] = np.nan  # an extra column empty in every row is left out
+    shuffled = table[["value", "measure", *reversed(table.columns.drop(["value", "measure"]))]]
+    p = figures.to_html({}, tmp_path / "r.html", table=shuffled)
+    head = re.findall(r"<th>(.*?)</th>", p.read_text())
+    assert head == [*COLUMNS, "target"]
+
+
 def test_spectrum_plot_normalised_sorted_loglog():
     ev = np.array([0.5, 4.0, 1.0, 0.0, 2.5])
     fig = figures.spectrum_plot({"a": ev, "b": ev * 3}, normalize=True, log=True)
@@ -221,9 +301,12 @@ def test_spectrum_plot_normalised_sorted_loglog():
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
     raw = figures.spectrum_plot({"a": ev}, normalize=False, log=False)
     np.testing.assert_allclose(raw.data[0].y, [4.0, 2.5, 1.0, 0.5, 0.0])
-    tidy = pd.DataFrame({"run": ["r"] * 3 + ["s"] * 3, "layer": "head", "eigenvalue": [1.0, 3.0, 2.0] * 2})
-    t = figures.spectrum_plot(tidy, normalize=False)
+    table = tidy([{"run": run, "layer": "head", "measure": "eigenvalue", "value": v}
+                  for run in ("r", "s") for v in (1.0, 3.0, 2.0)])
+    t = figures.spectrum_plot(table, normalize=False)
     assert [tr.name for tr in t.data] == ["r", "s"] and list(t.data[0].y) == [3.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="missing column"):  # the old layout: eigenvalue instead of value
+        figures.spectrum_plot(pd.DataFrame({"run": ["r"] * 3, "eigenvalue": [1.0, 3.0, 2.0]}))
 
 
 # ------------------------------------------------------------------------------------------ export

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from workbench import figures
+from workbench.results import tidy
 
 LAYERS = ["embed", "block1", "block2", "head"]
 needs_browser = pytest.mark.skipif(figures.find_chromium() is None, reason="no Chromium installed")
@@ -17,19 +18,19 @@ needs_browser = pytest.mark.skipif(figures.find_chromium() is None, reason="no C
 
 @pytest.fixture(scope="module")
 def probes() -> pd.DataFrame:
-    """A probe table (workbench.probing.selectivity columns) for three runs, shuffled."""
+    """A probe table (workbench.probing.selectivity's results-schema table) for three runs."""
     rng = np.random.default_rng(0)
     rows = []
     for r, run in enumerate(["supervised", "simclr", "random-init"]):
         for i, layer in enumerate(LAYERS):
             task = 0.4 + 0.1 * i + 0.05 * r + rng.normal(0, 1e-3)
             ctrl = 0.3 + 0.02 * i
-            for metric, v, lo, hi in (("task_accuracy", task, task - 0.02, task + 0.03),
-                                      ("control_accuracy", ctrl, ctrl - 0.01, ctrl + 0.01),
-                                      ("selectivity", task - ctrl, np.nan, np.nan)):
-                rows.append(dict(run=run, layer=layer, probe="logistic", target="label", split="test",
-                                 metric=metric, value=float(v), ci_low=lo, ci_high=hi))
-    return pd.DataFrame(rows)
+            for measure, v, lo, hi in (("task_accuracy", task, task - 0.02, task + 0.03),
+                                       ("control_accuracy", ctrl, ctrl - 0.01, ctrl + 0.01),
+                                       ("selectivity", task - ctrl, np.nan, np.nan)):
+                rows.append(dict(run=run, layer=layer, measure=measure, split="test", value=float(v), ci_low=lo,
+                                 ci_high=hi, target="label", method="logistic"))
+    return tidy(rows)
 
 
 def _lines(fig, yaxis="y"):
@@ -45,12 +46,12 @@ def test_probe_curve_draws_accuracy_control_and_selectivity(probes):
     fig = figures.probe_curve(shuffled, baseline="random-init")
     top = _lines(fig, "y")
     for run in ["supervised", "simclr", "random-init"]:
-        sub = probes[(probes.run == run) & (probes.metric == "task_accuracy")]
+        sub = probes[(probes.run == run) & (probes.measure == "task_accuracy")]
         assert top[run] == (LAYERS, sub.value.tolist())
         if run != "random-init":
-            ctrl = probes[(probes.run == run) & (probes.metric == "control_accuracy")]
+            ctrl = probes[(probes.run == run) & (probes.measure == "control_accuracy")]
             assert top[f"{run} · control"] == (LAYERS, ctrl.value.tolist())
-            sel = probes[(probes.run == run) & (probes.metric == "selectivity")]
+            sel = probes[(probes.run == run) & (probes.measure == "selectivity")]
             assert _lines(fig, "y2")[run] == (LAYERS, sel.value.tolist())
     dashes = {t.name: t.line.dash for t in fig.data if t.mode == "lines+markers"}
     assert dashes["random-init"] == "dash" and dashes["supervised · control"] == "dot"
@@ -59,7 +60,7 @@ def test_probe_curve_draws_accuracy_control_and_selectivity(probes):
     assert fig.layout.xaxis2.title.text == "layer"
     # CI band of the first run: upper then reversed lower bounds
     band = next(t for t in fig.data if t.name == "supervised CI")
-    sub = probes[(probes.run == "supervised") & (probes.metric == "task_accuracy")]
+    sub = probes[(probes.run == "supervised") & (probes.measure == "task_accuracy")]
     assert list(band.y) == sub.ci_high.tolist() + sub.ci_low.tolist()[::-1]
 
 
@@ -72,8 +73,8 @@ def test_probe_curve_layer_index_from_first_appearance_and_options(probes):
 
 def test_probe_curve_with_baseline_column(probes):
     """workbench.probing.with_baseline output: the random-init score of each row in a 'baseline' column."""
-    res = probes[(probes.run != "random-init") & (probes.metric == "task_accuracy")].copy()
-    base = probes[(probes.run == "random-init") & (probes.metric == "task_accuracy")].set_index("layer")["value"]
+    res = probes[(probes.run != "random-init") & (probes.measure == "task_accuracy")].copy()
+    base = probes[(probes.run == "random-init") & (probes.measure == "task_accuracy")].set_index("layer")["value"]
     res["baseline"] = res["layer"].map(base)
     fig = figures.probe_curve(res, selectivity=False)
     line = next(t for t in fig.data if t.name == "simclr · random init")
@@ -82,10 +83,10 @@ def test_probe_curve_with_baseline_column(probes):
 
 def test_probe_curve_bad_input(probes):
     with pytest.raises(ValueError, match="missing column"):
-        figures.probe_curve(probes.drop(columns="metric"))
+        figures.probe_curve(probes.drop(columns="measure"))
     with pytest.raises(ValueError, match="no accuracy rows"):
-        figures.probe_curve(probes[probes.metric == "selectivity"])
-    with pytest.raises(ValueError, match="metric 'f1' not in the data"):
+        figures.probe_curve(probes[probes.measure == "selectivity"])
+    with pytest.raises(ValueError, match="measure 'f1' not in the data"):
         figures.probe_curve(probes, "f1")
     with pytest.raises(ValueError, match="several rows per"):
         figures.probe_curve(pd.concat([probes, probes]))
@@ -99,7 +100,7 @@ def test_pca_projection_matches_numpy_svd():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]) + 7.0
     labels = rng.integers(0, 3, 120)
-    frame = figures.project(x, "pca", labels=labels, factors={"size": np.arange(120.0)})
+    frame = figures.project(x, method="pca", labels=labels, factors={"size": np.arange(120.0)})
     xc = x - x.mean(axis=0)
     _u, s, vt = np.linalg.svd(xc, full_matrices=False)
     ref = xc @ vt[:2].T
@@ -114,13 +115,15 @@ def test_pca_projection_matches_numpy_svd():
 def test_project_bad_input():
     x = np.random.default_rng(0).normal(size=(10, 3))
     with pytest.raises(ValueError, match="method"):
-        figures.project(x, "tsne")
+        figures.project(x, method="tsne")
     with pytest.raises(ValueError, match="n_components"):
         figures.project(x, n_components=4)
     with pytest.raises(ValueError, match="labels has 9"):
         figures.project(x, labels=np.zeros(9))
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="x must be 2-D"):
         figures.project(np.ones(10))
+    with pytest.raises(TypeError, match="positional"):
+        figures.project(x, "pca")  # options are keyword-only
 
 
 @pytest.mark.slow
@@ -129,8 +132,8 @@ def test_umap_projection_is_seeded_and_separates_clusters():
     centers = np.array([[0.0] * 5, [10.0] * 5])
     labels = np.repeat([0, 1], 40)
     x = centers[labels] + rng.normal(size=(80, 5))
-    a = figures.project(x, "umap", labels=labels, seed=0)
-    b = figures.project(x, "umap", labels=labels, seed=0)
+    a = figures.project(x, method="umap", labels=labels, seed=0)
+    b = figures.project(x, method="umap", labels=labels, seed=0)
     np.testing.assert_allclose(a[["x", "y"]], b[["x", "y"]])
     # clusters: every point's nearest other point (in the projection) has its label
     z = a[["x", "y"]].to_numpy()
@@ -219,12 +222,12 @@ def study_table() -> pd.DataFrame:
             for step in (10, 100):
                 for layer in ("l1", "l2"):
                     rows.append(dict(run=run, label_noise=noise, seed=seed, step=step, kind="measure", method=None,
-                                     layer=layer, split="test", metric="effective_rank", value=float(rng.random())))
+                                     layer=layer, split="test", measure="effective_rank", value=float(rng.random())))
                 for split in ("test", "ood"):
                     rows.append(dict(run=run, label_noise=noise, seed=seed, step=step, kind="downstream",
-                                     method="linear", layer="l2", split=split, metric="accuracy",
+                                     method="linear", layer="l2", split=split, measure="accuracy",
                                      value=float(1 - noise + rng.random() * 0.3)))
-    return pd.DataFrame(rows)
+    return tidy(rows, layers=["l1", "l2"])
 
 
 def _spearman_bruteforce(x, y) -> float:
@@ -233,8 +236,8 @@ def _spearman_bruteforce(x, y) -> float:
 
 
 def test_study_scatter_one_point_per_run_and_rank_correlation(study_table):
-    m = {"kind": "measure", "metric": "effective_rank", "layer": "l2"}
-    d = {"kind": "downstream", "method": "linear", "split": "ood", "metric": "accuracy"}
+    m = {"kind": "measure", "measure": "effective_rank", "layer": "l2"}
+    d = {"kind": "downstream", "method": "linear", "split": "ood", "measure": "accuracy"}
     fig = figures.study_scatter(study_table, m, d, color="label_noise")
     last = study_table[study_table.step == 100]
     mx = last[(last.kind == "measure") & (last.layer == "l2")].set_index("run").value
@@ -263,7 +266,7 @@ def test_study_scatter_bad_selection(study_table):
     with pytest.raises(ValueError, match="several rows per run"):
         figures.study_scatter(study_table, {"kind": "measure"}, d)
     with pytest.raises(ValueError, match="selects no rows"):
-        figures.study_scatter(study_table, {"metric": "rankme"}, d)
+        figures.study_scatter(study_table, {"measure": "rankme"}, d)
     with pytest.raises(ValueError, match="lacks"):
         figures.study_scatter(study_table, {"task": "x"}, d)
     with pytest.raises(ValueError, match="method"):
@@ -302,8 +305,8 @@ def test_every_new_builder_exports_its_data(probes, study_table, tmp_path):
             assert csv[["index", "x", "y", "label"]].equals(source[["index", "x", "y", "label"]].reset_index(drop=True))
     # the probe CSV is exactly the input rows drawn (baseline run: accuracy only)
     csv = pd.read_csv(tmp_path / "probe_curve.csv")
-    want = probes[(probes.run != "random-init") | (probes.metric == "task_accuracy")]
-    key = ["run", "layer", "metric"]
+    want = probes[(probes.run != "random-init") | (probes.measure == "task_accuracy")]
+    key = ["run", "layer", "measure"]
     got = csv.sort_values(key).reset_index(drop=True)
     exp = want.sort_values(key).reset_index(drop=True)
     np.testing.assert_allclose(got.value, exp.value)

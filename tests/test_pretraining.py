@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from workbench import data as wb_data
+from workbench.models import probe_points
+from workbench.results import COLUMNS
 from workbench.runs import RunConfig, RunStore, checkpoint_schedule
 from workbench.train import build_model, lr_factor, pairflip_label_noise, symmetric_label_noise, train, train_subset
 
@@ -63,12 +65,12 @@ def test_contrastive_resume_is_bitwise_identical(tmp_path):
         assert _same_tensors(_load(resumed, step, "objective"), obj_full), f"projector differs at step {step}"
     h_res, h_full = resumed.history(), full.history()
     assert len(h_res) == len(h_full)
-    assert (h_res[["step", "metric", "split", "layer"]].to_numpy() == h_full[["step", "metric", "split", "layer"]]
-            .to_numpy()).all()
+    cols = ["step", "measure", "split", "layer", "layer_index"]
+    pd.testing.assert_frame_equal(h_res[cols], h_full[cols])
     np.testing.assert_array_equal(h_res["value"].to_numpy(), h_full["value"].to_numpy())
-    assert {"alignment", "uniformity", "grad_norm", "loss"} <= set(h_full["metric"])
-    al = h_full[h_full.metric == "alignment"]["value"]
-    un = h_full[h_full.metric == "uniformity"]["value"]
+    assert {"alignment", "uniformity", "grad_norm", "loss"} <= set(h_full["measure"])
+    al = h_full[h_full.measure == "alignment"]["value"]
+    un = h_full[h_full.measure == "uniformity"]["value"]
     assert (al >= 0).all() and (al <= 4).all() and (un <= 0).all()  # ||z1-z2||^2 of unit vectors; log E exp(-2d^2)
 
 
@@ -97,7 +99,7 @@ def test_every_objective_trains_and_logs_a_finite_loss(tmp_path, objective, base
     assert run.done and run.status["error"] is None
     assert run.checkpoints() == checkpoint_schedule(cfg.steps, cfg.checkpoints)
     hist = run.history()
-    loss = hist[(hist.metric == "loss") & (hist.split == "train_batch")]
+    loss = hist[(hist.measure == "loss") & (hist.split == "train_batch")]
     assert sorted(loss["step"]) == list(range(1, cfg.steps + 1))  # steps // 100 == 0 -> every step logged
     assert np.isfinite(loss["value"].to_numpy(float)).all()
     if objective in ("simclr", "supcon", "mae", "autoencoder", "barlow", "distill"):
@@ -122,7 +124,7 @@ def test_objective_none_is_a_zero_step_baseline(tmp_path):
     assert cfg.steps == 0
     run = train(cfg, tmp_path, progress=False)
     assert run.done and run.checkpoints() == [0]
-    assert "loss" not in set(run.history()["metric"])
+    assert "loss" not in set(run.history()["measure"])
     # the step-0 weights are the seeded initialisation
     ds = wb_data.load(cfg.dataset, **cfg.dataset_options)
     ref = build_model(cfg, ds).state_dict()
@@ -158,7 +160,7 @@ def test_pairflip_noise_and_data_fraction_in_a_run(tmp_path):
     with torch.no_grad():
         pred = model(torch.as_tensor(ds["train"].inputs[index])).argmax(1).numpy()
     hist = run.history()
-    last = hist[hist.step == cfg["steps"]].set_index(["metric", "split"])["value"]
+    last = hist[hist.step == cfg["steps"]].set_index(["measure", "split"])["value"]
     assert last[("accuracy", "train_clean")] == pytest.approx(np.mean(pred[~flipped] == noisy[~flipped]), abs=1e-12)
     assert last[("memorized", "train_flipped")] == pytest.approx(np.mean(pred[flipped] == noisy[flipped]), abs=1e-12)
     assert last[("accuracy", "train_flipped_true")] == pytest.approx(np.mean(pred[flipped] == true[flipped]),
@@ -257,7 +259,7 @@ def test_grad_norm_and_act_var_match_autograd_on_the_step0_weights(recorded_run)
     for h in handles:
         h.remove()
     hist = run.history()
-    rec = hist[(hist.metric == "grad_norm") & (hist.step == 1)].set_index("layer")["value"]
+    rec = hist[(hist.measure == "grad_norm") & (hist.step == 1)].set_index("layer")["value"]
     expected = {}
     for name, path in probe_points(model).items():
         grads = [p.grad.double() for p in get_module(model, path).parameters()]
@@ -266,7 +268,7 @@ def test_grad_norm_and_act_var_match_autograd_on_the_step0_weights(recorded_run)
     assert set(rec.index) == set(expected) and {"stem", "stage1", "stage2", "head"} <= set(expected)
     for name, value in expected.items():
         assert rec[name] == pytest.approx(value, rel=1e-5), name
-    act = hist[(hist.metric == "act_var") & (hist.step == 1)].set_index("layer")["value"]
+    act = hist[(hist.measure == "act_var") & (hist.step == 1)].set_index("layer")["value"]
     assert set(act.index) == set(probe_points(model))
     for name, out in outs.items():
         ref = np.var(out.detach().double().numpy(), ddof=1)
@@ -288,18 +290,18 @@ def test_el2n_eigs_and_clean_flipped_rows(recorded_run):
         ref = np.linalg.norm(p - np.eye(ds.num_classes)[noisy], axis=1)
         scores = run.load_artifact(f"el2n_{step:08d}")["scores"]
         np.testing.assert_allclose(scores, ref, rtol=1e-5, atol=1e-7)
-        rows = hist[(hist.step == step) & (hist.metric == "el2n_mean")].set_index("split")["value"]
+        rows = hist[(hist.step == step) & (hist.measure == "el2n_mean")].set_index("split")["value"]
         assert rows["train"] == pytest.approx(ref.mean(), rel=1e-5)
         assert rows["train_flipped"] == pytest.approx(ref[flipped].mean(), rel=1e-5)
         assert rows["train_clean"] == pytest.approx(ref[~flipped].mean(), rel=1e-5)
         # eigs: top eigenvalues of the (unbiased) covariance of the representation on the probe set
         lam = np.sort(np.linalg.eigvalsh(np.cov(z, rowvar=False)))[::-1]
-        eig_rows = hist[(hist.step == step) & hist.metric.str.match(r"eig_\d+$")]
-        got = eig_rows.assign(k=eig_rows.metric.str[4:].astype(int)).sort_values("k")["value"].to_numpy()
+        eig_rows = hist[(hist.step == step) & hist.measure.str.match(r"eig_\d+$")]
+        got = eig_rows.assign(k=eig_rows.measure.str[4:].astype(int)).sort_values("k")["value"].to_numpy()
         assert len(got) == min(16, z.shape[1])
         np.testing.assert_allclose(got, np.clip(lam[:len(got)], 0, None), rtol=1e-4, atol=1e-7 * lam[0])
         assert set(eig_rows["layer"]) == {"embed"} and set(eig_rows["split"]) == {"probe"}
-        assert {"effective_rank", "rankme"} <= set(hist[hist.step == step]["metric"])
+        assert {"effective_rank", "rankme"} <= set(hist[hist.step == step]["measure"])
         assert {"train_clean", "train_flipped", "train_flipped_true"} <= set(hist[hist.step == step]["split"])
 
 
@@ -338,9 +340,15 @@ def test_evaluate_probes_match_sklearn_and_are_stored(finished_run):
     table = evaluate(run, methods=["linear", "knn", "finetune", "dense"], finetune_steps=4, dense_layer="stage1",
                      dense_pixels=n_pix)  # every training pixel: no sampling to reproduce
     assert set(table["method"]) == {"linear", "knn", "finetune", "dense"}
+    assert list(table.columns) == [*COLUMNS, "task", "method", "label_fraction"]
+    assert set(table["run"]) == {run.name} and (table["task"] == "label").all()
+    order = {name: i for i, name in enumerate(probe_points(run.load_model()))}
+    frozen = table[table.method != "finetune"]
+    assert (frozen["layer_index"] == frozen["layer"].map(order)).all()
+    assert table.loc[table.method == "finetune", "layer_index"].isna().all()  # "embed": the representation
     for method, group in table.groupby("method"):
         assert set(group["split"]) == {"test", "ood"}, method
-    score = table[table.metric.isin(["accuracy", "pixel_accuracy", "miou"])]["value"]
+    score = table[table.measure.isin(["accuracy", "pixel_accuracy", "miou"])]["value"]
     assert ((score >= 0) & (score <= 1)).all()
     assert (table["step"] == 12).all() and (table["label_fraction"] == 1.0).all()
 
@@ -354,7 +362,7 @@ def test_evaluate_probes_match_sklearn_and_are_stored(finished_run):
     knn = KNeighborsClassifier(n_neighbors=min(20, len(ds["train"]) - 1), metric="cosine",
                                algorithm="brute").fit(feats["train"], ds["train"].labels)
     for split in ("test", "ood"):
-        got = table[(table.split == split)].set_index(["method", "metric"])["value"]
+        got = table[(table.split == split)].set_index(["method", "measure"])["value"]
         x = scaler.transform(feats[split])
         assert got[("linear", "accuracy")] == pytest.approx(logreg.score(x, ds[split].labels), abs=1e-6)
         proba = logreg.predict_proba(x)
@@ -375,7 +383,7 @@ def test_evaluate_probes_match_sklearn_and_are_stored(finished_run):
         pred = dense.predict(pscale.transform(_pixel_features_reference(model, ds[split], "stages.0")))
         ious = [np.sum((pred == c) & (truth == c)) / np.sum((pred == c) | (truth == c))
                 for c in np.union1d(pred, truth)]
-        got = table[(table.method == "dense") & (table.split == split)].set_index("metric")["value"]
+        got = table[(table.method == "dense") & (table.split == split)].set_index("measure")["value"]
         assert abs(got["pixel_accuracy"] - np.mean(pred == truth)) <= 3 / len(truth)
         assert got["miou"] == pytest.approx(np.mean(ious), abs=0.01)
         assert (table[table.method == "dense"]["layer"] == "stage1").all()
@@ -386,7 +394,7 @@ def test_evaluate_probes_match_sklearn_and_are_stored(finished_run):
     again = evaluate(run, methods=["linear"])
     stored2 = run.downstream()
     assert len(stored2) == len(stored)
-    key = ["method", "split", "metric", "label_fraction", "layer", "step", "task"]
+    key = ["method", "split", "measure", "label_fraction", "layer", "step", "task"]
     assert not stored2.duplicated(key).any()
     merged = stored2.merge(again.drop(columns="run"), on=key, suffixes=("", "_new"))
     np.testing.assert_allclose(merged["value"], merged["value_new"])
@@ -438,13 +446,14 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     study = Study(STUDY_BASE, vary={"label_noise": [0.0, 0.3]}, **opts)
     table = study.run(progress=False)
     assert study.failures == []
+    assert list(table.columns) == [*COLUMNS, "kind", "task", "method", "label_fraction", "label_noise", "seed"]
     assert sorted(table["run"].unique()) == ["label_noise=0.0,seed=0", "label_noise=0.3,seed=0"]
     assert set(table["kind"]) == {"measure", "downstream", "history"}
     assert dict(table.groupby("run")["label_noise"].first()) == {"label_noise=0.0,seed=0": 0.0,
                                                                  "label_noise=0.3,seed=0": 0.3}
     for _, part in table.groupby("run"):
         meas = part[part.kind == "measure"]
-        assert set(meas["metric"]) == {"rankme", "tolerance"} and set(meas["layer"]) == {"fc1", "head"}
+        assert set(meas["measure"]) == {"rankme", "tolerance"} and set(meas["layer"]) == {"fc1", "head"}
         down = part[part.kind == "downstream"]
         assert set(down["split"]) == {"test", "ood"} and set(down["method"]) == {"linear"}
     assert len(store.ids()) == 2
@@ -453,7 +462,7 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     before = _mtimes(store)
     again = Study(STUDY_BASE, vary={"label_noise": [0.0, 0.3]}, **opts).run(progress=False)
     assert _mtimes(store) == before and len(store.ids()) == 2
-    cols = ["run", "kind", "layer", "split", "metric"]
+    cols = ["run", "kind", "layer", "split", "measure"]
     pd.testing.assert_frame_equal(table.sort_values(cols + ["step"]).reset_index(drop=True)[cols + ["value"]],
                                   again.sort_values(cols + ["step"]).reset_index(drop=True)[cols + ["value"]])
 
@@ -468,12 +477,12 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     grid3 = Study(STUDY_BASE, vary={"label_noise": [0.0, 0.15, 0.3]}, **opts)
     t3 = grid3.run(progress=False)
     assert len(store.ids()) == 4  # the 2 above + the failed mlm run (registered) + label_noise=0.15
-    sel_m = {"kind": "measure", "metric": "rankme", "layer": "fc1"}
-    sel_d = {"kind": "downstream", "method": "linear", "split": "test", "metric": "loss"}  # continuous: no ties
+    sel_m = {"kind": "measure", "measure": "rankme", "layer": "fc1"}
+    sel_d = {"kind": "downstream", "method": "linear", "split": "test", "measure": "loss"}  # continuous: no ties
     res = grid3.correlate(sel_m, sel_d, n_boot=300)
-    x = t3[(t3.kind == "measure") & (t3.metric == "rankme") & (t3.layer == "fc1")].set_index("run")["value"]
+    x = t3[(t3.kind == "measure") & (t3.measure == "rankme") & (t3.layer == "fc1")].set_index("run")["value"]
     y = t3[(t3.kind == "downstream") & (t3.method == "linear") & (t3.split == "test")
-           & (t3.metric == "loss")].set_index("run")["value"]
+           & (t3.measure == "loss")].set_index("run")["value"]
     assert len(x) == len(y) == 3 and x.nunique() == 3 and y.nunique() == 3
     rho = spearmanr(x.sort_index().to_numpy(), y.sort_index().to_numpy())[0]
     row = res.iloc[0]
@@ -481,9 +490,9 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
     assert -1 <= row["ci_low"] and row["ci_high"] <= 1
     with pytest.raises(ValueError, match="several rows"):
-        grid3.correlate({"kind": "measure", "metric": "rankme"}, sel_d)
+        grid3.correlate({"kind": "measure", "measure": "rankme"}, sel_d)
     # a quantity that is constant across runs has no rank correlation: a clear error, not NaN
-    grid3.table = t3.assign(value=np.where((t3.kind == "measure") & (t3.metric == "rankme"), 5.0, t3["value"]))
+    grid3.table = t3.assign(value=np.where((t3.kind == "measure") & (t3.measure == "rankme"), 5.0, t3["value"]))
     with pytest.raises(ValueError, match="same .* for all 3 runs"):
         grid3.correlate(sel_m, sel_d)
 

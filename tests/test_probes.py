@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import Ridge, RidgeClassifier, RidgeCV
@@ -11,8 +12,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
 from workbench.probing.probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from workbench.probing.stats import RESULT_COLUMNS, bootstrap_ci
+from workbench.probing.stats import bootstrap_ci
 from workbench.probing.tokens import sentence_split, token_rows
+from workbench.results import COLUMNS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,8 +49,8 @@ def test_ridge_regression_matches_sklearn_for_every_alpha(n, d):
     alphas = (1e-3, 0.3, 10.0, 300.0)
     df = ridge_probe(x[:n], y[:n], {"test": (x[n:], y[n:])}, task="regression", alphas=alphas, all_alphas=True,
                      n_boot=0, target=["a", "b"])
-    assert list(df.columns[:8]) == RESULT_COLUMNS
-    assert set(df.metric) == {"r2"} and set(df.probe) == {"ridge"} and set(df.target) == {"a", "b"}
+    assert list(df.columns[:11]) == [*COLUMNS, "target", "method"]
+    assert set(df.measure) == {"r2"} and set(df.method) == {"ridge"} and set(df.target) == {"a", "b"}
     scaler = StandardScaler().fit(x[:n])
     xs, xts = scaler.transform(x[:n]), scaler.transform(x[n:])
     for a in alphas:
@@ -234,7 +236,7 @@ def test_mlp_regression_fits_a_nonlinear_factor():
     mlp = mlp_probe(x[:350], y[:350], ev, task="regression", hidden=32, batch_size=512, lr=0.03, max_epochs=150,
                     n_boot=0)
     lin = ridge_probe(x[:350], y[:350], ev, task="regression", n_boot=0)
-    assert set(mlp.metric) == {"r2"}
+    assert set(mlp.measure) == {"r2"}
     assert value(mlp, split="test") > 0.8 > value(lin, split="test") + 0.3
 
 
@@ -259,9 +261,9 @@ def test_token_rows_drop_padding_and_ignored_labels():
     ref_s, ref_p = np.nonzero(keep)
     assert np.array_equal(rows_np.sentence, ref_s) and np.array_equal(rows_np.position, ref_p)
     assert np.array_equal(rows_np.labels, labels[ref_s, ref_p])
-    assert np.array_equal(rows_np.features, feats[ref_s, ref_p])
+    assert np.array_equal(rows_np.x, feats[ref_s, ref_p])
     rows_t = token_rows({"l0": torch.as_tensor(feats)}, torch.as_tensor(labels), torch.as_tensor(mask))
-    assert torch.equal(rows_t.features["l0"], torch.as_tensor(feats[ref_s, ref_p]))
+    assert torch.equal(rows_t.x["l0"], torch.as_tensor(feats[ref_s, ref_p]))
 
 
 def test_sentence_split_never_splits_a_sentence():
@@ -318,6 +320,76 @@ def test_bad_input_specific():
         token_rows(np.zeros((2, 3)), np.zeros((2, 3), int))
     with pytest.raises(ValueError, match="leave no training"):
         sentence_split(np.zeros((3, 2, 2)), np.zeros((3, 2), int), test_fraction=0.5, val_fraction=0.4)
+
+
+# ===================================================================================== results schema
+def test_every_probe_returns_the_results_schema_with_layer_index_in_mapping_order():
+    """check_tidy accepts each probe's table; layer_index is the layer's position in the input mapping (here not
+    alphabetical), run/step are NaN, and an Activations, a dict and a bare array give the same numbers."""
+    from workbench.activations import Activations
+    from workbench.probing import (combine_seeds, label_efficiency, linear_probe, online_codelength, selectivity,
+                                   with_baseline)
+    from workbench.results import check_tidy
+
+    x, y = make_data(150, 6, 3, seed=4)
+    order = ["zeta", "alpha", "mid"]
+    cols = {"zeta": x[:, :2], "alpha": x, "mid": x[:, 2:5]}
+    train = {name: cols[name][:100] for name in order}
+    test = {name: cols[name][100:] for name in order}
+    ev = {"test": (test, y[100:])}
+    types = np.arange(150) % 17
+    tables = {
+        "linear_probe": linear_probe(train, y[:100], ev, C=1.0, n_boot=0),
+        "linear_probe cv": linear_probe(train, y[:100], ev, Cs=(0.1, 1.0), folds=3, n_boot=0, return_cv=True)[1],
+        "ridge_probe": ridge_probe(train, y[:100], ev, n_boot=0),
+        "ridge_probe regression": ridge_probe(train, x[:100, 0] + x[:100, 1], {"test": (test, x[100:, 0])},
+                                              task="regression", n_boot=0),
+        "knn_probe": knn_probe(train, y[:100], ev, ks=(1, 3), n_boot=0),
+        "prototype_probe": prototype_probe(train, y[:100], ev, n_boot=0),
+        "gaussian_nb_probe": gaussian_nb_probe(train, y[:100], ev, n_boot=0),
+        "mlp_probe": mlp_probe(train, y[:100], ev, max_epochs=3, n_boot=0),
+        "selectivity": selectivity(train, y[:100], types[:100], {"test": (test, y[100:], types[100:])},
+                                   probe="prototype", n_boot=0),
+        "online_codelength": online_codelength(train, y[:100]),
+        "label_efficiency": label_efficiency(train, y[:100], ev, per_class=(2,), seeds=(0, 1), probe="prototype",
+                                             n_boot=0),
+    }
+    proto = tables["prototype_probe"]
+    tables["combine_seeds"] = combine_seeds({0: proto, 1: proto})
+    tables["with_baseline"] = with_baseline(proto, proto)
+    for name, df in tables.items():
+        assert check_tidy(df, name) is df
+        assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS), name
+        assert "metric" not in df.columns and "probe" not in df.columns, name
+        assert df.run.isna().all() and df.step.isna().all(), name
+        assert df.groupby("layer", sort=False).layer_index.unique().map(list).to_dict() == {
+            layer: [i] for i, layer in enumerate(order)}, name
+    assert set(tables["knn_probe"].method) == {"knn"} and set(tables["linear_probe"].method) == {"logistic"}
+    # an Activations (the extract output) and a bare array: the same rows as the dict, bare arrays as "features"
+    acts = Activations({k: torch.as_tensor(v) for k, v in train.items()})
+    acts_test = Activations({k: torch.as_tensor(v) for k, v in test.items()})
+    via_acts = prototype_probe(acts, y[:100], {"test": (acts_test, y[100:])}, n_boot=0)
+    pd.testing.assert_frame_equal(via_acts, proto)
+    single = prototype_probe(x[:100], y[:100], {"test": (x[100:], y[100:])}, n_boot=0)
+    assert list(single.layer.unique()) == ["features"] and (single.layer_index == 0).all()
+    np.testing.assert_array_equal(single.value.to_numpy(), proto[proto.layer == "alpha"].value.to_numpy())
+    # the values are the plain-numpy nearest-class-mean accuracy of each layer (independent of the schema code)
+    for layer in order:
+        mus = np.stack([train[layer][y[:100] == c].mean(0) for c in range(3)])
+        pred = np.argmin(((test[layer][:, None] - mus[None]) ** 2).sum(-1), 1)
+        assert value(proto, layer=layer, split="test") == pytest.approx(np.mean(pred == y[100:]))
+
+
+def test_data_first_calling_convention():
+    """x, labels, evals by keyword; options are keyword-only."""
+    x, y = make_data(60, 4, 2, seed=1)
+    ev = {"test": (x[40:], y[40:])}
+    by_name = prototype_probe(x=x[:40], labels=y[:40], evals=ev, n_boot=0)
+    pd.testing.assert_frame_equal(by_name, prototype_probe(x[:40], y[:40], ev, n_boot=0))
+    with pytest.raises(TypeError):
+        knn_probe(x[:40], y[:40], ev, (1,))  # ks is keyword-only
+    with pytest.raises(TypeError, match="x must be an array"):
+        knn_probe(None, y)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -14,11 +14,12 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from workbench.probing import linear_probe
-from workbench.probing.stats import RESULT_COLUMNS, bootstrap_ci
+from workbench.probing.stats import bootstrap_ci
+from workbench.results import COLUMNS as SCHEMA
 
 linear_mod = importlib.import_module("workbench.probing.linear")
 
-COLUMNS = RESULT_COLUMNS + ["C", "n_train", "n_classes"]
+COLUMNS = [*SCHEMA, "target", "method", "C", "n_train", "n_classes"]
 TIGHT = {"tol": 1e-10, "cv_tol": 1e-10, "cv_precision": "float64", "max_iter": 5000}
 
 
@@ -36,8 +37,8 @@ def sklearn_fit(x, y, c):
     return scaler, clf
 
 
-def value(df, split, metric, layer="features", col="value"):
-    sel = df[(df.layer == layer) & (df.split == split) & (df.metric == metric)]
+def value(df, split, measure, layer="features", col="value"):
+    sel = df[(df.layer == layer) & (df.split == split) & (df.measure == measure)]
     assert len(sel) == 1
     return float(sel[col].iloc[0])
 
@@ -78,9 +79,10 @@ def test_matches_sklearn_fixed_c(k, c):
                       **TIGHT)
     assert list(df.columns) == COLUMNS
     assert list(df.split.unique()) == ["train", "val", "test"]
-    assert (df.C == c).all() and (df.n_train == 200).all() and (df.n_classes == k).all()
-    assert (df.probe == "logistic").all() and (df.target == "label").all()
+    assert (df["C"] == c).all() and (df.n_train == 200).all() and (df.n_classes == k).all()
+    assert (df.method == "logistic").all() and (df.target == "label").all()
     assert df.ci_low.isna().all() and df.ci_high.isna().all()
+    assert df.run.isna().all() and df.step.isna().all() and (df.layer_index == 0).all()
     scaler, clf = sklearn_fit(x[:200], y[:200], c)
     for split, xs, ys in (("train", x[:200], y[:200]), ("val", x[200:], y[200:]), ("test", xt, yt)):
         xs_std = scaler.transform(xs)
@@ -149,12 +151,12 @@ def test_cv_selection_matches_sklearn_loop(k):
     cs = (0.001, 0.03, 1.0, 30.0)
     df, cv = linear_probe(x, y, Cs=cs, folds=3, seed=4, n_boot=0, return_cv=True, **TIGHT)
     expected_c, acc, loss = _sklearn_cv(x, y, cs, 3, 4)
-    assert (df.C == expected_c).all()
-    assert list(cv.columns[:8]) == RESULT_COLUMNS and (cv.split == "cv").all()
+    assert (df["C"] == expected_c).all()
+    assert list(cv.columns[:11]) == [*SCHEMA, "target", "method"] and (cv.split == "cv").all()
     assert len(cv) == len(cs) * 2 and cv.selected.sum() == 2
-    assert (cv[cv.selected].C == expected_c).all()
-    cv_acc = cv[cv.metric == "accuracy"].set_index("C").value
-    cv_loss = cv[cv.metric == "loss"].set_index("C").value
+    assert (cv[cv.selected]["C"] == expected_c).all()
+    cv_acc = cv[cv.measure == "accuracy"].set_index("C").value
+    cv_loss = cv[cv.measure == "loss"].set_index("C").value
     np.testing.assert_allclose(cv_acc.loc[list(cs)].to_numpy(), acc, atol=1e-12)
     np.testing.assert_allclose(cv_loss.loc[list(cs)].to_numpy(), loss, rtol=1e-5)
     scaler, clf = sklearn_fit(x, y, expected_c)
@@ -171,9 +173,9 @@ def test_cv_selection_default_precision():
         df, cv = linear_probe(x, y, Cs=cs, folds=4, seed=1, n_boot=0, return_cv=True)
         expected_c, acc, _ = _sklearn_cv(x, y, cs, 4, 1)
         assert expected_c == expected and np.sort(acc)[-1] - np.sort(acc)[-2] > 0.04  # a clear winner
-        assert (df.C == expected_c).all()
+        assert (df["C"] == expected_c).all()
         # held-out fold accuracies of float32 fits at tol 1e-4 vs float64 sklearn fits: within one example
-        ours = cv[cv.metric == "accuracy"].set_index("C").value.loc[list(cs)].to_numpy()
+        ours = cv[cv.measure == "accuracy"].set_index("C").value.loc[list(cs)].to_numpy()
         np.testing.assert_allclose(ours, acc, atol=1.01 / 60)
 
 
@@ -187,6 +189,8 @@ def test_layers_of_different_widths_equal_fitting_each_alone():
     kw = dict(Cs=(0.01, 1.0, 100.0), folds=3, n_boot=0, tol=1e-9)
     df = linear_probe(train, y[:150], {"test": (test, y[150:])}, **kw)
     assert list(df.layer.unique()) == ["early", "late", "noise"]
+    assert df.groupby("layer", sort=False).layer_index.unique().map(list).to_dict() == {
+        "early": [0], "late": [1], "noise": [2]}  # position in the mapping
     assert len(df) == 3 * 2 * 2
     for layer in train:
         alone = linear_probe(np.asarray(train[layer]), y[:150], {"test": (np.asarray(test[layer]), y[150:])}, **kw)
@@ -224,11 +228,11 @@ def test_bootstrap_interval_is_stats_bootstrap_of_per_example_scores():
     correct = (clf.predict(xt) == y[160:]).astype(float)
     proba = clf.predict_proba(xt)
     per_loss = -np.log(proba[np.arange(len(xt)), np.searchsorted(clf.classes_, y[160:])])
-    for metric, per_example in (("accuracy", correct), ("loss", per_loss)):
+    for measure, per_example in (("accuracy", correct), ("loss", per_loss)):
         low, high = bootstrap_ci(per_example, n_boot=300, alpha=0.1, seed=7)
-        assert value(df, "test", metric, col="ci_low") == pytest.approx(low, rel=1e-6)
-        assert value(df, "test", metric, col="ci_high") == pytest.approx(high, rel=1e-6)
-        assert low <= value(df, "test", metric) <= high
+        assert value(df, "test", measure, col="ci_low") == pytest.approx(low, rel=1e-6)
+        assert value(df, "test", measure, col="ci_high") == pytest.approx(high, rel=1e-6)
+        assert low <= value(df, "test", measure) <= high
 
 
 # -------------------------------------------------------------------------------------------------- errors

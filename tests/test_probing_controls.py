@@ -18,7 +18,8 @@ from workbench.probing.controls import (combine_seeds, control_task, label_effic
                                         stratified_subsample, with_baseline)
 from workbench.probing.mdl import block_ends, online_codelength
 from workbench.probing.probes import knn_probe, prototype_probe
-from workbench.probing.stats import RESULT_COLUMNS, bootstrap_ci
+from workbench.probing.stats import bootstrap_ci
+from workbench.results import COLUMNS, check_tidy, tidy
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -70,25 +71,25 @@ def test_selectivity_on_a_deterministic_type_task():
     knn = selectivity(x, y, t, ev, probe="knn", probe_options={"ks": (1,)}, n_boot=0)
     proto = selectivity(x, y, t, ev, probe="prototype", n_boot=0)
     lin = selectivity(x, y, t, ev, probe="linear", probe_options={"C": 0.01}, n_boot=0)
-    assert list(knn.columns[:8]) == RESULT_COLUMNS
+    assert list(knn.columns[:11]) == [*COLUMNS, "target", "method"] and set(knn.method) == {"knn"}
     # a memorising probe (1-NN) learns the control task as well as the task: selectivity ~ 0
-    assert value(knn, split="test", metric="control_accuracy") > 0.9
-    assert value(knn, split="test", metric="selectivity") < 0.1
+    assert value(knn, split="test", measure="control_accuracy") > 0.9
+    assert value(knn, split="test", measure="selectivity") < 0.1
     # restricted probes cannot memorise random per-type labels: high selectivity (Hewitt & Liang, Sec. 4)
     for df in (proto, lin):
-        assert value(df, split="test", metric="task_accuracy") > 0.95
-        assert value(df, split="test", metric="selectivity") > 0.3
-        assert value(df, split="test", metric="selectivity") > value(knn, split="test", metric="selectivity") + 0.3
+        assert value(df, split="test", measure="task_accuracy") > 0.95
+        assert value(df, split="test", measure="selectivity") > 0.3
+        assert value(df, split="test", measure="selectivity") > value(knn, split="test", measure="selectivity") + 0.3
     for df in (knn, proto, lin):
         for split in ("train", "test"):
-            assert value(df, split=split, metric="selectivity") == pytest.approx(
-                value(df, split=split, metric="task_accuracy") - value(df, split=split, metric="control_accuracy"))
+            assert value(df, split=split, measure="selectivity") == pytest.approx(
+                value(df, split=split, measure="task_accuracy") - value(df, split=split, measure="control_accuracy"))
     # reference: the same probe on control labels made by control_task over all examples
     c = control_task(np.r_[t, te], np.r_[y, ye], seed=0)
     ref = knn_probe(x, c[:500], {"test": (xe, c[500:])}, ks=(1,), n_boot=0)
-    assert value(knn, split="test", metric="control_accuracy") == value(ref, split="test")
+    assert value(knn, split="test", measure="control_accuracy") == value(ref, split="test")
     ref_task = prototype_probe(x, y, {"test": (xe, ye)}, n_boot=0)
-    assert value(proto, split="test", metric="task_accuracy") == value(ref_task, split="test")
+    assert value(proto, split="test", measure="task_accuracy") == value(ref_task, split="test")
 
 
 def test_selectivity_scores_unpredictable_control_classes_as_errors():
@@ -105,11 +106,11 @@ def test_selectivity_scores_unpredictable_control_classes_as_errors():
     df = selectivity(x, y, t, {"test": (xe, ye, te)}, probe="prototype", control_seed=s, n_boot=0)
     ok = np.isin(c[80:], c[:80])
     sub = prototype_probe(x, c[:80], {"test": (xe[ok], c[80:][ok])}, n_boot=0)
-    assert value(df, split="test", metric="control_accuracy") == pytest.approx(value(sub, split="test") * ok.mean())
+    assert value(df, split="test", measure="control_accuracy") == pytest.approx(value(sub, split="test") * ok.mean())
 
 
 def test_selectivity_bad_input():
-    (x, y, t), (xe, ye, te) = typed_data(n_types=30)
+    (x, y, t), (xe, ye, _te) = typed_data(n_types=30)
     with pytest.raises(ValueError, match="unknown probe"):
         selectivity(x, y, t, probe="svm")
     with pytest.raises(ValueError, match="types"):
@@ -167,7 +168,7 @@ def test_twin_without_spec_resets_every_module():
             self.scale = nn.Parameter(torch.full((2,), 3.0))
     with pytest.warns(RuntimeWarning, match="scale"):
         random_init_twin(WithRawParameter(), seed=0)
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         random_init_twin("model")
 
 
@@ -182,6 +183,12 @@ def test_with_baseline_joins_and_checks():
     out = with_baseline(trained, base)
     assert np.allclose(out.gain, trained.value - base.value)
     assert np.allclose(out.baseline_ci_low, base.ci_low)
+    assert list(out.columns) == [*trained.columns, "baseline", "baseline_ci_low", "baseline_ci_high", "gain"]
+    # the baseline is another run (the random-init twin): matched on layer/method/target/split/measure, not run
+    other_run = with_baseline(trained.assign(run="trained"), base.assign(run="random-init", step=0))
+    assert (other_run.run == "trained").all() and np.allclose(other_run.gain, trained.value - base.value)
+    with pytest.raises(ValueError, match="missing column"):
+        with_baseline(trained.drop(columns="layer_index"), base)
     with pytest.raises(ValueError, match="no baseline row"):
         with_baseline(trained, base[base.split == "train"])
     two_k = knn_probe(x[:80], y[:80], ev, ks=(1, 3), n_boot=0)
@@ -195,19 +202,19 @@ def test_block_schedule_is_voita_titov():
     assert block_ends(1000) == [1, 2, 4, 8, 16, 32, 62, 125, 250, 500, 1000]
     assert block_ends(120) == [1, 3, 7, 15, 30, 60, 120]
     with pytest.raises(ValueError, match="fractions"):
-        block_ends(100, (0.5, 0.2, 1.0))
+        block_ends(100, fractions=(0.5, 0.2, 1.0))
 
 
 def reference_online_bits(x, y, k, c, ends):
     """Prequential code with a scipy-fitted, fully L2-penalised softmax regression (documented objective)."""
-    n, d = x.shape
+    d = x.shape[1]
     bits = ends[0] * math.log2(k)
     for start, stop in zip(ends[:-1], ends[1:]):
         mu, sd = x[:start].mean(0), x[:start].std(0)
         sd[(sd <= 1e-10 * np.abs(mu)) | (sd == 0)] = 1.0
         xs, yt, lam = (x[:start] - mu) / sd, y[:start], 1.0 / (c * start)
 
-        def f(theta):
+        def f(theta, xs=xs, yt=yt, start=start, lam=lam):
             w, b = theta[:d * k].reshape(d, k), theta[d * k:]
             z = xs @ w + b
             p = softmax(z, axis=1)
@@ -239,32 +246,33 @@ def test_online_codelength_matches_reference_in_bits():
     order = np.random.default_rng(4).permutation(120)
     for layer, xl in (("a", x), ("b", x[:, :2])):
         ref = reference_online_bits(xl[order], y[order], 3, 2.0, [1, 3, 7, 15, 30, 60, 120])
-        assert value(df, layer=layer, metric="online_codelength") == pytest.approx(ref, rel=1e-6)
-        assert value(df, layer=layer, metric="uniform_codelength") == pytest.approx(120 * math.log2(3))
-        assert value(df, layer=layer, metric="compression") == pytest.approx(120 * math.log2(3) / ref, rel=1e-6)
-    assert list(df.columns[:8]) == RESULT_COLUMNS and df.ci_low.isna().all()
+        assert value(df, layer=layer, measure="online_codelength") == pytest.approx(ref, rel=1e-6)
+        assert value(df, layer=layer, measure="uniform_codelength") == pytest.approx(120 * math.log2(3))
+        assert value(df, layer=layer, measure="compression") == pytest.approx(120 * math.log2(3) / ref, rel=1e-6)
+    assert list(df.columns[:11]) == [*COLUMNS, "target", "method"] and df.ci_low.isna().all()
+    assert df.drop_duplicates("layer").layer_index.tolist() == [0, 1]
 
 
 def test_online_codelength_units_are_bits():
     x, y, _ = logistic_data(300, seed=2)
     # a probe regularised to the uniform prediction: every label costs log2 K bits (not ln K nats)
     df = online_codelength(x, y, C=1e-6)
-    assert value(df, metric="online_codelength") / 300 == pytest.approx(math.log2(3), rel=1e-4)
-    assert value(df, metric="compression") == pytest.approx(1.0, rel=1e-4)
+    assert value(df, measure="online_codelength") / 300 == pytest.approx(math.log2(3), rel=1e-4)
+    assert value(df, measure="compression") == pytest.approx(1.0, rel=1e-4)
 
 
 def test_online_codelength_approaches_conditional_entropy_from_above():
     excess = {}
     for n in (600, 6000):
         x, y, h, true_code = logistic_data(n, seed=n, oracle=True)
-        per_example = value(online_codelength(x, y, seed=0), metric="online_codelength") / n
+        per_example = value(online_codelength(x, y, seed=0), measure="online_codelength") / n
         excess[n] = per_example - true_code   # regret against the generator on the same labels: >= 0, -> 0
         if n == 6000:
             assert abs(per_example - h) < 0.03
     assert 0 < excess[6000] < 0.03 and excess[600] > 2 * excess[6000]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3000, 4))
-    c = value(online_codelength(x, rng.integers(0, 3, 3000)), metric="compression")
+    c = value(online_codelength(x, rng.integers(0, 3, 3000)), measure="compression")
     assert 0.9 < c <= 1.01  # labels independent of the features: no compression
 
 
@@ -279,18 +287,18 @@ def test_online_codelength_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         online_codelength(np.where(x > 2, np.inf, x), y)
     alphabet = online_codelength(x, y, n_classes=5)  # declared alphabet larger than the classes seen
-    assert value(alphabet, metric="uniform_codelength") == pytest.approx(100 * math.log2(5))
+    assert value(alphabet, measure="uniform_codelength") == pytest.approx(100 * math.log2(5))
 
 
 # =================================================================================== label efficiency
 def test_stratified_subsample():
     y = np.repeat([0, 1, 2], [5, 7, 9])
-    idx = stratified_subsample(y, 4, seed=1)
+    idx = stratified_subsample(y, per_class=4, seed=1)
     assert np.array_equal(np.bincount(y[idx]), [4, 4, 4])
-    assert np.array_equal(idx, stratified_subsample(y, 4, seed=1))
-    assert not np.array_equal(idx, stratified_subsample(y, 4, seed=2))
+    assert np.array_equal(idx, stratified_subsample(y, per_class=4, seed=1))
+    assert not np.array_equal(idx, stratified_subsample(y, per_class=4, seed=2))
     with pytest.raises(ValueError, match="per_class=6"):
-        stratified_subsample(y, 6)
+        stratified_subsample(y, per_class=6)
 
 
 def test_label_efficiency_matches_reference_and_t_interval():
@@ -303,7 +311,7 @@ def test_label_efficiency_matches_reference_and_t_interval():
     for n in (1, 3):
         vals = []
         for s in (0, 1, 2):
-            idx = stratified_subsample(y[:100], n, s)
+            idx = stratified_subsample(y[:100], per_class=n, seed=s)
             mus = np.stack([x[idx][y[idx] == c].mean(0) for c in range(3)])
             acc = np.mean(np.argmin(((x[100:, None] - mus[None]) ** 2).sum(-1), 1) == y[100:])
             assert value(df, n_per_class=n, seed=s) == pytest.approx(acc)
@@ -329,15 +337,17 @@ def test_label_efficiency_default_linear_probe_runs_with_one_example_per_class()
     x = rng.standard_normal((80, 3)) + 2.0 * y[:, None]
     df = label_efficiency({"l": x[:60]}, y[:60], {"test": ({"l": x[60:]}, y[60:])}, per_class=(1, "all"),
                           seeds=(0, 1), n_boot=0)
-    assert set(df.probe) == {"logistic"} and df.value.between(0, 1).all()
+    assert set(df.method) == {"logistic"} and df.value.between(0, 1).all()
 
 
 # ============================================================================================== seeds
 def test_combine_seeds_t_and_bootstrap():
     rng = np.random.default_rng(0)
-    frames = {s: pd.DataFrame({"layer": ["a", "b"], "probe": "p", "target": "t", "split": "test",
-                               "metric": "accuracy", "value": rng.uniform(size=2)}) for s in (3, 4, 5, 6)}
+    frames = {s: tidy({"layer": layer, "measure": "accuracy", "split": "test", "value": v, "target": "t",
+                       "method": "p"} for layer, v in zip(["a", "b"], rng.uniform(size=2))) for s in (3, 4, 5, 6)}
     out = combine_seeds(frames)
+    check_tidy(out)
+    assert out.layer.tolist() == ["a", "b"] and out.layer_index.tolist() == [0, 1] and out.run.isna().all()
     a = np.array([frames[s].value[0] for s in (3, 4, 5, 6)])
     row = out[out.layer == "a"].iloc[0]
     assert row.value == pytest.approx(a.mean()) and row["std"] == pytest.approx(a.std(ddof=1))
@@ -351,3 +361,7 @@ def test_combine_seeds_t_and_bootstrap():
         combine_seeds({0: pd.concat([frames[3], frames[3]])})
     with pytest.raises(ValueError, match="method"):
         combine_seeds(frames, method="z")
+    with pytest.raises(ValueError, match="'metric' is called 'measure'"):  # old-layout tables are refused
+        combine_seeds({s: f.rename(columns={"measure": "metric"}) for s, f in frames.items()})
+    at_steps = combine_seeds({s: f.assign(step=100 * (s % 2)) for s, f in frames.items()})  # never across steps
+    assert sorted(at_steps.step.unique()) == [0, 100] and (at_steps.n_seeds == 2).all()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from workbench.results import COLUMNS
 from workbench.runs import RunConfig, RunStore, atomic_write_text, checkpoint_schedule
 from workbench.train import symmetric_label_noise, train
 
@@ -125,10 +126,13 @@ def test_train_once_then_reuse(tmp_path):
     assert df.columns.is_unique and df.loc[0, "n_checkpoints"] == len(run.checkpoints()) == 4
     assert df.loc[0, "checkpoints"] == run.config.checkpoints
     hist = run.history()
-    assert {"loss", "accuracy"} <= set(hist["metric"])
+    assert list(hist.columns) == list(COLUMNS) and set(hist["run"]) == {"tiny"}
+    assert {"loss", "accuracy"} <= set(hist["measure"])
     assert {"test", "ood", "train_batch"} <= set(hist["split"])
+    # the loss and the held-out accuracy are model-level: no layer
+    assert hist["layer"].isna().all() and hist["layer_index"].isna().all()
     # the supervised objective learns: held-out accuracy at the end beats step 0
-    acc = hist[(hist.metric == "accuracy") & (hist.split == "test")].set_index("step")["value"]
+    acc = hist[(hist.measure == "accuracy") & (hist.split == "test")].set_index("step")["value"]
     assert acc.loc[30] > acc.loc[0] + 0.2
 
 
@@ -212,7 +216,7 @@ def test_two_processes_on_one_store(tmp_path):
     assert run.done
     hist = run.history()
     # trained exactly once: no step is logged twice
-    assert not hist.duplicated(["step", "metric", "split"]).any()
+    assert not hist.duplicated(["step", "measure", "split"]).any()
     assert run.checkpoints() == checkpoint_schedule(40, 3)
 
 
@@ -222,6 +226,46 @@ def test_label_noise_run_records_flips_and_memorization(tmp_path):
     art = run.load_artifact("label_noise")
     assert art["flipped"].sum() == round(0.25 * 256)
     assert {"train_clean", "train_flipped"} <= set(run.history()["split"])
+
+
+def test_history_and_downstream_stored_by_older_versions_still_load(tmp_path):
+    """Run stores written before the results schema (a ``metric`` column, "" for no layer, no ``layer_index``)
+    read as today's tables."""
+    store = RunStore(tmp_path)
+    run = store.create(TINY, name="old")
+    atomic_write_text(run.path / "history.csv", "step,metric,split,layer,value\n"
+                      "0,accuracy,test,,0.25\n1,loss,train_batch,,2.5\n"
+                      "1,grad_norm,train_batch,fc1,3.0\n1,grad_norm,train_batch,head,4.0\n"
+                      "2,grad_norm,train_batch,fc1,5.0\n2,grad_norm,train_batch,head,6.0\n")
+    hist = run.history()
+    assert list(hist.columns) == list(COLUMNS)
+    assert hist[["step", "measure", "split", "value"]].values.tolist() == [
+        [0, "accuracy", "test", 0.25], [1, "loss", "train_batch", 2.5], [1, "grad_norm", "train_batch", 3.0],
+        [1, "grad_norm", "train_batch", 4.0], [2, "grad_norm", "train_batch", 5.0],
+        [2, "grad_norm", "train_batch", 6.0]]
+    assert hist["layer"].isna().tolist() == [True, True, False, False, False, False]
+    # the layers of a measure are numbered in the order the recorder wrote them
+    assert hist["layer_index"].tolist()[2:] == [0, 1, 0, 1] and hist["layer_index"][:2].isna().all()
+    atomic_write_text(run.path / "downstream.csv", "step,task,method,label_fraction,layer,split,metric,value\n"
+                      "30,label,linear,1.0,fc1,test,accuracy,0.75\n30,label,finetune,0.5,embed,test,accuracy,0.5\n")
+    down = run.downstream()
+    assert list(down.columns) == [*COLUMNS, "task", "method", "label_fraction"]
+    assert down[["run", "step", "layer", "measure", "split", "value", "method", "label_fraction"]].values.tolist() == [
+        ["old", 30, "fc1", "accuracy", "test", 0.75, "linear", 1.0],
+        ["old", 30, "embed", "accuracy", "test", 0.5, "finetune", 0.5]]
+
+
+def test_history_rows_keep_their_layers(tmp_path):
+    """Per-layer recorders store the probe point's position in the model; model-level rows have no layer."""
+    from workbench.models import probe_points
+
+    cfg = {**TINY, "recorders": ["grad_norm", "clean_flipped"]}
+    run = train(cfg, tmp_path, progress=False)
+    hist = run.history()
+    grad = hist[hist.measure == "grad_norm"]
+    order = {name: i for i, name in enumerate(probe_points(run.load_model()))}
+    assert len(grad) and (grad["layer_index"] == grad["layer"].map(order)).all()
+    assert hist.loc[hist.measure != "grad_norm", "layer"].isna().all()
 
 
 def test_random_init_baseline_has_only_step_zero(tmp_path):

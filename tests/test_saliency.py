@@ -12,6 +12,7 @@ from torch import nn
 
 import workbench.models as wm
 from workbench import data
+from workbench.results import COLUMNS, check_tidy
 from workbench.runs import RunConfig
 from workbench.train import train
 
@@ -116,7 +117,8 @@ def test_signals_input_x_gradient_matches_autograd():
     torch.testing.assert_close(a.attributions, g * x, rtol=1e-5, atol=1e-7)
     assert a.kind == "signal"
     f = a.frame()
-    assert list(f.columns[:4]) == ["example", "target", "channel", "position"] and len(f) == 4 * 2 * 20
+    assert list(f.columns[len(COLUMNS):]) == ["example", "target", "channel", "position", "method", "model"]
+    assert len(f) == 4 * 2 * 20 and set(f["measure"]) == {"attribution"}
     row = f[(f.example == 3) & (f.channel == 1) & (f.position == 7)]
     assert row["value"].item() == pytest.approx(float(a.attributions[3, 1, 7]))
     flat = attribute(nn.Sequential(nn.Linear(20, 3)), torch.randn(5, 20), method="saliency")  # [N, L] signals
@@ -150,14 +152,17 @@ def test_frame_and_per_example_against_numpy():
     x = torch.rand(2, 3, 8, 8)
     a = attribute(model, x, method="input_x_gradient", run="r", step=7)
     f = a.frame()
-    assert len(f) == 2 * 3 * 8 * 8 and set(f.run) == {"r"} and set(f.step) == {7}
+    assert list(f.columns[:len(COLUMNS)]) == list(COLUMNS) and check_tidy(f) is f
+    assert len(f) == 2 * 3 * 8 * 8 and set(f.run) == {"r"} and set(f.step) == {7} and f["layer"].isna().all()
     arr = a.attributions.numpy()
     np.testing.assert_allclose(f["value"].to_numpy(), arr.reshape(-1), rtol=1e-6)
     assert f.iloc[100][["example", "channel", "row", "col"]].tolist() == list(np.unravel_index(100, arr.shape))
     red = a.frame(channels="l1")
-    assert list(red.columns[:4]) == ["example", "target", "row", "col"]
+    assert list(red.columns[len(COLUMNS):]) == ["example", "target", "row", "col", "method", "model"]
     np.testing.assert_allclose(red["value"], np.abs(arr).sum(1).reshape(-1), rtol=1e-6)
-    pe = a.per_example().pivot(index="example", columns="measure", values="value")
+    per = a.per_example()
+    assert list(per.columns) == [*COLUMNS, "example", "target", "method", "model"] and set(per.step) == {7}
+    pe = per.pivot(index="example", columns="measure", values="value")
     np.testing.assert_allclose(pe["abs_sum"], np.abs(arr.astype(np.float64)).reshape(2, -1).sum(1), rtol=1e-9)
     np.testing.assert_allclose(pe["max_abs"], np.abs(arr).reshape(2, -1).max(1), rtol=1e-6)
 
@@ -171,7 +176,11 @@ def test_deletion_insertion_auc_match_bruteforce_numpy_loop():
     x = torch.rand(3, C, H, W, dtype=torch.float64)
     base = torch.rand(1, C, H, W, dtype=torch.float64)
     a = attribute(model, x, method="integrated_gradients", baselines=base, target=[1, 0, 3], n_steps=8)
-    auc = curve_auc(perturbation_curves(model, a, steps=steps))
+    curves = perturbation_curves(model, a, steps=steps)
+    auc = curve_auc(curves)
+    for table in (curves, auc):
+        assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS) and check_tidy(table) is table
+    assert set(auc["measure"]) == {"deletion_auc", "insertion_auc"} and len(auc) == 3 * 2
     got = auc.set_index(["example", "measure"])["value"]
     Wn, bn = lin.weight.detach().numpy(), lin.bias.detach().numpy()
     xn, basen, att = x.numpy(), base.numpy()[0], a.attributions.numpy()
@@ -232,7 +241,9 @@ def test_trained_model_puts_more_mass_in_the_mask_than_its_random_twin(shapes_ru
     x = torch.as_tensor(test.inputs)
     atts = attribute_checkpoints(run, x, steps=[0, 300], method="saliency", target=test.labels)
     assert [(a.run, a.step) for a in atts] == [("clean", 0), ("clean", 300)]
-    loc = localization(atts, test.masks).set_index(["step", "measure"])["value"]
+    table = localization(atts, test.masks)
+    assert list(table.columns) == [*COLUMNS, "n", "method", "model", "tolerance"] and set(table.run) == {"clean"}
+    loc = table.set_index(["step", "measure"])["value"]
     area = test.masks.mean()
     assert loc[0, "mask_mass"] < area + 0.05  # random init: about the object's share of the image
     assert loc[300, "mask_mass"] > loc[0, "mask_mass"] + 0.06
@@ -247,7 +258,10 @@ def test_drift_identical_is_one_and_permutation_lowers_it(shapes_run, one_thread
     x = torch.as_tensor(test.inputs[:16])
     model = run.load_model()
     same = attribute_checkpoints({"a": model, "b": run.load_model(300)}, x, method="input_x_gradient", target=1)
-    d = drift(same).set_index("measure")["value"]
+    table = drift(same)
+    assert list(table.columns) == [*COLUMNS, "run_b", "step_b", "n", "k", "method"]
+    assert table[["run", "run_b"]].values.tolist() == [["a", "b"], ["a", "b"]]
+    d = table.set_index("measure")["value"]
     assert d["spearman"] == pytest.approx(1.0) and d["topk_overlap"] == pytest.approx(1.0)
     a = same[0]
     gen = torch.Generator().manual_seed(0)
@@ -271,6 +285,8 @@ def test_drift_identical_is_one_and_permutation_lowers_it(shapes_run, one_thread
     # across real checkpoints: step 0 vs step 300 agree less than identical models
     ckpt = drift(attribute_checkpoints(run, x, steps="all", method="input_x_gradient", target=1), pairs="consecutive")
     assert len(ckpt) == 2 * 2 and (ckpt["value"] < 0.999).any()
+    assert ckpt[["run", "step", "run_b", "step_b"]].drop_duplicates().values.tolist() == [
+        ["clean", 0, "clean", 1], ["clean", 1, "clean", 300]]  # checkpoints 0, 1, 300: successive pairs
 
 
 def test_rank_correlation_and_topk_overlap_reference_values():

@@ -10,6 +10,8 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 
 import importlib
+from workbench.activations import Activations
+from workbench.results import COLUMNS, check_tidy
 from workbench.similarity import cka, cka_matrix
 from workbench.similarity.cka import MinibatchCKA, minibatch_cka
 
@@ -183,15 +185,15 @@ def test_bad_inputs():
     x = rng.standard_normal((20, 3))
     bad = x.copy()
     bad[2, 1] = np.nan
-    with pytest.raises(ValueError, match="X contains 1 NaN"):
+    with pytest.raises(ValueError, match="a contains 1 NaN"):
         cka(bad, x)
-    with pytest.raises(ValueError, match="Y contains"):
+    with pytest.raises(ValueError, match="b contains"):
         cka(x, np.where(x > 1, np.inf, x))
     with pytest.raises(ValueError, match="mismatched number of samples"):
         cka(x, x[:10])
     with pytest.raises(ValueError, match="2-D"):
         cka(x[:, 0], x)
-    with pytest.raises(ValueError, match="Y is constant"):
+    with pytest.raises(ValueError, match="b is constant"):
         cka(x, np.ones((20, 4)))
     with pytest.raises(ValueError, match="at least 4 samples"):
         cka(x[:3], x[:3], debiased=True)
@@ -219,13 +221,15 @@ def layers():
 @pytest.mark.parametrize("kernel,debiased", [("linear", False), ("linear", True), ("rbf", False)])
 def test_matrix_matches_naive(layers, kernel, debiased):
     df = cka_matrix(layers, kernel=kernel, debiased=debiased)
-    assert list(df.columns) == ["layer_a", "layer_b", "index_a", "index_b", "measure", "value"]
+    assert list(df.columns) == [*COLUMNS, "layer_b", "layer_index_b"]
+    check_tidy(df, "cka_matrix")
+    assert df[["run", "step", "split", "ci_low", "ci_high"]].isna().all().all()
     assert len(df) == 9
     assert set(df.measure) == {f"cka_{kernel}" + ("_debiased" if debiased else "")}
     names = list(layers)
     for row in df.itertuples():
-        assert names[row.index_a] == row.layer_a and names[row.index_b] == row.layer_b
-        assert row.value == pytest.approx(naive_cka(layers[row.layer_a], layers[row.layer_b], kernel, debiased),
+        assert names[row.layer_index] == row.layer and names[row.layer_index_b] == row.layer_b
+        assert row.value == pytest.approx(naive_cka(layers[row.layer], layers[row.layer_b], kernel, debiased),
                                           rel=1e-9, abs=1e-12)
 
 
@@ -235,6 +239,7 @@ def test_matrix_two_models_and_matrix_output(layers):
     mat = cka_matrix(layers, other, output="matrix")
     assert isinstance(mat, pd.DataFrame)
     assert list(mat.index) == list(layers) and list(mat.columns) == ["l0", "l1"]
+    assert (mat.index.name, mat.columns.name) == ("layer", "layer_b")
     for a in layers:
         for b in other:
             assert mat.loc[a, b] == pytest.approx(naive_cka(layers[a], other[b]), rel=1e-9)
@@ -253,22 +258,47 @@ def test_matrix_prepares_each_layer_once(layers, monkeypatch):
 
     monkeypatch.setattr(cka_mod, "_prepare", counting)
     cka_matrix(layers, debiased=True)
-    assert sorted(calls) == sorted(f"A[{k!r}]" for k in layers)
+    assert sorted(calls) == sorted(f"a[{k!r}]" for k in layers)
     calls.clear()
     cka_matrix(layers, {"x": layers["embed"], "y": layers["block2"]})
     assert len(calls) == len(layers) + 2
 
 
+def test_matrix_takes_arrays_tensors_and_activations_alike(layers):
+    """One representation may be a bare array (the one layer "features"), a tensor, an Activations or a mapping:
+    the same values, checked against the naive Gram-matrix CKA written above."""
+    x, y = layers["block1"], layers["block2"]
+    single = cka_matrix(x)
+    check_tidy(single, "cka_matrix(x)")
+    pair_columns = ["layer", "layer_b", "layer_index", "layer_index_b"]
+    assert single[pair_columns].values.tolist() == [["features", "features", 0, 0]]
+    assert single["value"].iloc[0] == pytest.approx(naive_cka(x, x), abs=1e-12)
+    assert single["value"].iloc[0] == pytest.approx(1.0, abs=1e-12)
+    pair = cka_matrix(x, y, debiased=True)
+    assert pair["value"].iloc[0] == pytest.approx(naive_cka(x, y, "linear", True), rel=1e-9)
+    assert cka_matrix(torch.as_tensor(x), torch.as_tensor(y), output="matrix").loc["features", "features"] == \
+        pytest.approx(naive_cka(x, y), rel=1e-9)
+    acts = Activations({k: torch.as_tensor(v, dtype=torch.float32) for k, v in layers.items()})
+    as_acts = cka_matrix(acts, y, output="matrix")
+    assert list(as_acts.index) == list(layers) and list(as_acts.columns) == ["features"]
+    for name in layers:
+        assert as_acts.loc[name, "features"] == pytest.approx(naive_cka(layers[name], y), rel=1e-5)
+
+
 def test_matrix_errors(layers):
-    with pytest.raises(ValueError, match=r"B\['short'\] has 10"):
+    with pytest.raises(ValueError, match=r"b\['short'\] has 10"):
         cka_matrix(layers, {"short": np.ones((10, 2))})
-    with pytest.raises(ValueError, match=r"A\['bad'\] has 39"):
+    with pytest.raises(ValueError, match=r"a\['bad'\] has 39"):
         cka_matrix({**layers, "bad": np.random.default_rng(0).standard_normal((39, 2))})
-    with pytest.raises(TypeError, match="mapping"):
-        cka_matrix(layers["embed"])
+    with pytest.raises(TypeError, match="a must be an array, a tensor, an Activations or a mapping"):
+        cka_matrix("embed")
+    with pytest.raises(ValueError, match="a is an empty mapping"):
+        cka_matrix({})
+    with pytest.raises(TypeError, match="positional"):
+        cka_matrix(layers, None, "rbf")  # options are keyword-only
     with pytest.raises(ValueError, match="output"):
         cka_matrix(layers, output="wide")
-    with pytest.raises(ValueError, match=r"A\['const'\] is constant"):
+    with pytest.raises(ValueError, match=r"a\['const'\] is constant"):
         cka_matrix({**layers, "const": np.zeros((40, 3))})
 
 
@@ -388,15 +418,15 @@ def test_constant_and_duplicated_columns_are_defined():
 def test_matrix_degenerate_inputs():
     rng = np.random.default_rng(13)
     x = rng.standard_normal((12, 3))
-    with pytest.raises(ValueError, match=r"A\['x'\] needs at least 4 samples"):
+    with pytest.raises(ValueError, match=r"a\['x'\] needs at least 4 samples"):
         cka_matrix({"x": x[:3]}, debiased=True)
     bad = x.copy()
     bad[4, 0] = np.inf
-    with pytest.raises(ValueError, match=r"B\['bad'\] contains 1 NaN/Inf"):
+    with pytest.raises(ValueError, match=r"b\['bad'\] contains 1 NaN/Inf"):
         cka_matrix({"x": x}, {"bad": bad})
-    with pytest.raises(ValueError, match=r"B\['y'\] has 11"):
+    with pytest.raises(ValueError, match=r"b\['y'\] has 11"):
         cka_matrix({"x": x}, {"y": x[:11]})
-    with pytest.raises(ValueError, match=r"B\['c'\] is constant"):
+    with pytest.raises(ValueError, match=r"b\['c'\] is constant"):
         cka_matrix({"x": x}, {"c": np.full((12, 4), 2.0)}, debiased=True)
     ints = rng.integers(-3, 4, size=(12, 3))
     mat = cka_matrix({"i": ints}, {"x": x, "u8": np.abs(ints).astype(np.uint8), "b": ints > 0}, output="matrix")
@@ -464,7 +494,9 @@ def test_minibatch_matches_reference_loops(monkeypatch, plan):
     ref = reference_minibatch(ba, bb)
     tidy = minibatch_cka(zip(ba, bb))
     assert set(tidy.measure) == {"cka_linear_minibatch"}
-    got = tidy.pivot(index="layer_a", columns="layer_b", values="value").loc[list(ba[0]), list(bb[0])]
+    check_tidy(tidy, "minibatch_cka")
+    assert set(tidy.measure) == {"cka_linear_minibatch"}
+    got = tidy.pivot(index="layer", columns="layer_b", values="value").loc[list(ba[0]), list(bb[0])]
     np.testing.assert_allclose(got.to_numpy(), ref, rtol=1e-10, atol=1e-12)
     # self-comparison, tiny blocks (layers split across blocks)
     monkeypatch.setattr(cka_mod, "_BLOCK_BYTES", 8 * 40)
@@ -473,7 +505,8 @@ def test_minibatch_matches_reference_loops(monkeypatch, plan):
     acc = MinibatchCKA()
     for a in ba:
         acc.update({k: torch.as_tensor(v) for k, v in a.items()})
-    np.testing.assert_allclose(acc.result("matrix").to_numpy(), reference_minibatch(ba, ba), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(acc.result(output="matrix").to_numpy(), reference_minibatch(ba, ba),
+                               rtol=1e-10, atol=1e-12)
     assert acc.n_batches == 4 and acc.n_samples == 94
 
 
@@ -493,7 +526,8 @@ def test_minibatch_float32_grams_match_the_float64_reference():
     # HSIC_u is invariant to shifting a batch's features; the float64 reference gets them centered per batch,
     # since on the raw 1e3 offsets its own uncentered Gram sums would lose ~1e-5 to cancellation
     centered = [[{k: v - v.mean(0) for k, v in batch.items()} for batch in side] for side in (ba, bb)]
-    np.testing.assert_allclose(acc.result("matrix").to_numpy(), reference_minibatch(*centered), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(acc.result(output="matrix").to_numpy(), reference_minibatch(*centered),
+                               rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="precision"):
         MinibatchCKA(precision="float16")
 
@@ -506,9 +540,9 @@ def test_minibatch_independent_data_goes_to_zero():
         x, y = rng.standard_normal((32, 40)), rng.standard_normal((32, 40))
         acc.update({"x": x}, {"y": y})
         if k == 0:
-            small.append(abs(acc.result("matrix").iloc[0, 0]))
+            small.append(abs(acc.result(output="matrix").iloc[0, 0]))
     assert cka(x, y) > 0.4  # biased CKA of one such batch is far from 0
-    value = acc.result("matrix").iloc[0, 0]
+    value = acc.result(output="matrix").iloc[0, 0]
     assert abs(value) < 0.01 and abs(value) < small[0]  # 60 batches: -> 0 (one batch: |value| ~ 0.03)
 
 
@@ -520,11 +554,11 @@ def test_minibatch_errors_and_degenerate_batches():
         acc.result()
     with pytest.raises(ValueError, match=r"at least 4 samples"):
         acc.update({"x": x[:3]}, {"y": y[:3]})
-    with pytest.raises(ValueError, match=r"B\['y'\] has 9"):
+    with pytest.raises(ValueError, match=r"b\['y'\] has 9"):
         acc.update({"x": x}, {"y": y[:9]})
     bad = x.copy()
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match=r"A_batch\['x'\] contains 1 NaN"):
+    with pytest.raises(ValueError, match=r"a\['x'\] contains 1 NaN"):
         acc.update({"x": bad}, {"y": y})
     assert acc.n_batches == 0  # failed updates leave no trace
     acc.update({"x": x}, {"y": y})
@@ -532,22 +566,22 @@ def test_minibatch_errors_and_degenerate_batches():
         acc.update({"z": x}, {"y": y})
     with pytest.raises(ValueError, match="layers changed between updates"):
         acc.update({"x": x, "extra": x}, {"y": y})
-    with pytest.raises(ValueError, match=r"B_batch\['y'\] has width 4 but 5"):
+    with pytest.raises(ValueError, match=r"b\['y'\] has width 4 but 5"):
         acc.update({"x": x}, {"y": y[:, :4]})
-    with pytest.raises(ValueError, match="B_batch was given in the first update"):
+    with pytest.raises(ValueError, match="b was given in the first update"):
         acc.update({"x": x})
     assert acc.n_batches == 1
     with pytest.raises(ValueError, match="kernel"):
         MinibatchCKA(kernel="rbf")
     with pytest.raises(TypeError, match="pair"):
-        minibatch_cka([x])
+        minibatch_cka([(x, x, x)])
     # a layer constant in one batch contributes zero HSIC there: defined, matches the reference
     ints = rng.integers(0, 5, size=(10, 3))
     const = {"x": np.zeros((10, 3))}
     acc = MinibatchCKA().update({"x": x}, {"i": ints}).update(const, {"i": ints[::-1]})
     ref = reference_minibatch([{"x": x}, const], [{"i": ints}, {"i": ints[::-1]}])
-    assert acc.result("matrix").iloc[0, 0] == pytest.approx(ref[0, 0], rel=1e-10)
-    with pytest.raises(ValueError, match=r"A_batch\['x'\]: mean self-HSIC_u"):
+    assert acc.result(output="matrix").iloc[0, 0] == pytest.approx(ref[0, 0], rel=1e-10)
+    with pytest.raises(ValueError, match=r"a\['x'\]: mean self-HSIC_u"):
         MinibatchCKA().update(const, {"i": ints}).result()
 
 
@@ -561,7 +595,7 @@ def test_minibatch_and_matrix_on_cuda():
                    {k: torch.as_tensor(v, device="cuda") for k, v in b.items()})
     assert acc._cross.device.type == "cuda"
     ref = reference_minibatch([{k: np.float32(v) for k, v in a.items()} for a in ba], bb)
-    np.testing.assert_allclose(acc.result("matrix").to_numpy(), ref, rtol=1e-9)
+    np.testing.assert_allclose(acc.result(output="matrix").to_numpy(), ref, rtol=1e-9)
     a = {k: torch.as_tensor(v, device="cuda") for k, v in ba[0].items()}
     np.testing.assert_allclose(cka_matrix(a, debiased=True, output="matrix").to_numpy(),
                                cka_matrix(ba[0], debiased=True, output="matrix").to_numpy(), atol=1e-10)

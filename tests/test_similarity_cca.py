@@ -8,6 +8,7 @@ import pytest
 import scipy.linalg as sl
 import torch
 
+from workbench.results import COLUMNS, check_tidy
 from workbench.similarity.cca import (canonical_correlations, cca, cca_matrix, pwcca, pwcca_matrix, svcca,
                                       svcca_matrix)
 
@@ -93,14 +94,14 @@ def test_cca_invariant_to_invertible_linear_transforms(pair):
     xt = x @ rng.normal(size=(5, 5)) - 4.0
     yt = y @ rng.normal(size=(7, 7)) + rng.normal(size=7)
     for summary in ("mean", "r2"):
-        assert cca(xt, yt, summary) == pytest.approx(cca(x, y, summary), rel=1e-9)
+        assert cca(xt, yt, summary=summary) == pytest.approx(cca(x, y, summary=summary), rel=1e-9)
 
 
 def test_independent_gaussians_have_small_mean_correlation():
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(4000, 4)), rng.normal(size=(4000, 4))
     assert cca(x, y) < 0.06  # null scale ~ sqrt(p / N) = 0.03
-    assert cca(x, y, "r2") < 0.005
+    assert cca(x, y, summary="r2") < 0.005
 
 
 def test_constant_and_duplicated_columns_drop_out(pair):
@@ -216,7 +217,7 @@ def test_peer_repsim():
     y = np.c_[x @ rng.normal(size=(5, 4)) + rng.normal(size=(200, 4)), rng.normal(size=(200, 3))]
     # repsim's cca summaries: "yanai" = mean rho^2, "pillai" = mean rho (over min(p, q)); its pwcca averages
     # the two weightings
-    assert repsim.cca([x, y], "yanai")[0, 1] == pytest.approx(cca(x, y, "r2"), rel=1e-8)
+    assert repsim.cca([x, y], "yanai")[0, 1] == pytest.approx(cca(x, y, summary="r2"), rel=1e-8)
     assert repsim.cca([x, y], "pillai")[0, 1] == pytest.approx(cca(x, y), rel=1e-8)
     assert repsim.pwcca([x, y])[0, 1] == pytest.approx(0.5 * (pwcca(x, y) + pwcca(y, x)), rel=1e-7)
 
@@ -275,10 +276,11 @@ def layers():
 def test_cca_matrix_matches_pairs(layers):
     a, b = layers
     tidy = cca_matrix(a, b, summary="r2")
-    assert list(tidy.columns) == ["layer_a", "layer_b", "index_a", "index_b", "measure", "value"]
+    assert list(tidy.columns) == [*COLUMNS, "layer_b", "layer_index_b"]
+    check_tidy(tidy, "cca_matrix")
     assert set(tidy["measure"]) == {"cca_r2"} and len(tidy) == 6
     for row in tidy.itertuples():
-        assert row.value == pytest.approx(cca(a[row.layer_a], b[row.layer_b], "r2"), rel=1e-10)
+        assert row.value == pytest.approx(cca(a[row.layer], b[row.layer_b], summary="r2"), rel=1e-10)
     mat = cca_matrix(a, output="matrix")
     assert isinstance(mat, pd.DataFrame) and mat.shape == (3, 3)
     np.testing.assert_allclose(mat.values, mat.values.T)
@@ -298,7 +300,7 @@ def test_svcca_and_pwcca_matrices(layers):
 
 def test_matrix_errors_name_the_layers():
     rng = np.random.default_rng(12)
-    with pytest.raises(ValueError, match=r"A\['wide'\]"):
+    with pytest.raises(ValueError, match=r"a\['wide'\]"):
         cca_matrix({"wide": rng.normal(size=(20, 15)), "ok": rng.normal(size=(20, 2))})
     with pytest.raises(ValueError, match="same examples"):
         cca_matrix({"a": rng.normal(size=(20, 2))}, {"b": rng.normal(size=(21, 2))})

@@ -10,6 +10,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from workbench.results import COLUMNS, check_tidy
+
 nb = importlib.import_module("workbench.similarity.neighbors")
 knn_indices, mutual_knn, jaccard_knn = nb.knn_indices, nb.mutual_knn, nb.jaccard_knn
 
@@ -41,10 +43,11 @@ def data():
 def test_knn_indices_match_brute_force(data, metric, block_size):
     x, _ = data
     for k in (1, 7):
-        got = knn_indices(x, k, metric, block_size)
+        got = knn_indices(x, k=k, metric=metric, block_size=block_size)
         assert got.dtype == torch.long and got.shape == (150, k)
         np.testing.assert_array_equal(got.numpy(), brute_knn(x, k, metric))
-    np.testing.assert_array_equal(knn_indices(x, 149, metric, block_size).numpy(), brute_knn(x, 149, metric))
+    np.testing.assert_array_equal(knn_indices(x, k=149, metric=metric, block_size=block_size).numpy(),
+                                  brute_knn(x, 149, metric))
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -52,14 +55,14 @@ def test_knn_indices_match_brute_force(data, metric, block_size):
 def test_scores_match_brute_force(data, metric, k):
     x, y = data
     mutual, jac = brute_scores(x, y, k, metric)
-    assert mutual_knn(x, y, k, metric) == pytest.approx(mutual, abs=1e-12)
-    assert jaccard_knn(x, y, k, metric) == pytest.approx(jac, abs=1e-12)
+    assert mutual_knn(x, y, k=k, metric=metric) == pytest.approx(mutual, abs=1e-12)
+    assert jaccard_knn(x, y, k=k, metric=metric) == pytest.approx(jac, abs=1e-12)
     assert 0.0 < jac <= mutual < 1.0 and (k == 1 or jac < mutual)
 
 
 def test_block_size_does_not_change_result(data):
     x, y = data
-    values = {(mutual_knn(x, y, 6, block_size=b), jaccard_knn(x, y, 6, block_size=b)) for b in (1, 4, 64, None)}
+    values = {(mutual_knn(x, y, k=6, block_size=b), jaccard_knn(x, y, k=6, block_size=b)) for b in (1, 4, 64, None)}
     assert len(values) == 1
 
 
@@ -67,18 +70,18 @@ def test_identical_and_invariant_representations_score_one(data):
     x, _ = data
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
-    assert mutual_knn(x, x, 10) == 1.0 and jaccard_knn(x, x, 10) == 1.0
+    assert mutual_knn(x, x, k=10) == 1.0 and jaccard_knn(x, x, k=10) == 1.0
     # euclidean: rotation, isotropic scaling, translation; cosine: rotation, per-example positive scaling
-    assert mutual_knn(x, 7.0 * x @ q - 3.0, 10, "euclidean") == 1.0
-    assert mutual_knn(x, rng.uniform(0.1, 10.0, size=(150, 1)) * (x @ q), 10, "cosine") == 1.0
-    assert jaccard_knn(x, 0.01 * x @ q, 10, "euclidean") == 1.0
+    assert mutual_knn(x, 7.0 * x @ q - 3.0, k=10, metric="euclidean") == 1.0
+    assert mutual_knn(x, rng.uniform(0.1, 10.0, size=(150, 1)) * (x @ q), k=10, metric="cosine") == 1.0
+    assert jaccard_knn(x, 0.01 * x @ q, k=10, metric="euclidean") == 1.0
 
 
 def test_independent_representations_hit_chance_level():
     """E|N^X ∩ N^Y| = k * k/(N-1) for independent neighbourhoods; std of the mean here is about 0.002."""
     rng = np.random.default_rng(2)
     n, k = 400, 40
-    values = [mutual_knn(rng.normal(size=(n, 5)), rng.normal(size=(n, 5)), k) for _ in range(3)]
+    values = [mutual_knn(rng.normal(size=(n, 5)), rng.normal(size=(n, 5)), k=k) for _ in range(3)]
     assert np.mean(values) == pytest.approx(k / (n - 1), abs=0.006)
 
 
@@ -89,14 +92,14 @@ def test_ties_and_duplicates_follow_documented_order(block_size):
     grid = np.array([[i, j] for i in range(6) for j in range(5)], dtype=float)
     x = np.vstack([grid, grid[[0, 7, 7, 12]]])  # rows 30..33 duplicate rows 0, 7, 7, 12
     for k in (1, 4, 9):
-        got = knn_indices(x, k, "euclidean", block_size).numpy()
+        got = knn_indices(x, k=k, metric="euclidean", block_size=block_size).numpy()
         np.testing.assert_array_equal(got, brute_knn(x, k, "euclidean"))
         assert not (got == np.arange(len(x))[:, None]).any()
-    got = knn_indices(x, 2, "euclidean", block_size).numpy()
+    got = knn_indices(x, k=2, metric="euclidean", block_size=block_size).numpy()
     assert list(got[7]) == [31, 32] and list(got[31]) == [7, 32] and got[0, 0] == 30
     # cosine: positive multiples are not exact duplicates, but exact copies are found first
     z = np.vstack([x + 1.0, x[:3] + 1.0])
-    got = knn_indices(z, 1, "cosine", block_size).numpy()
+    got = knn_indices(z, k=1, metric="cosine", block_size=block_size).numpy()
     assert got[0, 0] == 30 and got[34, 0] == 0 and got[35, 0] == 1
 
 
@@ -105,10 +108,11 @@ def test_matrix_variants(data, monkeypatch):
     layers = {"x": x, "y": y, "noise": np.random.default_rng(3).normal(size=(150, 4))}
     calls = []
     tidy = nb.mutual_knn_matrix(layers, k=5)
-    assert list(tidy.columns) == ["layer_a", "layer_b", "index_a", "index_b", "measure", "value"]
+    assert list(tidy.columns) == [*COLUMNS, "layer_b", "layer_index_b"]
+    check_tidy(tidy, "mutual_knn_matrix")
     assert set(tidy["measure"]) == {"mutual_knn_cosine_k5"}
     for row in tidy.itertuples():
-        assert row.value == pytest.approx(mutual_knn(layers[row.layer_a], layers[row.layer_b], 5), abs=1e-15)
+        assert row.value == pytest.approx(mutual_knn(layers[row.layer], layers[row.layer_b], k=5), abs=1e-15)
     mat = nb.jaccard_knn_matrix({"x": x}, {"y": y, "x2": x}, k=5, metric="euclidean", output="matrix")
     assert isinstance(mat, pd.DataFrame) and mat.shape == (1, 2)
     assert mat.loc["x", "x2"] == 1.0
@@ -127,15 +131,15 @@ def test_bad_inputs(data):
     with pytest.raises(ValueError, match="k <= 4"):
         nb.mutual_knn_matrix({"a": x[:5], "b": y[:5]}, k=5)
     with pytest.raises(ValueError, match="k must be >= 1"):
-        knn_indices(x, 0)
+        knn_indices(x, k=0)
     with pytest.raises(TypeError, match="k must be an integer"):
-        knn_indices(x, 2.5)
+        knn_indices(x, k=2.5)
     with pytest.raises(ValueError, match="mismatched number of samples"):
         jaccard_knn(x, y[:100])
     with pytest.raises(ValueError, match="metric"):
         mutual_knn(x, y, metric="manhattan")
     with pytest.raises(ValueError, match="block_size"):
-        knn_indices(x, 3, block_size=0)
+        knn_indices(x, k=3, block_size=0)
     zero = x.copy()
     zero[9] = 0.0
     with pytest.raises(ValueError, match="example 9 is all zeros"):
@@ -144,13 +148,13 @@ def test_bad_inputs(data):
     nan = x.copy()
     nan[1, 1] = np.inf
     with pytest.raises(ValueError, match="NaN/Inf"):
-        knn_indices(nan, 3)
+        knn_indices(nan, k=3)
 
 
 def test_torch_and_integer_inputs(data):
     x, y = data
     xi = np.round(3 * x).astype(np.int32)
-    got = knn_indices(torch.tensor(xi), 4, "euclidean")
+    got = knn_indices(torch.tensor(xi), k=4, metric="euclidean")
     np.testing.assert_array_equal(got.numpy(), brute_knn(xi.astype(float), 4, "euclidean"))
-    assert mutual_knn(torch.tensor(x, dtype=torch.float32), y, 5) == pytest.approx(
+    assert mutual_knn(torch.tensor(x, dtype=torch.float32), y, k=5) == pytest.approx(
         brute_scores(x.astype(np.float32).astype(float), y, 5, "cosine")[0], abs=1e-12)

@@ -12,6 +12,7 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
+from workbench.results import COLUMNS, check_tidy
 from workbench.similarity import cka
 
 rsa_mod = importlib.import_module("workbench.similarity.rsa")
@@ -53,10 +54,10 @@ def categorical(rng, n=36, classes=4):
 def test_rdm_matches_pdist(data, metric, path):
     x, _ = data
     ref = pdist(x, metric)
-    got = rdm(x, metric)
+    got = rdm(x, metric=metric)
     assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
-    sq = rdm(x, metric, square=True).numpy()
+    sq = rdm(x, metric=metric, square=True).numpy()
     np.testing.assert_allclose(sq, squareform(ref), rtol=1e-10, atol=1e-12)
     assert np.array_equal(sq, sq.T) and np.all(np.diag(sq) == 0.0)
 
@@ -67,7 +68,7 @@ def test_rdm_integer_data_is_exact(metric, path):
     sqrt may round differently) with every tie of pdist kept as an exact tie; duplicates are exactly 0."""
     x = categorical(np.random.default_rng(1))
     ref = pdist(x, metric)
-    got = rdm(x, metric).numpy()
+    got = rdm(x, metric=metric).numpy()
     if metric == "sqeuclidean":
         assert np.array_equal(got, ref)
     else:
@@ -83,7 +84,7 @@ def test_rdm_duplicates_are_zero(path):
     x[7] = x[3]
     x[11] = x[3]
     for metric in METRICS:
-        sq = rdm(x, metric, square=True).numpy()
+        sq = rdm(x, metric=metric, square=True).numpy()
         assert sq[3, 7] == sq[7, 11] == sq[3, 11] == 0.0
         assert np.array_equal(sq[3], sq[7])  # duplicate rows get bitwise-equal dissimilarities
 
@@ -181,8 +182,8 @@ def test_rsatoolbox_agreement(data):
 
     for z in (x, tied_x):
         np.testing.assert_allclose(peer_rdm(z, "euclidean").dissimilarities[0],
-                                   rdm(z, "sqeuclidean").numpy() / z.shape[1], rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(peer_rdm(x, "correlation").dissimilarities[0], rdm(x, "correlation").numpy(),
+                                   rdm(z, metric="sqeuclidean").numpy() / z.shape[1], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(peer_rdm(x, "correlation").dissimilarities[0], rdm(x, metric="correlation").numpy(),
                                rtol=1e-6, atol=1e-12)
 
     ours = {"spearman": "spearman", "corr": "pearson", "kendall": "kendall"}
@@ -207,10 +208,11 @@ def test_rsa_matrix_matches_pairs_and_prepares_once(data, monkeypatch):
         calls.clear()
         tidy = rsa_matrix(layers, metric="euclidean", compare=compare)
         assert len(calls) == 3
-        assert list(tidy.columns) == ["layer_a", "layer_b", "index_a", "index_b", "measure", "value"]
+        assert list(tidy.columns) == [*COLUMNS, "layer_b", "layer_index_b"]
+        check_tidy(tidy, "rsa_matrix")
         assert set(tidy["measure"]) == {f"rsa_euclidean_{compare.replace('-', '_')}"}
         for row in tidy.itertuples():
-            ref = rsa(layers[row.layer_a], layers[row.layer_b], metric="euclidean", compare=compare)
+            ref = rsa(layers[row.layer], layers[row.layer_b], metric="euclidean", compare=compare)
             assert row.value == pytest.approx(ref, abs=1e-12)
     mat = rsa_matrix({"a": x}, {"p": y, "q": x}, output="matrix")
     assert isinstance(mat, pd.DataFrame) and mat.shape == (1, 2)
@@ -225,7 +227,7 @@ def test_degenerate_inputs_raise(data):
     for compare in ["spearman", "pearson", "kendall", "centered-cosine"]:
         with pytest.raises(ValueError, match="same for every example"):
             rsa(const, y, metric="euclidean", compare=compare)
-    np.testing.assert_array_equal(rdm(const, "euclidean").numpy(), 0.0)  # the RDM itself is defined: all zeros
+    np.testing.assert_array_equal(rdm(const, metric="euclidean").numpy(), 0.0)  # the RDM itself is defined: all zeros
     with pytest.raises(ValueError, match="N >= 3"):
         rsa(x[:2], y[:2])
     with pytest.raises(ValueError, match="N >= 3"):
@@ -240,10 +242,10 @@ def test_degenerate_inputs_raise(data):
     with pytest.raises(ValueError, match="example 4"):
         rsa(bad, y, metric="correlation")
     with pytest.raises(ValueError, match="single feature"):
-        rdm(x[:, :1], "correlation")
+        rdm(x[:, :1], metric="correlation")
     bad[4] = 0.0
     with pytest.raises(ValueError, match="example 4 is all zeros"):
-        rdm(bad, "cosine")
+        rdm(bad, metric="cosine")
     nan = x.copy()
     nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -251,7 +253,7 @@ def test_degenerate_inputs_raise(data):
     with pytest.raises(ValueError, match="max_n"):
         rsa(x, y, max_n=30)
     with pytest.raises(ValueError, match="metric"):
-        rdm(x, "manhattan")
+        rdm(x, metric="manhattan")
     with pytest.raises(ValueError, match="compare"):
         rsa(x, y, compare="cosine")
     with pytest.raises(TypeError, match="square"):

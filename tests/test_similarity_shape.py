@@ -52,8 +52,8 @@ def pair():
 @pytest.mark.parametrize("metric", ["angular", "euclidean"])
 def test_matches_explicit_whitening_and_scipy_procrustes(pair, alpha, metric):
     x, y = pair  # widths 4 and 6: zero padding
-    assert shape_distance(x, y, alpha, metric) == pytest.approx(ref_shape(x, y, alpha, metric), rel=1e-9)
-    assert shape_distance(y, x, alpha, metric) == pytest.approx(ref_shape(x, y, alpha, metric), rel=1e-9)
+    assert shape_distance(x, y, alpha=alpha, metric=metric) == pytest.approx(ref_shape(x, y, alpha, metric), rel=1e-9)
+    assert shape_distance(y, x, alpha=alpha, metric=metric) == pytest.approx(ref_shape(x, y, alpha, metric), rel=1e-9)
 
 
 def test_alpha0_is_arccos_of_mean_canonical_correlation():
@@ -76,8 +76,8 @@ def test_metric_axioms():
     reps.append(reps[0][:, :3] + 0.1 * rng.normal(size=(40, 3)))
     layers = {str(i): r for i, r in enumerate(reps)}
     for alpha, metric in itertools.product([0.0, 0.5, 1.0], ["angular", "euclidean"]):
-        assert shape_distance(reps[1], reps[1].copy(), alpha, metric) == pytest.approx(0.0, abs=1e-6)
-        d = shape_matrix(layers, layers, alpha, metric, output="matrix").values  # B given: no mirroring
+        assert shape_distance(reps[1], reps[1].copy(), alpha=alpha, metric=metric) == pytest.approx(0.0, abs=1e-6)
+        d = shape_matrix(layers, layers, alpha=alpha, metric=metric, output="matrix").values  # b given: no mirroring
         np.testing.assert_allclose(d, d.T, rtol=1e-10, atol=1e-7)
         off = d[~np.eye(5, dtype=bool)]
         assert off.min() > 1e-3
@@ -90,35 +90,36 @@ def test_alpha1_invariances(pair):
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     xt = 3.7 * x @ q + rng.normal(size=4)
-    assert shape_distance(x, xt, 1.0) == pytest.approx(0.0, abs=1e-6)
-    assert shape_distance(xt, y, 1.0) == pytest.approx(shape_distance(x, y, 1.0), rel=1e-9)
+    assert shape_distance(x, xt, alpha=1.0) == pytest.approx(0.0, abs=1e-6)
+    assert shape_distance(xt, y, alpha=1.0) == pytest.approx(shape_distance(x, y, alpha=1.0), rel=1e-9)
     # Euclidean Procrustes distance is rotation invariant and scales with the data
-    assert shape_distance(x @ q, y, 1.0, "euclidean") == pytest.approx(shape_distance(x, y, 1.0, "euclidean"))
-    assert shape_distance(2.0 * x, 2.0 * y, 1.0, "euclidean") == pytest.approx(
-        2.0 * shape_distance(x, y, 1.0, "euclidean"), rel=1e-9)
+    assert shape_distance(x @ q, y, alpha=1.0, metric="euclidean") == pytest.approx(
+        shape_distance(x, y, alpha=1.0, metric="euclidean"))
+    assert shape_distance(2.0 * x, 2.0 * y, alpha=1.0, metric="euclidean") == pytest.approx(
+        2.0 * shape_distance(x, y, alpha=1.0, metric="euclidean"), rel=1e-9)
     # a general linear map is not a rotation
-    assert shape_distance(x, x @ rng.normal(size=(4, 4)), 1.0) > 1e-2
+    assert shape_distance(x, x @ rng.normal(size=(4, 4)), alpha=1.0) > 1e-2
 
 
 def test_alpha0_invariant_to_invertible_linear_maps(pair):
     x, y = pair
     rng = np.random.default_rng(4)
     a = rng.normal(size=(4, 4))
-    assert shape_distance(x, x @ a - 1.0, 0.0) == pytest.approx(0.0, abs=1e-6)
+    assert shape_distance(x, x @ a - 1.0, alpha=0.0) == pytest.approx(0.0, abs=1e-6)
     for metric in ("angular", "euclidean"):
-        assert shape_distance(x @ a, y @ rng.normal(size=(6, 6)), 0.0, metric) == pytest.approx(
-            shape_distance(x, y, 0.0, metric), rel=1e-8)
+        assert shape_distance(x @ a, y @ rng.normal(size=(6, 6)), alpha=0.0, metric=metric) == pytest.approx(
+            shape_distance(x, y, alpha=0.0, metric=metric), rel=1e-8)
 
 
 def test_intermediate_alpha_depends_on_scale(pair):
     x, y = pair
-    assert abs(shape_distance(10.0 * x, y, 0.5) - shape_distance(x, y, 0.5)) > 1e-3
+    assert abs(shape_distance(10.0 * x, y, alpha=0.5) - shape_distance(x, y, alpha=0.5)) > 1e-3
 
 
 def test_shrinkage(pair):
     x, y = pair
     # full shrinkage at alpha=0 whitens with an isotropic covariance: same angle as alpha=1
-    assert shape_distance(x, y, 0.0, shrinkage=1.0) == pytest.approx(shape_distance(x, y, 1.0), rel=1e-9)
+    assert shape_distance(x, y, alpha=0.0, shrinkage=1.0) == pytest.approx(shape_distance(x, y, alpha=1.0), rel=1e-9)
     # explicit reference for partial shrinkage
     s = 0.3
 
@@ -131,7 +132,7 @@ def test_shrinkage(pair):
     a, b = np.pad(shrunk(x), ((0, 0), (0, 2))), shrunk(y)  # widths 4 and 6
     r, _ = sl.orthogonal_procrustes(a, b)
     expected = np.arccos(np.sum((a @ r) * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
-    assert shape_distance(x, y, 0.0, shrinkage=s) == pytest.approx(expected, rel=1e-9)
+    assert shape_distance(x, y, alpha=0.0, shrinkage=s) == pytest.approx(expected, rel=1e-9)
 
 
 def test_rank_deficient_input_is_whitened_on_its_column_space():
@@ -139,7 +140,7 @@ def test_rank_deficient_input_is_whitened_on_its_column_space():
     x = rng.normal(size=(50, 3))
     y = rng.normal(size=(50, 3)) + x
     x_dup = np.c_[x, x[:, 0] + x[:, 1], np.full(50, 2.0)]  # same column space, singular covariance
-    assert shape_distance(x_dup, y, 0.0) == pytest.approx(shape_distance(x, y, 0.0), rel=1e-9)
+    assert shape_distance(x_dup, y, alpha=0.0) == pytest.approx(shape_distance(x, y, alpha=0.0), rel=1e-9)
 
 
 def test_errors():
@@ -172,8 +173,8 @@ def test_shape_matrix(pair):
     mat = shape_matrix(a, alpha=0.5, metric="euclidean", output="matrix")
     np.testing.assert_array_equal(np.diag(mat.values), 0.0)
     np.testing.assert_allclose(mat.values, mat.values.T)
-    assert mat.loc["x", "z"] == pytest.approx(shape_distance(x, a["z"], 0.5, "euclidean"), rel=1e-10)
+    assert mat.loc["x", "z"] == pytest.approx(shape_distance(x, a["z"], alpha=0.5, metric="euclidean"), rel=1e-10)
     tidy = shape_matrix(a, {"b": y}, alpha=1.0)
     assert set(tidy["measure"]) == {"shape_angular_alpha1"}
-    assert tidy.set_index("layer_a").loc["x", "value"] == pytest.approx(shape_distance(x, y), rel=1e-10)
+    assert tidy.set_index("layer").loc["x", "value"] == pytest.approx(shape_distance(x, y), rel=1e-10)
     assert shape_matrix(a, alpha=0.0, shrinkage=0.2)["measure"].iloc[0] == "shape_angular_alpha0_shrinkage0.2"

@@ -6,6 +6,8 @@ import pytest
 import torch
 from scipy.stats import entropy
 
+from workbench.activations import Activations
+from workbench.results import COLUMNS, check_tidy
 from workbench.spectrum import effective_rank, layer_spectrum_table, participation_ratio, rankme, spectrum
 
 
@@ -96,16 +98,24 @@ def test_layer_spectrum_table():
     rng = np.random.default_rng(4)
     acts = {"embed": rng.standard_normal((100, 8)), "head": rank_k(100, 20, 2, rng)}
     df = layer_spectrum_table(acts)
-    assert list(df.columns) == ["layer", "index", "measure", "value"]
+    assert list(df.columns) == list(COLUMNS)
+    check_tidy(df, "layer_spectrum_table")
+    assert df[["run", "step", "split", "ci_low", "ci_high"]].isna().all().all()
     assert len(df) == 4 and set(df.measure) == {"rankme", "effective_rank"}
     for row in df.itertuples():
         z = acts[row.layer]
-        assert row.index == list(acts).index(row.layer)
+        assert row.layer_index == list(acts).index(row.layer)
         ref = np_rankme(z) if row.measure == "rankme" else np.exp(entropy(np_cov_eigs(z)))
         assert row.value == pytest.approx(ref, rel=1e-8)
     pr = layer_spectrum_table(acts, measures="participation_ratio")
     assert list(pr.measure) == ["participation_ratio"] * 2
     assert pr.value.iloc[1] == pytest.approx(2.0, abs=1e-6)
+    # one array is the one layer "features"; a tensor or an Activations gives the same values
+    single = layer_spectrum_table(acts["head"], measures="rankme")
+    assert single[["layer", "layer_index"]].values.tolist() == [["features", 0]]
+    assert single.value.iloc[0] == pytest.approx(np_rankme(acts["head"]), rel=1e-8)
+    wrapped = layer_spectrum_table(Activations({k: torch.as_tensor(v) for k, v in acts.items()}))
+    np.testing.assert_allclose(wrapped.value, df.value, rtol=1e-12)
 
 
 def test_errors():
@@ -125,9 +135,13 @@ def test_errors():
         effective_rank(z[:1])
     with pytest.raises(ValueError, match="measures"):
         layer_spectrum_table({"a": z}, measures=("rankme", "entropy"))
-    with pytest.raises(TypeError, match="mapping"):
-        layer_spectrum_table(z)
-    with pytest.raises(ValueError, match=r"acts\['b'\] contains"):
+    with pytest.raises(TypeError, match="x must be an array, a tensor, an Activations or a mapping"):
+        layer_spectrum_table("z")
+    with pytest.raises(ValueError, match="x is an empty mapping"):
+        layer_spectrum_table({})
+    with pytest.raises(TypeError, match="positional"):
+        rankme(z, 1e-7)  # options are keyword-only
+    with pytest.raises(ValueError, match=r"x\['b'\] contains"):
         layer_spectrum_table({"a": z, "b": bad})
     with pytest.raises(ValueError, match="eps"):
         rankme(z, eps=-1.0)
@@ -192,9 +206,9 @@ def test_alpha_req_exact_power_law():
     assert res.r2 == pytest.approx(1.0, abs=1e-12)
     assert (res.k_min, res.k_max, res.n_points) == (6, 100, 95)
     assert res.log_c == pytest.approx(0.0, abs=1e-8)  # lambda_k = 1 * k^-1.5
-    assert alpha_req(z, (1, 120), weighting="inverse_rank").alpha == pytest.approx(1.5, abs=1e-8)
+    assert alpha_req(z, k_range=(1, 120), weighting="inverse_rank").alpha == pytest.approx(1.5, abs=1e-8)
     # an exactly flat spectrum: alpha = 0 and a perfect (constant) fit
-    flat = alpha_req(power_law_exact(60, 20, 0.0, rng), (1, 20))
+    flat = alpha_req(power_law_exact(60, 20, 0.0, rng), k_range=(1, 20))
     assert flat.alpha == pytest.approx(0.0, abs=1e-9) and flat.r2 == 1.0
 
 
@@ -221,7 +235,7 @@ def test_alpha_req_against_polyfit():
         fit = icpt + slope * np.log(k)
         ybar = np.average(y, weights=w)
         r2 = 1 - np.sum(w * (y - fit) ** 2) / np.sum(w * (y - ybar) ** 2)
-        res = alpha_req(z, (3, 30), weighting=weighting)
+        res = alpha_req(z, k_range=(3, 30), weighting=weighting)
         assert res.alpha == pytest.approx(-slope, rel=1e-9)
         assert res.r2 == pytest.approx(r2, rel=1e-9)
         assert res.log_c == pytest.approx(icpt, rel=1e-9)
@@ -232,15 +246,15 @@ def test_alpha_req_errors():
     z = rng.standard_normal((50, 6))
     with pytest.raises(ValueError, match="at least 3 ranks"):
         alpha_req(z)  # only 6 eigenvalues, range starts at 6
-    assert alpha_req(z, (1, 6)).n_points == 6
+    assert alpha_req(z, k_range=(1, 6)).n_points == 6
     with pytest.raises(ValueError, match="k_min < k_max"):
-        alpha_req(z, (5, 2))
+        alpha_req(z, k_range=(5, 2))
     with pytest.raises(TypeError, match="k_range"):
-        alpha_req(z, 5)
+        alpha_req(z, k_range=5)
     with pytest.raises(ValueError, match="weighting"):
-        alpha_req(z, (1, 6), weighting="log")
+        alpha_req(z, k_range=(1, 6), weighting="log")
     # rank-deficient data: the fit is restricted to the non-zero eigenvalues, no log(0)
-    res = alpha_req(rank_k(100, 20, 5, rng), (1, 20))
+    res = alpha_req(rank_k(100, 20, 5, rng), k_range=(1, 20))
     assert res.k_max == 5 and np.isfinite(res.alpha)
 
 
@@ -285,7 +299,7 @@ def test_moments_reused_and_checked():
     np.testing.assert_allclose(m.singular_values.numpy(), np.linalg.svd(z, compute_uv=False), rtol=1e-10)
     for f in (rankme, effective_rank, participation_ratio, stable_rank, singular_value_entropy):
         assert f(m) == pytest.approx(f(z), rel=1e-12)
-    assert alpha_req(m, (1, 10)) == alpha_req(z, (1, 10))
+    assert alpha_req(m, k_range=(1, 10)) == alpha_req(z, k_range=(1, 10))
     only_c = second_moments(z)
     with pytest.raises(ValueError, match="uncentered=True"):
         rankme(only_c)
@@ -322,7 +336,7 @@ def test_orthogonal_invariance(shape):
         assert f(zq) == pytest.approx(f(z), rel=1e-9), f.__name__
     assert stable_rank(zq, centered=False) == pytest.approx(stable_rank(z, centered=False), rel=1e-9)
     kr = (1, min(shape) - 1)
-    assert alpha_req(zq, kr).alpha == pytest.approx(alpha_req(z, kr).alpha, rel=1e-8)
+    assert alpha_req(zq, k_range=kr).alpha == pytest.approx(alpha_req(z, k_range=kr).alpha, rel=1e-8)
 
 
 def test_degenerate_inputs():
@@ -366,7 +380,7 @@ def test_layer_table_all_measures_one_decomposition_each(monkeypatch):
                                           "largest_singular_value_ratio"]
     for layer, z in acts.items():
         got = df[df.layer == layer].set_index("measure").value
-        ar = alpha_req(z, (2, 10))
+        ar = alpha_req(z, k_range=(2, 10))
         ref = {"rankme": np_rankme(z), "effective_rank": np.exp(entropy(np_cov_eigs(z))),
                "participation_ratio": participation_ratio(z, method="svd"),
                "stable_rank": np_stable_rank(z - z.mean(0)), "alpha_req": ar.alpha, "alpha_req_r2": ar.r2,
@@ -386,7 +400,7 @@ def test_cuda_new_measures_match_cpu():
     zc = t.double().cpu().numpy()
     for f in (stable_rank, singular_value_entropy, largest_singular_value_ratio, participation_ratio):
         assert f(t) == pytest.approx(f(zc), rel=1e-9), f.__name__
-    assert alpha_req(t, (2, 50)).alpha == pytest.approx(alpha_req(zc, (2, 50)).alpha, rel=1e-9)
+    assert alpha_req(t, k_range=(2, 50)).alpha == pytest.approx(alpha_req(zc, k_range=(2, 50)).alpha, rel=1e-9)
     m = second_moments(t, uncentered=True)
     assert m.mean.device.type == "cuda" and m.singular_values.device.type == "cuda"
     df = layer_spectrum_table({"x": t}, measures=ALL, alpha_k_range=(2, 50))

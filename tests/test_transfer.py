@@ -10,6 +10,7 @@ import torch
 from scipy.optimize import minimize
 from scipy.stats import entropy
 
+from workbench.results import COLUMNS, check_tidy
 from workbench.transfer import hscore, leep, logme, logme_targets, nce, transfer_table, transrate
 
 
@@ -339,7 +340,10 @@ def test_transfer_table():
     f, y = blobs(120, 8, 3, 1.0, 25)
     g, _ = blobs(120, 5, 3, 0.1, 26)
     table = transfer_table({"good": f, "bad": g}, y)
-    assert list(table.columns) == ["layer", "index", "measure", "value"]
+    assert list(table.columns) == list(COLUMNS)
+    check_tidy(table, "transfer_table")
+    assert table[["run", "step", "split", "ci_low", "ci_high"]].isna().all().all()
+    assert table.drop_duplicates("layer")[["layer", "layer_index"]].values.tolist() == [["good", 0], ["bad", 1]]
     assert len(table) == 8
     got = table.set_index(["layer", "measure"])["value"]
     assert got["good", "hscore"] == pytest.approx(hscore_numpy(f, y), rel=1e-9)
@@ -351,6 +355,8 @@ def test_transfer_table():
         transfer_table(f, y, measures=["leep"])
     with pytest.raises(ValueError, match="layer 'x'"):
         transfer_table({"x": np.ones((120, 3))}, y)
+    with pytest.raises(TypeError, match="positional"):
+        transfer_table(f, y, "logme")  # options are keyword-only
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -10,9 +10,10 @@ This is the set-up of study S1 (Noisy Model Learning) at CPU scale.
 
 ``run_demo(out, quick=True)`` writes to ``out``:
 
-- ``results.csv``   tidy per-layer table (run, step, layer, measure, split, value, ci_low, ci_high)
+- ``results.csv``   per-layer table in the results schema (run, step, layer, layer_index, measure, split,
+  value, ci_low, ci_high)
 - ``cka.csv``       tidy layer × layer CKA between the clean and noisy runs
-- ``history.csv``   training curves of both runs
+- ``history.csv``   training curves of the runs (results schema)
 - ``figures/*``     each figure as SVG, PDF, PNG (+ CSV of its data, + JSON spec)
 - ``report.html``   self-contained interactive report (plotly.js inlined, works offline)
 
@@ -80,7 +81,7 @@ def _figures(tables: dict[str, Any]) -> dict[str, Any]:
     res = tables["results"]
     probe = res[res["measure"] == "probe_accuracy"]
     hist = tables["history"]
-    curves = hist[(hist["metric"] == "accuracy") & hist["split"].isin(["test", "ood"])]
+    curves = hist[(hist["measure"] == "accuracy") & hist["split"].isin(["test", "ood"])]
     return {
         "Probe accuracy by layer (in-distribution)": figures.layer_curve(
             probe[probe["split"] == "test"], baseline="random-init", title="Shape-class probe, test split"),
@@ -94,7 +95,7 @@ def _figures(tables: dict[str, Any]) -> dict[str, Any]:
         "Linear CKA: clean vs 30% noise": figures.layer_heatmap(tables["cka"], title="Linear CKA, clean × noisy"),
         "Spectrum of pooled features": figures.spectrum_plot(tables["spectra"],
                                                             title="Covariance spectrum, pooled features"),
-        "Held-out accuracy during pretraining": figures.step_curve(curves, metric="accuracy",
+        "Held-out accuracy during pretraining": figures.step_curve(curves, measure="accuracy",
                                                                     title="Accuracy during pretraining"),
     }
 

@@ -1,7 +1,7 @@
 """Run store: content-addressed run directories with atomic writes, resumable checkpoints and locking.
 
 A *run* is one training job: a normalized :class:`RunConfig`, checkpoints (safetensors) on a schedule
-(step 0, log-spaced steps and the final step), a tidy history (one row per step × metric) and a status.
+(step 0, log-spaced steps and the final step), a tidy history (one row per step × measure) and a status.
 The run id is a hash of the normalized config, so asking for the same run twice trains once.
 
 Layout of a store::
@@ -12,7 +12,9 @@ Layout of a store::
         meta.json              display name, created time, workbench version (not hashed)
         status.json            {"state": "created"|"running"|"done"|"failed"|"interrupted", "step": int,
                                 "error": str|None}; a "running" run whose process died reads "interrupted"
-        history.csv            tidy: step, metric, split, layer, value
+        history.csv            step, measure, split, layer, layer_index, value (:data:`HISTORY_COLUMNS`; read
+                               back by :meth:`Run.history` in the results schema, :mod:`workbench.results`)
+        downstream.csv         every downstream evaluation (:data:`workbench.train.DOWNSTREAM_COLUMNS`)
         checkpoints/<step:08d>/model.safetensors, model.json, trainer.pt
         artifacts/             run-specific arrays (e.g. label_noise.npz)
         .lock                  flock-ed by the process that trains the run
@@ -42,6 +44,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from .results import tidy
+
 __all__ = ["RunConfig", "RunStore", "Run", "checkpoint_schedule", "atomic_write_bytes", "atomic_write_text",
            "default_store_root"]
 
@@ -55,7 +59,8 @@ PROJECTORS = ("none", "linear", "mlp")
 AUGMENTATIONS = ("crop", "flip", "color", "noise", "blur", "rotate", "mask")
 RECORDERS = ("grad_norm", "act_var", "eigs", "align_unif", "clean_flipped", "el2n")
 DEFAULT_RECORDERS = ("clean_flipped",)
-HISTORY_COLUMNS = ["step", "metric", "split", "layer", "value"]
+#: columns of ``history.csv``; ``layer`` / ``layer_index`` are empty for model-level measures (the loss)
+HISTORY_COLUMNS = ["step", "measure", "split", "layer", "layer_index", "value"]
 
 
 def default_store_root() -> Path:
@@ -373,31 +378,33 @@ class Run:
 
     # --- history
     def history(self) -> pd.DataFrame:
-        """Tidy training history: columns run, step, metric, split, layer, value (``layer`` is "" for
-        model-level metrics such as the loss, a probe-point name for per-layer recorders)."""
+        """Training history in the results schema (:mod:`workbench.results`): ``run`` (display name), ``step``,
+        ``layer``, ``layer_index``, ``measure``, ``split``, ``value`` (``ci_low``/``ci_high`` NaN).
+
+        ``layer`` and ``layer_index`` are NaN for model-level measures (the loss, held-out accuracy); per-layer
+        recorders name the probe point and its position in the model, and the model's representation is the
+        layer ``"embed"`` (``layer_index`` NaN). Histories stored by older versions (a ``metric`` column, ""
+        for no layer, no ``layer_index``) are read alike; their ``layer_index`` is the order in which the
+        recorder wrote the layers of each measure.
+        """
         p = self.path / "history.csv"
         if not p.exists():
-            return pd.DataFrame(columns=["run", *HISTORY_COLUMNS])
-        df = pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"split": str, "layer": str})
-        if "layer" not in df:
-            df.insert(3, "layer", "")
-        df["layer"] = df["layer"].fillna("")
-        df.insert(0, "run", self.name)
-        return df
+            return tidy([], run=self.name)
+        return tidy(_read_stored(p), run=self.name)
 
     def downstream(self) -> pd.DataFrame:
-        """Every downstream evaluation stored with this run (:func:`workbench.train.evaluate`), tidy."""
+        """Every downstream evaluation stored with this run (:func:`workbench.train.evaluate`), in the results
+        schema with the extra columns ``task``, ``method``, ``label_fraction``. Tables stored by older versions
+        (a ``metric`` column) are read alike."""
         p = self.path / "downstream.csv"
         if not p.exists():
-            return pd.DataFrame(columns=["run", "step", "task", "method", "label_fraction", "layer", "split",
-                                         "metric", "value"])
-        df = pd.read_csv(p, keep_default_na=False, na_values=[""], dtype={"layer": str, "task": str})
-        df.insert(0, "run", self.name)
-        return df
+            return tidy([], run=self.name).assign(task=pd.Series(dtype=object), method=pd.Series(dtype=object),
+                                                  label_fraction=pd.Series(dtype=float))
+        return tidy(_read_stored(p, dtype={"task": str, "method": str}), run=self.name)
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
+        """Store ``rows`` (dicts with the keys of :data:`HISTORY_COLUMNS`; a missing key is empty) atomically."""
         df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        df["layer"] = df["layer"].fillna("")
         atomic_write_text(self.path / "history.csv", df.to_csv(index=False))
 
     # --- artifacts
@@ -442,6 +449,22 @@ class Run:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_stored(path: Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """A stored history / downstream table, with the layout of older versions brought to today's: the column
+    ``metric`` is ``measure``, an empty ``layer`` is NaN, and a missing ``layer_index`` is each layer's order
+    of first appearance within its measure (the order the recorders write the layers in)."""
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                     dtype={"split": str, "layer": str, "measure": str, "metric": str, **(dtype or {})})
+    df = df.rename(columns={"metric": "measure"})
+    if "layer" not in df:
+        df["layer"] = np.nan
+    df["layer"] = df["layer"].replace("", np.nan)
+    if "layer_index" not in df:
+        df["layer_index"] = df.groupby("measure", sort=False)["layer"].transform(
+            lambda s: s.map({name: i for i, name in enumerate(pd.unique(s.dropna()))}))
+    return df
 
 
 # ----------------------------------------------------------------------------------------------- store

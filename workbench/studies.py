@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .results import tidy
 from .runs import RunConfig
 from .study import Study
 
@@ -102,14 +103,10 @@ class _NormPlacementStudy(Study):
             frames = [dynamics.layer_skip_loss(model, loss), dynamics.output_variance(model, test, layers=blocks),
                       dynamics.layer_angular_distance(model, test, layers=blocks),
                       dynamics.layer_grad_norms(model, loss, layers=blocks)]
-            parts += [f.drop(columns=[c for c in f.columns if c not in ("layer", "measure", "value")])
-                      .assign(step=step) for f in frames]
-        rows = (pd.concat(parts, ignore_index=True).rename(columns={"measure": "metric"})
-                .assign(kind="measure", split="test"))
-        for k, v in {**changes, "seed": cfg.seed}.items():
-            rows[k] = v
-        rows.insert(0, "run", label)
-        return pd.concat([table, rows], ignore_index=True)
+            parts += [f.assign(step=step) for f in frames]
+        rows = tidy(pd.concat(parts, ignore_index=True), run=label, split="test", kind="measure", **changes,
+                    seed=cfg.seed)
+        return tidy(pd.concat([table, rows], ignore_index=True))
 
 
 def _s3(quick: bool, store: Any) -> Study:
@@ -150,7 +147,7 @@ def el2n_auroc(run: Any, step: int) -> float:
 def _s3_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per (norm, layer): the recorder's training gradient norm averaged over the first and the last 10 % of
     logged steps, and the dynamics measures at the last checkpoint; each averaged over seeds."""
-    hist = table[(table.kind == "history") & (table.metric == "grad_norm")]
+    hist = table[(table.kind == "history") & (table.measure == "grad_norm")]
     order = {name: i for i, name in enumerate(pd.unique(hist["layer"]))}
     steps = np.sort(hist["step"].unique())
     k = max(1, len(steps) // 10)
@@ -158,8 +155,8 @@ def _s3_summary(table: pd.DataFrame) -> pd.DataFrame:
                      for when, chosen in (("early", steps[:k]), ("late", steps[-k:]))}, axis=1)
     meas = table[table.kind == "measure"]
     final = meas[meas.step == meas.groupby("run")["step"].transform("max")]
-    final = final[final.metric.isin(S3_MEASURES) & (final.layer != "")]
-    out = out.join(final.pivot_table(index=["norm", "layer"], columns="metric", values="value"), how="outer")
+    final = final[final.measure.isin(S3_MEASURES) & final.layer.notna()]
+    out = out.join(final.pivot_table(index=["norm", "layer"], columns="measure", values="value"), how="outer")
     out = out.reset_index()
     out.insert(2, "layer_index", out["layer"].map(order))
     out["norm"] = pd.Categorical(out["norm"], [n for n in S3_NORMS if n in set(out["norm"])], ordered=True)
@@ -169,13 +166,13 @@ def _s3_summary(table: pd.DataFrame) -> pd.DataFrame:
 def _s3_figures(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
     import plotly.express as px
 
-    hist = table[(table.kind == "history") & (table.metric == "grad_norm")]
+    hist = table[(table.kind == "history") & (table.measure == "grad_norm")]
     figs = {"grad_norm_over_steps": px.line(hist, x="step", y="value", color="layer", line_group="run",
                                             facet_col="norm", log_y=True,
                                             title="S3: per-layer gradient norm over training steps")}
-    long = summary.melt(id_vars=["norm", "layer", "layer_index"], var_name="metric", value_name="value")
+    long = summary.melt(id_vars=["norm", "layer", "layer_index"], var_name="measure", value_name="value")
     figs["depth_profiles"] = px.line(long.astype({"norm": str}), x="layer_index", y="value", color="norm",
-                                     facet_col="metric", facet_col_wrap=3, markers=True,
+                                     facet_col="measure", facet_col_wrap=3, markers=True,
                                      title="S3: gradient norm, skip-loss increase, output variance and angular "
                                            "distance vs depth").update_yaxes(matches=None)
     return figs
@@ -184,24 +181,24 @@ def _s3_figures(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
 def _summary(name: str, study: Study, table: pd.DataFrame) -> pd.DataFrame:
     last = table[table["step"] == table.groupby("run")["step"].transform("max")]
     if name == "s1":
-        probe = last[(last.kind == "downstream") & (last.metric == "accuracy")]
+        probe = last[(last.kind == "downstream") & (last.measure == "accuracy")]
         out = probe.pivot_table(index="label_noise", columns="split", values="value").add_prefix("probe_acc_")
-        spec = last[last.kind == "measure"].pivot_table(index="label_noise", columns="metric", values="value")
+        spec = last[last.kind == "measure"].pivot_table(index="label_noise", columns="measure", values="value")
         return out.join(spec).reset_index()
     if name == "s4":
-        probe = last[(last.kind == "downstream") & (last.metric == "accuracy")]
+        probe = last[(last.kind == "downstream") & (last.measure == "accuracy")]
         out = probe.pivot_table(index="temperature", columns="split", values="value").add_prefix("probe_acc_")
-        geo = last[(last.kind == "history") & last.metric.isin(["alignment", "uniformity"])]
-        tol = last[(last.kind == "measure") & (last.metric == "tolerance")]
-        return (out.join(geo.pivot_table(index="temperature", columns="metric", values="value"))
-                .join(tol.pivot_table(index="temperature", columns="metric", values="value")).reset_index())
+        geo = last[(last.kind == "history") & last.measure.isin(["alignment", "uniformity"])]
+        tol = last[(last.kind == "measure") & (last.measure == "tolerance")]
+        return (out.join(geo.pivot_table(index="temperature", columns="measure", values="value"))
+                .join(tol.pivot_table(index="temperature", columns="measure", values="value")).reset_index())
     if name == "s3":
         return _s3_summary(table)
     if name == "s12":
         hist = table[table.kind == "history"]
-        curves = hist[((hist.metric == "accuracy") & (hist.split == "train_clean")) |
-                      ((hist.metric == "memorized") & (hist.split == "train_flipped"))]
-        out = curves.pivot_table(index="step", columns=["metric", "split"], values="value")
+        curves = hist[((hist.measure == "accuracy") & (hist.split == "train_clean")) |
+                      ((hist.measure == "memorized") & (hist.split == "train_flipped"))]
+        out = curves.pivot_table(index="step", columns=["measure", "split"], values="value")
         out.columns = [f"{m}[{s}]" for m, s in out.columns]
         run = study.store.get(next(iter(study.configs.values()))[1])
         out["el2n_auroc_flipped"] = [el2n_auroc(run, int(s)) for s in out.index]
@@ -233,10 +230,10 @@ def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: An
         figs = _s3_figures(table, summary)
     else:
         key = "label_noise" if name.lower() == "s1" else "temperature"
-        long = summary.melt(id_vars=[key], var_name="metric", value_name="value")
+        long = summary.melt(id_vars=[key], var_name="measure", value_name="value")
         import plotly.express as px
 
-        fig = px.line(long, x=key, y="value", facet_col="metric", facet_col_wrap=3, markers=True,
+        fig = px.line(long, x=key, y="value", facet_col="measure", facet_col_wrap=3, markers=True,
                       title=f"{name.upper()}: effect of {key}").update_yaxes(matches=None)
         figs["effect"] = figures.attach_data(fig, long, "study_effect")  # the CSV next to it is the plotted table
     figures.to_html(figs, out / "report.html", title=f"workbench study {name}", table=summary)

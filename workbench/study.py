@@ -20,12 +20,13 @@ import pandas as pd
 
 from .activations import Activations, extract
 from .data import Dataset
+from .results import COLUMNS, tidy
 from .runs import Run
 
 __all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor",
            "select_per_run"]
 
-TIDY_COLUMNS = ["run", "step", "layer", "layer_index", "measure", "split", "value", "ci_low", "ci_high"]
+TIDY_COLUMNS = list(COLUMNS)  # the results schema (workbench.results.COLUMNS), kept under its old name
 
 
 def run_activations(run: Run, dataset: Dataset, splits: Sequence[str] = ("train", "test"), *,
@@ -93,7 +94,7 @@ def layer_measures(acts: Mapping[str, Activations], *, run: str, step: int, trai
     evals = {s: (acts[s], factor(acts[s], target)) for s in eval_splits}
     kwargs = {"C": probe_C} if probe_C is not None else {}
     probe = linear_probe(train, factor(train, target), evals=evals, n_boot=n_boot, seed=seed, **kwargs)
-    probe = probe[(probe["metric"] == "accuracy") & probe["split"].isin(list(eval_splits))]
+    probe = probe[(probe["measure"] == "accuracy") & probe["split"].isin(list(eval_splits))]
     rows = [{"layer": r.layer, "measure": f"probe_accuracy{suffix}", "split": r.split, "value": float(r.value),
              "ci_low": r.ci_low, "ci_high": r.ci_high} for r in probe.itertuples()]
     if control_types:
@@ -102,8 +103,8 @@ def layer_measures(acts: Mapping[str, Activations], *, run: str, step: int, trai
                           {s: (acts[s], factor(acts[s], target), types_of(acts[s])) for s in eval_splits},
                           n_boot=n_boot, seed=seed)
         names = {"control_accuracy": f"control_accuracy{suffix}", "selectivity": f"probe_selectivity{suffix}"}
-        sel = sel[sel["metric"].isin(list(names)) & sel["split"].isin(list(eval_splits))]
-        rows += [{"layer": r.layer, "measure": names[r.metric], "split": r.split, "value": float(r.value),
+        sel = sel[sel["measure"].isin(list(names)) & sel["split"].isin(list(eval_splits))]
+        rows += [{"layer": r.layer, "measure": names[r.measure], "split": r.split, "value": float(r.value),
                   "ci_low": r.ci_low, "ci_high": r.ci_high} for r in sel.itertuples()]
     spec_split = spectrum_split or eval_splits[0]
     spec = acts[spec_split]
@@ -120,14 +121,18 @@ def layer_measures(acts: Mapping[str, Activations], *, run: str, step: int, trai
 
 def cross_run_similarity(a: Activations, b: Activations, *, run_a: str, run_b: str, step: int | None = None,
                          debiased: bool = False) -> pd.DataFrame:
-    """Linear CKA between every layer of run ``a`` and every layer of run ``b`` on the same examples."""
+    """Linear CKA between every layer of run ``a`` and every layer of run ``b`` on the same examples.
+
+    A table in the results schema: :func:`~workbench.similarity.cka_matrix`'s pair rows (``layer``,
+    ``layer_index`` of ``a``; ``layer_b``, ``layer_index_b`` of ``b``) with ``run`` = ``run_a``, the extra
+    column ``run_b`` and ``step`` (NaN when not given)."""
     from .similarity import cka_matrix
 
     if a.n != b.n:
         raise ValueError(f"activations of {run_a!r} ({a.n} examples) and {run_b!r} ({b.n}) must cover the "
                          "same examples")
     df = cka_matrix(a, b, debiased=debiased, output="tidy")
-    df["run_a"], df["run_b"] = run_a, run_b
+    df["run"], df["run_b"] = run_a, run_b
     if step is not None:
         df["step"] = int(step)
     return df
@@ -153,7 +158,7 @@ def select_per_run(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd
     per run: the last checkpoint of each run unless ``sel`` names a ``step``. ``what`` names the selection
     in error messages (no rows, a missing column, or several rows left for a run)."""
     if not isinstance(sel, Mapping) or not sel:
-        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'metric': 'rankme'}}")
+        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'measure': 'rankme'}}")
     t = table
     for k, v in sel.items():
         if k not in t.columns:
@@ -183,6 +188,10 @@ class InProcessExecutor:
                 yield job, err
 
 
+#: extra columns of the study table, after the schema's and before the varied fields (:class:`Study`)
+_STUDY_EXTRAS = ("kind", "task", "method", "label_fraction")
+
+
 def _label(changes: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in changes.items())
 
@@ -204,10 +213,12 @@ class Study:
     layers : probe points for the measures (None = all but the head's input pooling duplicates).
     store : RunStore or root; executor : see :class:`InProcessExecutor`.
 
-    ``run()`` trains (or reuses) every run, evaluates, measures and returns the table (columns ``run``, the
-    varied fields, ``seed``, ``step``, ``kind`` ("downstream" | "measure" | "history"), ``task``, ``method``,
-    ``label_fraction``, ``layer``, ``split``, ``metric``, ``value``); runs that fail are listed in
-    ``study.failures`` and do not stop the others. Re-running reuses runs, activations and evaluations.
+    ``run()`` trains (or reuses) every run, evaluates, measures and returns the table in the results schema
+    (:mod:`workbench.results`: ``run`` — the grid point's label —, ``step``, ``layer``, ``layer_index``,
+    ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``), then the extra columns ``kind``
+    ("measure" | "downstream" | "history"), ``task``, ``method``, ``label_fraction`` (downstream rows), the
+    varied fields and ``seed``; runs that fail are listed in ``study.failures`` and do not stop the others.
+    Re-running reuses runs, activations and evaluations.
     """
 
     def __init__(self, base: Any, vary: Mapping[str, Sequence[Any]] | None = None, *, seeds: Sequence[int] = (0,),
@@ -283,26 +294,24 @@ class Study:
                 spectral = [m for m in self.measures if m in SPECTRUM_MEASURES]
                 if spectral:
                     table = layer_spectrum_table(acts, spectral)
-                    parts.append(table.rename(columns={"measure": "metric"}).drop(columns="index")
-                                 .assign(step=step, kind="measure", split=self.measure_split))
+                    parts.append(table.assign(step=step, kind="measure", split=self.measure_split))
                 labelled = [m for m in self.measures if m not in SPECTRUM_MEASURES]
-                parts.append(pd.DataFrame([
-                    {"layer": layer, "metric": m, "value": _label_measure(m, acts[layer], acts.labels),
-                     "step": step, "kind": "measure", "split": self.measure_split}
-                    for layer in acts.layers for m in labelled]))
+                parts.append(tidy([
+                    {"layer": layer, "layer_index": i, "measure": m,
+                     "value": _label_measure(m, acts[layer], acts.labels), "kind": "measure"}
+                    for i, layer in enumerate(acts.layers) for m in labelled], step=step, split=self.measure_split))
         if self.downstream:
             for step in steps:
                 for task in self.tasks:
                     ev = evaluate(run, task, step=step, methods=self.downstream,
                                   label_fractions=self.label_fractions, **self.evaluate_options)
-                    parts.append(ev.drop(columns="run").assign(kind="downstream"))
-        hist = run.history().drop(columns="run").assign(kind="history")
-        parts.append(hist)
-        table = pd.concat(parts, ignore_index=True)
-        for k, v in {**changes, "seed": cfg.seed}.items():
-            table[k] = v if not isinstance(v, (list, tuple)) else str(v)
-        table.insert(0, "run", label)
-        return table
+                    parts.append(ev.assign(kind="downstream"))
+        parts.append(run.history().assign(kind="history"))
+        table = pd.concat([p for p in parts if len(p)] or parts, ignore_index=True)
+        first = [c for c in table.columns if c in COLUMNS] + [c for c in _STUDY_EXTRAS if c in table.columns]
+        table = table[[*first, *[c for c in table.columns if c not in first]]]
+        choices = {k: v if not isinstance(v, (list, tuple)) else str(v) for k, v in {**changes, "seed": cfg.seed}.items()}
+        return tidy(table, run=label, **choices)
 
     def run(self, progress: bool = True) -> pd.DataFrame:
         """Train/reuse, evaluate and measure every run; returns the study table (class docstring)."""
@@ -322,7 +331,7 @@ class Study:
             print(f"{len(self.failures)} run(s) failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
         if not tables:
             raise RuntimeError("every run of the study failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
-        self.table = pd.concat(tables, ignore_index=True)
+        self.table = tidy(pd.concat(tables, ignore_index=True))
         return self.table
 
     def correlate(self, measure: Mapping[str, Any], downstream: Mapping[str, Any], *, method: str = "spearman",
@@ -330,8 +339,8 @@ class Study:
         """Rank correlation across runs between a measure and a downstream score, with a bootstrap interval.
 
         ``measure`` and ``downstream`` select one value per run from :attr:`table` by column equality, e.g.
-        ``{"metric": "effective_rank", "layer": "stage3"}`` and ``{"method": "linear", "split": "ood",
-        "metric": "accuracy"}`` (the last checkpoint is used unless ``step`` is given). Spearman's ρ (or
+        ``{"measure": "effective_rank", "layer": "stage3"}`` and ``{"method": "linear", "split": "ood",
+        "measure": "accuracy"}`` (the last checkpoint is used unless ``step`` is given). Spearman's ρ (or
         Kendall's τ-b with ``method="kendall"``) over runs; the interval is the 2.5–97.5 % percentile
         bootstrap over runs (resampling runs with replacement, ``n_boot`` times).
         """

@@ -1,11 +1,14 @@
-"""What every dashboard shares: an in-place FigureWidget update, export, display, and combining views.
+"""What every dashboard shares: the base contract, an in-place FigureWidget update, export, display, and
+combining views.
 
 A dashboard holds the library's frame (state lives in the library object, not in the widgets), filters it
 with its controls and hands the rows to a :mod:`workbench.figures` builder; :func:`update_figure` copies
-the new figure into the one ``FigureWidget`` (``dash.figure``), which is never replaced.
+the new figure into the one ``FigureWidget`` (``dash.figure``), which is never replaced. Every dashboard
+subclasses :class:`Dashboard` and so answers the same four calls (:data:`CONTRACT`).
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import html
 import json
@@ -24,8 +27,11 @@ try:  # plotly >= 6 builds FigureWidget on anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
-__all__ = ["Dashboard", "Combined", "combine", "update_figure", "clear_figure", "sync_state", "row", "Snapshot",
-           "uniq", "set_options", "LATEST", "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
+__all__ = ["Dashboard", "CONTRACT", "Combined", "combine", "update_figure", "clear_figure", "sync_state", "row",
+           "Snapshot", "uniq", "set_options", "LATEST", "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
+
+#: the calls every dashboard answers (:class:`Dashboard`)
+CONTRACT = ("select", "current_frame", "plotted_data", "export")
 
 ERROR_STYLE = "color:#D55E00"
 
@@ -219,10 +225,23 @@ class Snapshot:
             handle.update(_snapshot_bundle(go.Figure(fw)), raw=True)
 
 
-class Dashboard:
-    """Base: ``figure`` (a FigureWidget updated in place), ``widget`` (the layout shown), ``status``,
-    an export row (*save as* + Export) and notebook display. Subclasses build ``self.widget``, implement
-    :meth:`_build_figure` (None: nothing to show, with a message in ``self._empty``) and call :meth:`_update`."""
+class Dashboard(abc.ABC):
+    """Base and contract of every dashboard: ``figure`` (a FigureWidget updated in place), ``widget`` (the
+    layout shown), ``status``, an export row (*save as* + Export) and notebook display.
+
+    The contract (:data:`CONTRACT`), the same on every dashboard:
+
+    - ``select(**choices) -> self`` sets controls from code, by the names the constructor takes for its
+      initial selection (a choice left out or None keeps its value), and redraws once; a value the
+      dashboard does not offer is a ``ValueError`` naming it;
+    - ``current_frame() -> DataFrame`` the rows the current view is drawn from (in the results schema,
+      :mod:`workbench.results`, where the dashboard's input is);
+    - ``plotted_data() -> DataFrame`` the rows the plot shows, read back from the figure;
+    - ``export(path, **kwargs) -> dict`` writes the current view (:func:`workbench.figures.export`).
+
+    Subclasses implement :meth:`select` and :meth:`current_frame` (abstract: a dashboard without them cannot
+    be made), build ``self.widget``, implement :meth:`_build_figure` (None: nothing to show, with a message in
+    ``self._empty``) and call :meth:`_update`."""
 
     figure: go.FigureWidget
     widget: Any
@@ -255,6 +274,15 @@ class Dashboard:
 
     def _build_figure(self) -> go.Figure | None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ the contract
+    @abc.abstractmethod
+    def select(self, **choices: Any) -> "Dashboard":
+        """Set controls from code (None keeps a control's value) and redraw once; returns the dashboard."""
+
+    @abc.abstractmethod
+    def current_frame(self) -> pd.DataFrame:
+        """The rows the current view is drawn from."""
 
     def _update(self) -> None:
         try:

@@ -131,7 +131,7 @@ class EmbeddingExplorer(Dashboard):
             factors = getattr(acts, "factors", {}) or {}
             x = acts[self.layer_w.value]
             x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-            frame = figures.project(x[rows], self.method_w.value, seed=self.seed,
+            frame = figures.project(x[rows], method=self.method_w.value, seed=self.seed,
                                     labels=None if labels is None else np.asarray(labels)[rows],
                                     factors={k: np.asarray(v)[rows] for k, v in factors.items()})
             frame["index"] = rows[frame["index"].to_numpy()]
@@ -160,7 +160,7 @@ class EmbeddingExplorer(Dashboard):
             ids, self._pending = self._pending, []
             self.select_points(ids)
 
-    def select_points(self, indices: Sequence[int]) -> "EmbeddingExplorer":
+    def select_points(self, indices: Sequence[int]) -> EmbeddingExplorer:
         """Show the examples with these row indices (what a lasso / box selection or click does)."""
         ids = [int(i) for i in indices]
         bad = [i for i in ids if not 0 <= i < self.n]
@@ -209,7 +209,7 @@ class EmbeddingExplorer(Dashboard):
         return " ".join(map(str, toks))
 
     def select(self, *, source: str | None = None, layer: str | None = None, method: str | None = None,
-               color: Any = "keep") -> "EmbeddingExplorer":
+               color: Any = "keep") -> EmbeddingExplorer:
         """Set controls programmatically (None / "keep" keeps a control's value; ``color=None`` is one colour
         only when passed explicitly as ``color=None``) and redraw once."""
         with self._hold():

@@ -12,6 +12,7 @@ steps).
 >>> lab = PretrainingLab(store)                 # display it; or drive it from code:
 >>> job = lab.start(objective="supervised", label_noise=0.2, steps=300)
 >>> job.wait(); lab.runs()
+>>> lab.select(run="my-run")                    # show a stored run's loss; its choices go into the widgets
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import tidy
 from ._base import ERROR_STYLE, Dashboard, clear_figure, row, set_options
 
 __all__ = ["PretrainingLab", "TrainingJob", "TrainingCancelled", "DEFAULT_LAB_CONFIG"]
@@ -89,15 +91,16 @@ class TrainingJob:
         return self._thread is not None and self._thread.is_alive()
 
     def history(self) -> pd.DataFrame:
-        """Live training-batch metrics so far: ``run, step, metric, value`` (from the trainer's callback)."""
+        """Live training-batch measures so far (from the trainer's callback), in the results schema
+        (:mod:`workbench.results`): ``run`` (the job's name or run id), ``step``, ``measure``, ``split``
+        (``"train_batch"``), ``value``."""
         with self._lock:
             rows = list(self._rows)
-        return pd.DataFrame(rows, columns=["run", "step", "metric", "value"])
+        return tidy(rows, run=self.name or self.config.id, split="train_batch")
 
     def _callback(self, step: int, metrics: Mapping[str, float]) -> None:
-        label = self.name or self.config.id
         with self._lock:
-            self._rows.extend({"run": label, "step": step, "metric": k, "value": float(v)} for k, v in metrics.items())
+            self._rows.extend({"step": step, "measure": k, "value": float(v)} for k, v in metrics.items())
             self.step = step
         self._notify()
         if self._cancel.is_set():
@@ -137,7 +140,8 @@ class TrainingJob:
 
 class PretrainingLab(Dashboard):
     """Widgets for the main :class:`~workbench.runs.RunConfig` pretraining choices, Start / Cancel, a live
-    loss curve (``dash.figure``), a progress bar and the store's run list.
+    loss curve (``dash.figure``), a progress bar and the store's run list. :meth:`select` sets choices from
+    code and shows a stored run's loss curve; :meth:`current_frame` is the history drawn.
 
     store:  RunStore or its root (default ``RunStore()``).
     base:   the config every run starts from (dict or RunConfig; default :data:`DEFAULT_LAB_CONFIG`); the
@@ -162,6 +166,7 @@ class PretrainingLab(Dashboard):
         self.device, self.refresh_every = device, float(refresh_every)
         self.job: TrainingJob | None = None
         self.jobs: list[TrainingJob] = []
+        self.shown = None  # a stored Run chosen with select(run=...): drawn until the next start
         self._last_draw = 0.0
         b = self.base
         datasets = [d for d in wb_data.available() if d not in ("arrays", "hf-disk", "torch")]
@@ -238,6 +243,41 @@ class PretrainingLab(Dashboard):
                 self.controls[k].value = v
         return self
 
+    def select(self, *, run: Any = None, **choices: Any) -> "PretrainingLab":
+        """Set pretraining choices (as :meth:`set`) and/or show a stored run, then redraw once.
+
+        ``run``: a run of the store (id, unique id prefix, display name, config or Run — :meth:`RunStore.get`);
+        its training-batch loss is drawn (until the next :meth:`start`) and its choices are put into the
+        widgets (each one the widgets can show), so Start trains it again only if ``choices`` change
+        something. Raises ``ValueError`` for a run not in the store or an unknown choice.
+        """
+        if run is not None:
+            try:
+                shown = self.store.get(run)
+            except KeyError as e:
+                raise ValueError(f"run={run!r}: {e.args[0]}") from None
+            with self._hold():
+                self._load_choices(shown.config)
+            self.shown = shown
+        with self._hold():
+            self.set(**choices)
+        self._update()
+        return self
+
+    def _load_choices(self, config: Any) -> None:
+        """Put ``config``'s choices into the widgets, skipping one a widget cannot show (e.g. a dataset the
+        dataset list leaves out)."""
+        values = {k: getattr(config, k) for k in self.CHOICES if k != "norm" and hasattr(config, k)}
+        values["augment"] = list(config.augment)
+        if "norm" in config.model_options:
+            values["norm"] = config.model_options["norm"]
+        for key in ("dataset", "model", *[k for k in values if k not in ("dataset", "model")]):
+            if key in values:
+                try:
+                    self.set(**{key: values[key]})
+                except (ValueError, TypeError):
+                    pass
+
     # ------------------------------------------------------------------ training
     def start(self, **changes: Any) -> TrainingJob:
         """Start training the configured run in the background (``changes`` set widgets first); returns the job.
@@ -249,7 +289,7 @@ class PretrainingLab(Dashboard):
         job = TrainingJob(cfg, self.store, name=name, device=self.device)
         job.listeners.append(self._on_progress)
         self.name_w.value = ""  # a name is for one run: the next start names its own
-        self.job = job
+        self.job, self.shown = job, None
         self.jobs.append(job)
         self.progress.max, self.progress.value, self.progress.bar_style = max(1, cfg.steps), 0, ""
         self.start_button.disabled, self.cancel_button.disabled = True, False
@@ -301,18 +341,23 @@ class PretrainingLab(Dashboard):
             self.refresh_runs()
 
     def current_frame(self) -> pd.DataFrame:
-        """The live loss rows drawn (the current job's training-batch loss)."""
-        if self.job is None:
-            return pd.DataFrame(columns=["run", "step", "metric", "value"])
-        h = self.job.history()
-        return h[h["metric"] == "loss"]
+        """The history drawn, in the results schema: the training-batch loss of the run chosen with
+        ``select(run=...)``, else the live loss of the current job (empty before any)."""
+        if self.shown is not None:
+            h = self.shown.history()
+        elif self.job is not None:
+            h = self.job.history()
+        else:
+            h = tidy([])
+        return h[(h["measure"] == "loss") & (h["split"] == "train_batch")].reset_index(drop=True)
 
     def _build_figure(self) -> go.Figure | None:
         frame = self.current_frame()
         if frame.empty:
-            self._empty = "no logged step yet" if self.job is not None else "start a run to see its loss"
+            self._empty = ("this run logged no training loss" if self.shown is not None else
+                           "no logged step yet" if self.job is not None else "start a run to see its loss")
             return None
-        return figures.step_curve(frame, metric="loss", color="run", dash=None, log_x=False)
+        return figures.step_curve(frame, measure="loss", color="run", dash=None, log_x=False)
 
     def _update(self) -> None:
         st = self.status.value

@@ -20,12 +20,12 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import check_tidy
 from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, _widgets, clear_figure,
                     keep_latest, row, uniq, update_figure)
 
 __all__ = ["LayerDashboard"]
 
-_REQUIRED = ("run", "layer", "layer_index", "measure", "value")
 _FILTERS = ("split", "target", "step")  # extra dimensions that get a Dropdown when present
 _NONE_LABEL = "(none)"
 _NA_LABEL = "(n/a)"
@@ -34,8 +34,9 @@ _NA_LABEL = "(n/a)"
 class LayerDashboard(Dashboard):
     """Interactive per-layer curves over runs.
 
-    results:  per-layer tidy frame (``run, step, layer, layer_index, measure, value`` [+ ``split``,
-              ``target``, ``ci_low``, ``ci_high``]) or a zero-argument callable returning one.
+    results:  per-layer results in the results schema (:mod:`workbench.results`: ``run, step, layer,
+              layer_index, measure, split, value, ci_low, ci_high`` [+ extras such as ``target``]) or a
+              zero-argument callable returning them.
     runs, measure, split, layer, step, target: initial selection (default: all runs, first measure,
               ``"test"`` split if present, no highlighted layer, ``step="latest"``: every run at its own
               latest step, so a baseline that ends early — a random-init twin at step 0 — stays visible;
@@ -94,14 +95,12 @@ class LayerDashboard(Dashboard):
         df = self._source() if callable(self._source) else self._source
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"LayerDashboard needs a DataFrame (or a function returning one), got {type(df).__name__}")
-        missing = [c for c in _REQUIRED if c not in df.columns]
-        if missing:
-            raise ValueError(f"LayerDashboard: results lack column(s) {missing}; got {list(df.columns)}")
+        check_tidy(df, "LayerDashboard(results)")
         if df.empty:
             raise ValueError("LayerDashboard: the results frame is empty")
         return df
 
-    def refresh(self) -> "LayerDashboard":
+    def refresh(self) -> LayerDashboard:
         """Re-read the results (re-calls the function, if one was given) and redraw, keeping the selection."""
         self.data = self._load()
         for c in _FILTERS:
@@ -192,7 +191,7 @@ class LayerDashboard(Dashboard):
 
     def select(self, *, runs: Sequence[str] | None = None, measure: str | None = None, split: Any = None,
                layer: str | None = None, step: Any = None, target: Any = None, clear_layer: bool = False
-               ) -> "LayerDashboard":
+               ) -> LayerDashboard:
         """Set controls programmatically (arguments left as None keep their value) and redraw once."""
         with self._hold():
             if measure is not None:

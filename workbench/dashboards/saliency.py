@@ -6,15 +6,18 @@ and are drawn by :func:`workbench.figures.saliency_grid` on one shared colour sc
 
 >>> dash = SaliencyDashboard({"supervised": run_a, "simclr @ 500": (run_b, 500)}, ds["test"])
 >>> dash.select(index=7, method="integrated_gradients", models=["supervised", "simclr @ 500"])
+>>> dash.current_frame()                       # the maps drawn, one row per model × pixel
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import tidy
 from ._base import Dashboard, set_options
 
 __all__ = ["SaliencyDashboard", "DEFAULT_METHODS"]
@@ -112,17 +115,38 @@ class SaliencyDashboard(Dashboard):
             self._cache[key] = out[0] if out.shape[:1] == (1,) and out.ndim == self.inputs.ndim else out
         return self._cache[key]
 
+    def _selected_attributions(self) -> dict[str, np.ndarray]:
+        """``{model name: attribution}`` of the current example for the chosen models (a failing method is a
+        ValueError saying why)."""
+        try:
+            return {n: self.attributions(n) for n in self.models_w.value}
+        except ImportError as e:
+            raise ValueError(f"{e} (or pass attribute_fn=...)") from None
+        except Exception as e:  # noqa: BLE001 — an attribution method failing is shown, not raised in a callback
+            raise ValueError(f"attribution failed: {type(e).__name__}: {e}") from None
+
+    def current_frame(self) -> pd.DataFrame:
+        """The attribution maps drawn, in the results schema (:mod:`workbench.results`): one row per chosen
+        model × map cell, ``run`` the model's name, ``step`` its checkpoint when given as ``(Run, step)``,
+        ``measure`` ``"attribution"``, ``value`` the map value after the channel reduction of
+        :func:`workbench.figures.attribution_map`; extra columns ``example``, ``method``, ``row``, ``col``."""
+        parts = []
+        for name, a in self._selected_attributions().items():
+            m = figures.attribution_map(a, name)
+            rr, cc = np.meshgrid(np.arange(m.shape[0]), np.arange(m.shape[1]), indexing="ij")
+            source = self.models[name]
+            step = source[1] if isinstance(source, tuple) and len(source) == 2 else np.nan
+            parts.append(pd.DataFrame({"run": name, "step": step, "measure": "attribution", "value": m.ravel(),
+                                       "example": int(self.index_w.value), "method": self.method_w.value,
+                                       "row": rr.ravel(), "col": cc.ravel()}))
+        return tidy(pd.concat(parts, ignore_index=True) if parts else [])
+
     def _build_figure(self) -> go.Figure | None:
         names = list(self.models_w.value)
         if not names:
             self._empty = "choose at least one model"
             return None
-        try:
-            attrs = [self.attributions(n) for n in names]
-        except ImportError as e:
-            raise ValueError(f"{e} (or pass attribute_fn=...)") from None
-        except Exception as e:  # noqa: BLE001 — an attribution method failing is shown, not raised in a callback
-            raise ValueError(f"attribution failed: {type(e).__name__}: {e}") from None
+        attrs = list(self._selected_attributions().values())
         idx = self.index_w.value
         label = f" (label {self.labels[idx]})" if self.labels is not None else ""
         return figures.saliency_grid(self.inputs[idx], attrs, names,

@@ -1,8 +1,9 @@
 """Similarity dashboard: layer × layer heatmap of a measure between two runs, with a checkpoint slider.
 
-Input: the tidy pairwise frame of :func:`workbench.similarity.cka_matrix` (``layer_a, layer_b, index_a,
-index_b, measure, value``) with ``run_a``, ``run_b`` and ``step`` added — what
-:func:`workbench.study.cross_run_similarity` returns, concatenated over run pairs and checkpoints.
+Input: layer-pair tables in the results schema (:mod:`workbench.results`) with the first run in ``run``, the
+second in the extra column ``run_b`` and the checkpoint in ``step`` — what
+:func:`workbench.study.cross_run_similarity` returns (``similarity.*_matrix(a, b)``'s rows ``layer`` ×
+``layer_b`` with ``run``, ``run_b`` set), concatenated over run pairs and checkpoints.
 
 >>> dash = SimilarityDashboard(pairs)
 >>> dash.select(pair=("supervised", "simclr"), step=1000)
@@ -15,11 +16,13 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import check_tidy
 from ._base import Dashboard, set_options, uniq
 
 __all__ = ["SimilarityDashboard"]
 
-REQUIRED = ("run_a", "run_b", "layer_a", "layer_b", "measure", "value")
+#: the extra columns a pairs table needs besides the results schema
+REQUIRED = ("layer_b", "run_b")
 
 
 def _auto_range(measure: str) -> tuple[float | None, float | None]:
@@ -31,7 +34,7 @@ class SimilarityDashboard(Dashboard):
     """Interactive :func:`~workbench.figures.layer_heatmap` over run pairs, measures and checkpoints.
 
     pairs:  tidy frame (module docstring) or a zero-argument callable returning one.
-    pair:   initial ``(run_a, run_b)``; measure, step: initial measure and checkpoint (default latest).
+    pair:   initial ``(run, run_b)``; measure, step: initial measure and checkpoint (default latest).
     zrange: ``"auto"`` (0..1 for biased CKA, data range otherwise), None (data range) or ``(zmin, zmax)``.
     """
 
@@ -63,15 +66,12 @@ class SimilarityDashboard(Dashboard):
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"SimilarityDashboard: pairs must be a DataFrame (or a function returning one), "
                             f"got {type(df).__name__}")
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            raise ValueError(f"SimilarityDashboard: pairs lack column(s) {missing}; got {list(df.columns)} "
-                             "(cka_matrix(..., output='tidy') with run_a, run_b [and step] added)")
+        check_tidy(df, "SimilarityDashboard(pairs)", require=REQUIRED)
         if df.empty:
             raise ValueError("SimilarityDashboard: the pairs frame is empty")
         return df
 
-    def refresh(self) -> "SimilarityDashboard":
+    def refresh(self) -> SimilarityDashboard:
         """Re-read the frame (re-calls the function, if one was given) and redraw, keeping the selection."""
         self.data = self._load()
         with self._hold():
@@ -82,7 +82,7 @@ class SimilarityDashboard(Dashboard):
 
     def _set_options(self, *, pair, measure, step) -> None:
         df = self.data
-        pairs = [tuple(p) for p in uniq(zip(df["run_a"].astype(str), df["run_b"].astype(str)))]
+        pairs = [tuple(p) for p in uniq(zip(df["run"].astype(str), df["run_b"].astype(str)))]
         set_options(self.pair_w, pairs, pair, labels=[f"{a}  ×  {b}" for a, b in pairs])
         self._set_dependent(measure=measure, step=step)
 
@@ -97,7 +97,7 @@ class SimilarityDashboard(Dashboard):
     def _pair_rows(self) -> pd.DataFrame:
         a, b = self.pair_w.value
         df = self.data
-        return df[(df["run_a"].astype(str) == a) & (df["run_b"].astype(str) == b)]
+        return df[(df["run"].astype(str) == a) & (df["run_b"].astype(str) == b)]
 
     def _on_change(self, change=None) -> None:
         if self._hold_depth:
@@ -127,7 +127,7 @@ class SimilarityDashboard(Dashboard):
                                      title=self.title or f"{self.measure_w.value}: {a} vs {b}{at}")
 
     def select(self, *, pair: Sequence[str] | None = None, measure: str | None = None,
-               step: Any = None) -> "SimilarityDashboard":
+               step: Any = None) -> SimilarityDashboard:
         """Set controls programmatically (None keeps a control's value) and redraw once."""
         with self._hold():
             if pair is not None:

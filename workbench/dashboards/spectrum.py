@@ -1,9 +1,10 @@
 """Spectrum dashboard: eigen-spectra of a layer at chosen checkpoints, and rank measures across layers.
 
-Two frames from the library: ``spectra`` (``run, step, layer, rank, eigenvalue``; one row per eigenvalue,
-from :func:`workbench.spectrum.spectrum`) and ``measures`` (``run, step, layer, layer_index, measure,
-value``; from :func:`workbench.spectrum.layer_spectrum_table`). :func:`spectrum_frames` makes both from
-activations; the dashboard only filters them.
+Two tables in the results schema (:mod:`workbench.results`): ``spectra`` (one row per eigenvalue, ``measure``
+``"eigenvalue"``, the eigenvalue in ``value`` and its position, 1 = largest, in the extra column ``rank``;
+from :func:`workbench.spectrum.spectrum`) and ``measures`` (one row per layer and measure; from
+:func:`workbench.spectrum.layer_spectrum_table`), both with ``run`` and ``step`` set.
+:func:`spectrum_frames` makes both from activations; the dashboard only filters them.
 
 >>> spectra, measures = spectrum_frames({("simclr", 0): acts0, ("simclr", 1000): acts1000})
 >>> dash = SpectrumDashboard(spectra, measures)
@@ -17,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import check_tidy, tidy
 from ._base import Dashboard, clear_figure, row, set_options, uniq, update_figure
 
 __all__ = ["SpectrumDashboard", "spectrum_frames"]
@@ -25,7 +27,7 @@ __all__ = ["SpectrumDashboard", "spectrum_frames"]
 def spectrum_frames(acts: Mapping[tuple[str, int], Mapping[str, Any]], *,
                     measures: Sequence[str] = ("effective_rank", "rankme", "participation_ratio"),
                     centered: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``{(run, step): activations}`` → ``(spectra, measures)`` tidy frames (module docstring).
+    """``{(run, step): activations}`` → ``(spectra, measures)`` in the results schema (module docstring).
 
     Eigenvalues: :func:`workbench.spectrum.spectrum` (covariance eigenvalues when ``centered``); measures:
     :func:`workbench.spectrum.layer_spectrum_table` — both computed by the library, only stacked here.
@@ -42,11 +44,11 @@ def spectrum_frames(acts: Mapping[tuple[str, int], Mapping[str, Any]], *,
         for i, layer in enumerate(layers):
             lam = spectrum(layers[layer], centered=centered)
             spec_parts.append(pd.DataFrame({"run": run, "step": step, "layer": layer, "layer_index": i,
-                                            "rank": range(1, len(lam) + 1), "eigenvalue": lam}))
-        table = layer_spectrum_table(layers, measures).rename(columns={"index": "layer_index"})
-        meas_parts.append(table.assign(run=run, step=step))
-    cols = ["run", "step", "layer", "layer_index", "measure", "value"]
-    return pd.concat(spec_parts, ignore_index=True), pd.concat(meas_parts, ignore_index=True)[cols]
+                                            "measure": "eigenvalue", "value": lam,
+                                            "rank": range(1, len(lam) + 1)}))
+        meas_parts.append(layer_spectrum_table(layers, measures).assign(run=run, step=step))
+    return (tidy(pd.concat(spec_parts, ignore_index=True)),
+            tidy(pd.concat(meas_parts, ignore_index=True)))
 
 
 class SpectrumDashboard(Dashboard):
@@ -65,20 +67,14 @@ class SpectrumDashboard(Dashboard):
                  normalize: bool = True, export_path: str = "spectrum.svg"):
         self._init_base(export_path)
         W = self._W
-        for name, df, cols in (("spectra", spectra, ("run", "step", "layer", "eigenvalue")),
-                               ("measures", measures, ("run", "step", "layer", "measure", "value"))):
+        for name, df in (("spectra", spectra), ("measures", measures)):
             if df is None and name == "measures":
                 continue
-            if not isinstance(df, pd.DataFrame):
-                raise TypeError(f"SpectrumDashboard: {name} must be a DataFrame, got {type(df).__name__}")
-            missing = [c for c in cols if c not in df.columns]
-            if missing:
-                raise ValueError(f"SpectrumDashboard: {name} lacks column(s) {missing}; got {list(df.columns)} "
-                                 "(see spectrum_frames)")
+            check_tidy(df, f"SpectrumDashboard({name})")
             if df.empty:
                 raise ValueError(f"SpectrumDashboard: {name} is empty")
         self.spectra = spectra
-        self.measures = figures.with_layer_index(measures) if measures is not None else None
+        self.measures = measures
         self.rank_figure = go.FigureWidget() if measures is not None else None
         self.run_w = W.Dropdown(description="run")
         self.layer_w = W.Dropdown(description="layer")
@@ -135,8 +131,8 @@ class SpectrumDashboard(Dashboard):
         frame = self.current_frame()
         if frame.empty:
             return None
-        # step first, so each line is labelled by its checkpoint (run and layer are in the title)
-        return figures.spectrum_plot(frame[["step", "layer", "eigenvalue"]], normalize=self.normalize_w.value,
+        # one run and layer: each line is labelled by its checkpoint (run and layer are in the title)
+        return figures.spectrum_plot(frame, normalize=self.normalize_w.value,
                                      title=f"{self.run_w.value} · {self.layer_w.value}")
 
     def _figures(self) -> list[go.FigureWidget]:
@@ -162,7 +158,7 @@ class SpectrumDashboard(Dashboard):
                 update_figure(self.rank_figure, new)
 
     def select(self, *, run: str | None = None, layer: str | None = None, steps: Sequence[Any] | None = None,
-               measure: str | None = None, normalize: bool | None = None) -> "SpectrumDashboard":
+               measure: str | None = None, normalize: bool | None = None) -> SpectrumDashboard:
         """Set controls programmatically (None keeps a control's value) and redraw once."""
         with self._hold():
             if run is not None:

@@ -3,7 +3,7 @@ the varied pretraining choice, rank correlation in the title (:func:`workbench.f
 
 >>> study = Study(base, vary={"label_noise": [0, 0.2, 0.4]}, seeds=[0, 1]); study.run()
 >>> dash = StudyDashboard(study)                         # or StudyDashboard(study.table, color="label_noise")
->>> dash.select(measure="effective_rank", layer="block3", downstream={"method": "linear", "metric": "accuracy"})
+>>> dash.select(measure="effective_rank", layer="block3", downstream={"method": "linear", "measure": "accuracy"})
 """
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
+from ..results import COLUMNS, EXTRA_COLUMNS, check_tidy
 from ._base import Dashboard, set_options, uniq
 
 __all__ = ["StudyDashboard"]
 
-#: columns of a study table that are not pretraining choices
-STUDY_COLUMNS = ("run", "step", "kind", "task", "method", "label_fraction", "layer", "split", "metric", "value",
-                 "ci_low", "ci_high")
-_DOWNSTREAM_KEYS = ("task", "method", "label_fraction", "split", "metric")
+#: columns of a study table that are not pretraining choices: the results schema and its named extras
+STUDY_COLUMNS = (*COLUMNS, *EXTRA_COLUMNS)
+_DOWNSTREAM_KEYS = ("task", "method", "label_fraction", "split", "measure")
 
 
 def _plain(v: Any) -> Any:
@@ -37,7 +37,7 @@ class StudyDashboard(Dashboard):
             the study table itself.
     color:  initial colour column (default: the first varied field).
     measure, layer, downstream: initial selection; ``downstream`` is a dict over ``task, method,
-            label_fraction, split, metric`` naming one of the downstream rows' combinations.
+            label_fraction, split, measure`` naming one of the downstream rows' combinations.
     method: ``"spearman"`` or ``"kendall"``.
     """
 
@@ -50,9 +50,7 @@ class StudyDashboard(Dashboard):
         if not isinstance(table, pd.DataFrame):
             raise TypeError("StudyDashboard needs a Study after .run() or its table (a DataFrame), got "
                             f"{type(study).__name__}" + (" without a table: call .run() first" if hasattr(study, "vary") else ""))
-        missing = [c for c in ("run", "kind", "metric", "value") if c not in table.columns]
-        if missing:
-            raise ValueError(f"StudyDashboard: the table lacks column(s) {missing}; got {list(table.columns)}")
+        check_tidy(table, "StudyDashboard(study)", require=["kind"])
         if method not in figures.study.RANK_METHODS:
             raise ValueError(f"method must be one of {figures.study.RANK_METHODS}, got {method!r}")
         self.table, self.method = table, method
@@ -73,7 +71,7 @@ class StudyDashboard(Dashboard):
         self.downstream_w = W.Dropdown(description="downstream", layout=W.Layout(width="420px"))
         self.color_w = W.Dropdown(description="colour")
         with self._hold():
-            set_options(self.measure_w, [str(v) for v in uniq(m["metric"])], measure)
+            set_options(self.measure_w, [str(v) for v in uniq(m["measure"])], measure)
             self._set_layers(layer)
             labels = [", ".join(f"{k}={v}" for k, v in c.items() if v is not None) for c in self.downstream_options]
             idx = list(range(len(self.downstream_options)))
@@ -90,7 +88,7 @@ class StudyDashboard(Dashboard):
     def _default_downstream(self) -> int:
         """The first combination scored by accuracy on a test split, else the first one."""
         for i, c in enumerate(self.downstream_options):
-            if c.get("metric") == "accuracy" and c.get("split") in ("test", None):
+            if c.get("measure") == "accuracy" and c.get("split") in ("test", None):
                 return i
         return 0
 
@@ -103,7 +101,7 @@ class StudyDashboard(Dashboard):
 
     def _set_layers(self, layer: Any) -> None:
         t = self.table
-        sub = t[(t["kind"] == "measure") & (t["metric"] == self.measure_w.value)]
+        sub = t[(t["kind"] == "measure") & (t["measure"] == self.measure_w.value)]
         layers = [str(v) for v in uniq(sub["layer"])] if "layer" in sub else []
         set_options(self.layer_w, layers or [None], layer if layer in layers else None)
         self.layer_w.disabled = not layers
@@ -118,7 +116,7 @@ class StudyDashboard(Dashboard):
 
     def selections(self) -> tuple[dict, dict]:
         """The ``(measure, downstream)`` selections drawn (as for :meth:`Study.correlate`)."""
-        m = {"kind": "measure", "metric": self.measure_w.value}
+        m = {"kind": "measure", "measure": self.measure_w.value}
         if self.layer_w.value is not None:
             m["layer"] = self.layer_w.value
         d = {"kind": "downstream", **self.downstream_options[self.downstream_w.value]}

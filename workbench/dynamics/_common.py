@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from ..models import device_of
+from ..results import COLUMNS, tidy
 
 __all__ = ["LossFn", "run_loss", "objective_loss", "cross_entropy_loss", "over_checkpoints", "LAYER_COLUMNS"]
 
 LossFn = Callable[[nn.Module], torch.Tensor]
 
-LAYER_COLUMNS = ["layer", "layer_index", "measure", "value"]
+#: every dynamics table is in the results schema (:mod:`workbench.results`): these columns first, then extras
+LAYER_COLUMNS = list(COLUMNS)
 
 
 def check_model(model: Any, name: str = "model") -> nn.Module:
@@ -88,8 +90,10 @@ def layer_order(model: nn.Module) -> dict[str, int]:
     return {name: i for i, name in enumerate(probe_points(model))}
 
 
-def layer_frame(rows: list[dict[str, Any]], extra: Sequence[str] = ()) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[*LAYER_COLUMNS, *extra])
+def layer_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows with ``layer``, ``layer_index`` (the probe point's position in the model), ``measure``, ``value``
+    (+ extras) → the results schema; ``run``/``step`` are NaN (:func:`over_checkpoints` fills them)."""
+    return tidy(rows)
 
 
 def _fork_rng(model: nn.Module):
@@ -171,7 +175,8 @@ def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) 
 
 def over_checkpoints(run: Any, measure: Callable[[nn.Module], pd.DataFrame], *, steps: Any = "all",
                      device: str = "cpu") -> pd.DataFrame:
-    """``measure(model)`` at each checkpoint of ``run``, stacked with ``run`` and ``step`` columns in front.
+    """``measure(model)`` at each checkpoint of ``run``, stacked with ``run`` and ``step`` columns in front
+    (filled with the run's name and the checkpoint step; a results-schema table stays one).
 
     ``steps``: ``"all"`` (every checkpoint), ``"final"`` or a list of checkpoint steps.
     Example: ``over_checkpoints(run, lambda m: layer_grad_norms(m, run_loss(run, m)))``.

@@ -76,7 +76,8 @@ def output_variance(model: nn.Module, data: Any, *, layers: Any = None, split: s
 
     Returns
     -------
-    DataFrame ``layer, layer_index, measure ("output_variance"), value``.
+    DataFrame in the results schema (:mod:`workbench.results`): one row per layer, ``measure``
+    ``"output_variance"``, ``layer_index`` the probe point's position in the model.
     """
     outs = layer_outputs(model, data, layers=layers, split=split, batch_size=batch_size)
     order = layer_order(model)
@@ -127,8 +128,8 @@ def layer_angular_distance(model: nn.Module, data: Any, *, layers: Any = None, s
 
     Returns
     -------
-    DataFrame ``layer, layer_index, measure ("angular_distance"), value, from_layer`` — one row per pair,
-    named by the later layer; ``from_layer`` is the earlier one.
+    DataFrame in the results schema, ``measure`` ``"angular_distance"``, one row per pair: ``layer`` is the
+    later layer, the extra columns ``layer_b`` / ``layer_index_b`` the earlier one (its input).
     """
     outs = layer_outputs(model, data, layers=layers, split=split, position=position, batch_size=batch_size)
     names = list(outs)
@@ -141,5 +142,6 @@ def layer_angular_distance(model: nn.Module, data: Any, *, layers: Any = None, s
             raise ValueError(f"layers {prev!r} {tuple(outs[prev].shape)} and {name!r} {tuple(outs[name].shape)} "
                              "have different output shapes; select layers of one width (e.g. the blocks)")
         rows.append({"layer": name, "layer_index": order.get(name, len(rows) + 1), "measure": "angular_distance",
-                     "value": angular_distance(outs[prev], outs[name]), "from_layer": prev})
-    return layer_frame(rows, extra=["from_layer"])
+                     "value": angular_distance(outs[prev], outs[name]), "layer_b": prev,
+                     "layer_index_b": order.get(prev, len(rows))})
+    return layer_frame(rows)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from ..results import tidy
 from ._common import LossFn, check_loss, check_model, eval_mode, layer_frame, layer_order, scalar_loss
 
 __all__ = ["layer_grad_norms", "grad_norm_history"]
@@ -29,7 +31,8 @@ def layer_grad_norms(model: nn.Module, loss: LossFn, *, layers: Any = None) -> p
 
     Returns
     -------
-    DataFrame ``layer, layer_index, measure ("grad_norm"), value``.
+    DataFrame in the results schema (:mod:`workbench.results`): one row per layer, ``measure`` ``"grad_norm"``,
+    ``layer_index`` the probe point's position in the model.
     """
     from ..models import select_layers
     from ..models import param_groups
@@ -62,22 +65,29 @@ def grad_norm_history(run: Any, *, layers: Any = None) -> pd.DataFrame:
 
     Returns
     -------
-    DataFrame ``run, step, layer, layer_index, measure ("grad_norm"), value`` — ``layer_index`` is the
-    forward order in which the recorder wrote the layers. ``layers``: a list of layer names to keep.
+    DataFrame in the results schema (:mod:`workbench.results`), ``measure`` ``"grad_norm"``, ``split``
+    ``"train_batch"``, sorted by step and layer — ``layer_index`` is the probe point's position in the model
+    as recorded (for a history without it: the forward order in which the recorder wrote the layers).
+    ``layers``: a list of layer names to keep. A history with the column ``metric`` (older versions) is read
+    as if it were ``measure``.
     """
     hist = run if isinstance(run, pd.DataFrame) else getattr(run, "history", None)
     if callable(hist):
         hist = hist()
     if not isinstance(hist, pd.DataFrame):
         raise TypeError(f"run must be a workbench Run or its history() DataFrame, got {type(run).__name__}")
-    missing = {"step", "metric", "layer", "value"} - set(hist.columns)
+    if "measure" not in hist.columns:
+        hist = hist.rename(columns={"metric": "measure"})
+    missing = {"step", "measure", "layer", "value"} - set(hist.columns)
     if missing:
         raise ValueError(f"run history lacks the columns {sorted(missing)}; pass run.history()")
-    rows = hist[hist["metric"] == "grad_norm"]
+    rows = hist[hist["measure"] == "grad_norm"]
     if rows.empty:
         raise ValueError("the run has no recorded gradient norms; train it with recorders=('grad_norm', ...) "
                          "or compute them per checkpoint with over_checkpoints(run, layer_grad_norms ...)")
     order = {name: i for i, name in enumerate(pd.unique(rows["layer"]))}
+    if "layer_index" in rows.columns and rows["layer_index"].notna().all():
+        order = dict(zip(rows["layer"], rows["layer_index"].astype(int)))
     if layers is not None:
         if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
             raise TypeError(f"layers must be a list of layer names, got {layers!r}")
@@ -85,7 +95,8 @@ def grad_norm_history(run: Any, *, layers: Any = None) -> pd.DataFrame:
         if unknown:
             raise ValueError(f"layers {unknown} have no recorded gradient norms; recorded: {list(order)}")
         rows = rows[rows["layer"].isin(list(layers))]
-    out = pd.DataFrame({"run": rows["run"] if "run" in rows else "", "step": rows["step"].astype(int),
-                        "layer": rows["layer"], "layer_index": rows["layer"].map(order).astype(int),
-                        "measure": "grad_norm", "value": rows["value"].astype(float)})
+    out = tidy(pd.DataFrame({"run": rows["run"] if "run" in rows else np.nan, "step": rows["step"].astype(int),
+                             "layer": rows["layer"], "layer_index": rows["layer"].map(order).astype(int),
+                             "measure": "grad_norm", "split": rows["split"] if "split" in rows else "train_batch",
+                             "value": rows["value"].astype(float)}))
     return out.sort_values(["step", "layer_index"], kind="stable").reset_index(drop=True)

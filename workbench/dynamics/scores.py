@@ -11,12 +11,12 @@ from torch import nn
 
 from .._validation import check_choice, check_labels, check_positive_int
 from ..models import device_of, predict
+from ..results import tidy
 from ..train.recorders import el2n  # defined where the el2n recorder uses it
 from ._common import eval_mode, math_attention, trainable
 
 __all__ = ["el2n", "el2n_scores", "grand_scores"]
 
-SCORE_COLUMNS = ["example", "measure", "value", "std", "n_models"]
 
 
 def _models(models: Any, step: Any) -> list[nn.Module]:
@@ -53,10 +53,13 @@ def _split_and_labels(data: Any, split: str | None, labels: Any):
     return the_split, y
 
 
-def _frame(per_model: list[np.ndarray], measure: str) -> pd.DataFrame:
+def _frame(per_model: list[np.ndarray], measure: str, step: Any) -> pd.DataFrame:
+    """Per-example scores averaged over the models, in the results schema (extras ``example``, ``std``,
+    ``n_models``); ``step`` is filled when the runs were read at one given checkpoint."""
     s = np.stack(per_model)
-    return pd.DataFrame({"example": np.arange(s.shape[1]), "measure": measure, "value": s.mean(0),
-                         "std": s.std(0, ddof=1) if len(s) > 1 else np.nan, "n_models": len(s)})[SCORE_COLUMNS]
+    rows = pd.DataFrame({"measure": measure, "value": s.mean(0), "example": np.arange(s.shape[1]),
+                         "std": s.std(0, ddof=1) if len(s) > 1 else np.nan, "n_models": len(s)})
+    return tidy(rows, step=step if isinstance(step, (int, np.integer)) else np.nan)
 
 
 def el2n_scores(models: Any, data: Any, *, labels: Any = None, split: str | None = None, step: Any = None,
@@ -74,13 +77,14 @@ def el2n_scores(models: Any, data: Any, *, labels: Any = None, split: str | None
 
     Returns
     -------
-    DataFrame ``example, measure ("el2n"), value`` (mean over models), ``std`` (over models, ddof 1; NaN
-    for one model), ``n_models``.
+    DataFrame in the results schema (:mod:`workbench.results`): ``measure`` ``"el2n"``, ``value`` (mean over
+    models), ``step`` (the given checkpoint, else NaN), and the extra columns ``example``, ``std`` (over
+    models, ddof 1; NaN for one model), ``n_models``.
     """
     the_split, y = _split_and_labels(data, split, labels)
     check_positive_int(batch_size, "batch_size")
     scores = [el2n(predict(m, the_split, batch_size, device_of(m)), y) for m in _models(models, step)]
-    return _frame(scores, "el2n")
+    return _frame(scores, "el2n", step)
 
 
 def _per_example_grad_norms(model: nn.Module, args: tuple, kwargs: dict, y: torch.Tensor,
@@ -134,7 +138,7 @@ def grand_scores(models: Any, data: Any, *, labels: Any = None, split: str | Non
 
     Returns
     -------
-    DataFrame ``example, measure ("grand"), value, std, n_models``.
+    DataFrame as :func:`el2n_scores` returns, ``measure`` ``"grand"``.
     """
     from ..models.inputs import model_inputs
 
@@ -173,4 +177,4 @@ def grand_scores(models: Any, data: Any, *, labels: Any = None, split: str | Non
                         method = "loop"  # this model cannot be vmapped: loop for the rest
                 chunks.append(_per_example_grad_norms(model, args, kwargs, y, ps, "loop"))
         scores.append(torch.cat(chunks).cpu().numpy())
-    return _frame(scores, "grand")
+    return _frame(scores, "grand", step)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .._validation import check_positive_int
+from ..results import tidy
 from ._common import LossFn, check_loss, check_model, eval_mode, math_attention, scalar_loss, trainable
 
 __all__ = ["hessian_top_eigenvalue"]
@@ -57,7 +58,8 @@ def hessian_top_eigenvalue(model: nn.Module, loss: LossFn, *, params: Sequence[t
 
     Returns
     -------
-    DataFrame with one row: ``measure`` ("hessian_top_eigenvalue"), ``value``, ``iterations`` (HVPs used),
+    DataFrame in the results schema (:mod:`workbench.results`) with one model-level row: ``measure``
+    ``"hessian_top_eigenvalue"``, ``value``, and the extra columns ``iterations`` (HVPs used) and
     ``converged``. A warning is issued when the cap is hit first.
     """
     check_model(model)
@@ -71,8 +73,7 @@ def hessian_top_eigenvalue(model: nn.Module, loss: LossFn, *, params: Sequence[t
         grads = torch.autograd.grad(scalar_loss(loss, model), params, create_graph=True, allow_unused=True)
         pairs = [(p, g) for p, g in zip(params, grads) if g is not None and g.requires_grad]
         if not pairs:  # the loss is at most linear in these parameters: H = 0
-            return pd.DataFrame([{"measure": "hessian_top_eigenvalue", "value": 0.0, "iterations": 0,
-                                  "converged": True}])
+            return tidy([{"measure": "hessian_top_eigenvalue", "value": 0.0, "iterations": 0, "converged": True}])
         ps, gs = [p for p, _ in pairs], [g for _, g in pairs]
         sizes = [p.numel() for p in ps]
 
@@ -93,5 +94,4 @@ def hessian_top_eigenvalue(model: nn.Module, loss: LossFn, *, params: Sequence[t
     if not converged:
         warnings.warn(f"hessian_top_eigenvalue: power iteration did not reach tol={tol} in max_iter={max_iter} "
                       "iterations; the value is the last estimate — raise max_iter", RuntimeWarning, stacklevel=2)
-    return pd.DataFrame([{"measure": "hessian_top_eigenvalue", "value": lam, "iterations": iters,
-                          "converged": converged}])
+    return tidy([{"measure": "hessian_top_eigenvalue", "value": lam, "iterations": iters, "converged": converged}])

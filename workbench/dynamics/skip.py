@@ -92,8 +92,9 @@ def layer_skip_loss(model: nn.Module, loss: LossFn, *, blocks: Sequence[str] | N
 
     Returns
     -------
-    DataFrame ``layer, layer_index, measure, value`` with measures ``skip_loss`` (the loss with the block
-    skipped) and ``skip_loss_increase`` per block, plus one ``full_loss`` row (``layer`` = "").
+    DataFrame in the results schema (:mod:`workbench.results`) with measures ``skip_loss`` (the loss with the
+    block skipped) and ``skip_loss_increase`` per block, plus one model-level ``full_loss`` row (``layer`` and
+    ``layer_index`` NaN).
     """
     from ..models import select_layers
 
@@ -114,7 +115,7 @@ def layer_skip_loss(model: nn.Module, loss: LossFn, *, blocks: Sequence[str] | N
     parents = {name: order.get(name.split(".")[0], i) for i, name in enumerate(chosen)}
     with eval_mode(model), torch.no_grad():
         full = float(scalar_loss(loss, model))
-        rows = [{"layer": "", "layer_index": -1, "measure": "full_loss", "value": full}]
+        rows = [{"measure": "full_loss", "value": full}]
         for name, path in chosen.items():
             with skip_block(model, path):
                 skipped = float(scalar_loss(loss, model))

@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..results import check_tidy
 from . import style as _style
 
 __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data", "META_KEY"]
@@ -82,9 +83,7 @@ def plotted_data(fig: go.Figure | Mapping) -> pd.DataFrame:
             if c not in df:
                 continue
             try:
-                if t.startswith(("int", "uint")) and not df[c].isna().any():
-                    df[c] = df[c].astype(t)
-                elif t.startswith("float"):
+                if (t.startswith(("int", "uint")) and not df[c].isna().any()) or t.startswith("float"):
                     df[c] = df[c].astype(t)
                 elif t == "bool" and not df[c].isna().any():
                     df[c] = df[c].astype(bool)
@@ -175,9 +174,11 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
                 color_map: Mapping[str, str] | None = None) -> go.Figure:
     """One line per ``color`` group across layers (forward order, categorical axis).
 
-    df:        per-layer tidy results (``run, step, layer, layer_index, measure, value`` [+ ``split``,
-               ``target``, ``ci_low``, ``ci_high``]). Filter ``step``/``split`` first, or use them as
-               ``color``/``facet``: each (facet, colour, layer) must hold exactly one row.
+    df:        per-layer results in the results schema (:mod:`workbench.results`: ``run, step, layer,
+               layer_index, measure, split, value, ci_low, ci_high`` [+ extras such as ``target``]). Filter
+               ``step``/``split`` first, or use them as ``color``/``facet``: each (facet, colour, layer) must
+               hold exactly one row. Rows with an empty ``color`` (e.g. ``run`` of a measure computed on
+               bare arrays) form one line named after the measure.
     measure:   which ``measure`` to draw; may be omitted when only one is present (or ``facet="measure"``).
     color:     column giving one line per value.
     facet:     column giving one panel per value (shared y axis).
@@ -189,26 +190,21 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
     highlight: a layer name marked with a vertical dotted line in every panel.
     color_map: fixed ``{group: colour}`` (keeps colours stable when groups come and go).
     """
-    _require(df, ["layer", "layer_index", "value", color], "layer_curve")
+    check_tidy(df, "layer_curve(df)", require=[color] + ([facet] if facet is not None else []))
     if x not in ("layer", "layer_index"):
         raise ValueError(f"x must be 'layer' or 'layer_index', got {x!r}")
-    if facet is not None:
-        _require(df, [facet], "layer_curve (facet)")
     if error not in (True, False, "band", "bars"):
         raise ValueError(f"error must be True, False, 'band' or 'bars', got {error!r}")
     data = df.copy()
-    if "measure" in data.columns:
-        measures = _unique(data["measure"])
-        if measure is not None:
-            if measure not in measures:
-                raise ValueError(f"measure {measure!r} not in the data; available: {measures}")
-            data = data[data["measure"] == measure]
-        elif len(measures) > 1 and facet != "measure" and color != "measure":
-            raise ValueError(f"several measures in the data {measures}; pass measure=... (or facet='measure')")
-        elif len(measures) == 1:
-            measure = measures[0]
-    elif measure is not None:
-        raise ValueError("measure given but the data has no 'measure' column")
+    measures = _unique(data["measure"])
+    if measure is not None:
+        if measure not in measures:
+            raise ValueError(f"measure {measure!r} not in the data; available: {measures}")
+        data = data[data["measure"] == measure]
+    elif len(measures) > 1 and facet != "measure" and color != "measure":
+        raise ValueError(f"several measures in the data {measures}; pass measure=... (or facet='measure')")
+    elif len(measures) == 1:
+        measure = measures[0]
     if data.empty:
         raise ValueError("layer_curve: nothing to draw (no rows left after selecting the measure)")
 
@@ -227,7 +223,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
 
     st = _style.get_style()
     layers = _layer_order(data)
-    data["_g"] = data[color].astype(str)
+    # rows without a group (e.g. ``run`` of a measure on bare arrays) form one line named after the measure
+    data["_g"] = data[color].astype(object).where(data[color].notna(), str(measure or "value")).astype(str)
     groups = _unique(data["_g"])  # groups and panels keep first-appearance order
     order = {g: i for i, g in enumerate(groups)}
     data = data.assign(_o=data["_g"].map(order))
@@ -279,7 +276,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
                 if not band.empty:
                     bx = band[x].astype(str).tolist() if x == "layer" else band[x].tolist()
                     fig.add_trace(go.Scatter(
-                        x=bx + bx[::-1], y=band["ci_high"].astype(float).tolist() + band["ci_low"].astype(float).tolist()[::-1],
+                        x=bx + bx[::-1],
+                        y=band["ci_high"].astype(float).tolist() + band["ci_low"].astype(float).tolist()[::-1],
                         fill="toself", fillcolor=_style.rgba(c, st["band_opacity"]), line=dict(width=0, color=c),
                         mode="lines", hoverinfo="skip", showlegend=False, legendgroup=g, name=f"{g} CI"), **where)
             err = None
@@ -300,7 +298,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
             fig.add_trace(go.Scatter(
                 x=xs_all, y=[baseline_value] * len(xs_all), name="baseline", legendgroup="__baseline",
                 showlegend=(col == 1), mode="lines", line=dict(color=st["baseline_color"], dash="dot"),
-                hovertemplate=f"baseline: {baseline_value:.4g}<extra></extra>"), **(dict(row=1, col=col) if facet else {}))
+                hovertemplate=f"baseline: {baseline_value:.4g}<extra></extra>"),
+                **(dict(row=1, col=col) if facet else {}))
 
     if x == "layer":
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=layers, title_text="layer")
@@ -331,47 +330,48 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
                   zmax: float | None = 1, *, measure: str | None = None, square: bool = False) -> go.Figure:
     """Layer × layer heatmap (e.g. CKA), rows and columns in forward layer order, layer 0 top-left.
 
-    Accepts the pairwise tidy frame (``layer_a, layer_b, index_a, index_b, measure, value`` [+
-    ``run_a``, ``run_b``, ``step``]), a square/rectangular matrix DataFrame (index = rows, columns =
-    columns) or a 2-D array. Axis titles name the runs when ``run_a``/``run_b`` are present.
+    Accepts a layer-pair table in the results schema (:mod:`workbench.results`; what every
+    ``similarity.*_matrix(..., output="tidy")`` and :func:`workbench.study.cross_run_similarity` return:
+    rows ``layer`` / ``layer_index``, columns ``layer_b`` / ``layer_index_b``, ``measure``, ``value`` [+
+    ``run``, ``run_b``, ``step``]), a square/rectangular matrix DataFrame (index = rows, columns = columns;
+    ``output="matrix"``) or a 2-D array. Axis titles name the runs when ``run``/``run_b`` hold one value each.
     ``zmin``/``zmax`` fix the colour range (0..1 suits CKA; None = data range); ``square=True`` makes
     cells square (leaves a gap before the colour bar in a wide figure).
     """
     xtitle = ytitle = "layer"
     cbar = measure or "value"
-    if isinstance(df_or_matrix, pd.DataFrame) and {"layer_a", "layer_b", "value"} <= set(df_or_matrix.columns):
-        data = df_or_matrix.copy()
-        if "measure" in data.columns:
-            ms = _unique(data["measure"])
-            if measure is not None:
-                if measure not in ms:
-                    raise ValueError(f"measure {measure!r} not in the data; available: {ms}")
-                data = data[data["measure"] == measure]
-            elif len(ms) > 1:
-                raise ValueError(f"several measures in the data {ms}; pass measure=...")
-            elif ms:
-                cbar = ms[0]
+    if isinstance(df_or_matrix, pd.DataFrame) and "layer_b" in df_or_matrix.columns:
+        data = check_tidy(df_or_matrix, "layer_heatmap(df)", require=["layer_b"]).copy()
+        ms = _unique(data["measure"])
+        if measure is not None:
+            if measure not in ms:
+                raise ValueError(f"measure {measure!r} not in the data; available: {ms}")
+            data = data[data["measure"] == measure]
+        elif len(ms) > 1:
+            raise ValueError(f"several measures in the data {ms}; pass measure=...")
+        elif ms:
+            cbar = ms[0]
         if data.empty:
             raise ValueError("layer_heatmap: nothing to draw")
-        if data.duplicated(["layer_a", "layer_b"]).any():
-            varying = [c for c in ("run_a", "run_b", "step", "split") if c in data.columns and data[c].nunique() > 1]
-            raise ValueError(f"layer_heatmap: several values per (layer_a, layer_b); these columns vary: "
+        if data.duplicated(["layer", "layer_b"]).any():
+            varying = [c for c in ("run", "run_b", "step", "split") if c in data.columns and data[c].nunique() > 1]
+            raise ValueError(f"layer_heatmap: several values per (layer, layer_b); these columns vary: "
                              f"{varying or 'unknown'} — filter to one pair of runs / one step first")
         data["_pos"] = range(len(data))
-        ia = "index_a" if "index_a" in data.columns else "_pos"
-        ib = "index_b" if "index_b" in data.columns else "_pos"
-        rows = [str(v) for v in pd.unique(data.sort_values([ia, "_pos"], kind="stable")["layer_a"].astype(str))]
+        ib = "layer_index_b" if "layer_index_b" in data.columns else "_pos"
+        by_row = data.sort_values(["layer_index", "_pos"], kind="stable")
+        rows = [str(v) for v in pd.unique(by_row["layer"].astype(str))]
         cols = [str(v) for v in pd.unique(data.sort_values([ib, "_pos"], kind="stable")["layer_b"].astype(str))]
-        piv = (data.assign(layer_a=data["layer_a"].astype(str), layer_b=data["layer_b"].astype(str))
-               .pivot(index="layer_a", columns="layer_b", values="value").reindex(index=rows, columns=cols))
+        piv = (data.assign(layer=data["layer"].astype(str), layer_b=data["layer_b"].astype(str))
+               .pivot(index="layer", columns="layer_b", values="value").reindex(index=rows, columns=cols))
         z = piv.to_numpy(dtype=float)
-        for key, setter in (("run_a", "y"), ("run_b", "x")):
-            if key in data.columns and data[key].nunique() == 1:
+        for key, setter in (("run", "y"), ("run_b", "x")):
+            if key in data.columns and data[key].nunique() == 1 and data[key].notna().all():
                 if setter == "y":
                     ytitle = f"{data[key].iloc[0]} layer"
                 else:
                     xtitle = f"{data[key].iloc[0]} layer"
-        data["_r"] = data["layer_a"].astype(str).map({v: i for i, v in enumerate(rows)})
+        data["_r"] = data["layer"].astype(str).map({v: i for i, v in enumerate(rows)})
         data["_c"] = data["layer_b"].astype(str).map({v: i for i, v in enumerate(cols)})
         drawn = data.sort_values(["_r", "_c"], kind="stable").drop(columns=["_pos", "_r", "_c"])
     elif isinstance(df_or_matrix, pd.DataFrame):
@@ -379,12 +379,14 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
         try:
             z = m.to_numpy(dtype=float)
         except (TypeError, ValueError):
-            raise ValueError("layer_heatmap: a matrix DataFrame must be all numeric; for a tidy frame the "
-                             "columns layer_a, layer_b, value are needed") from None
+            hint = (" (the column 'layer_a' is called 'layer')" if "layer_a" in m.columns else "")
+            raise ValueError("layer_heatmap: a matrix DataFrame must be all numeric; a layer-pair table needs the "
+                             f"results schema with the extra column layer_b{hint}") from None
         rows = [str(v) for v in m.index]
         cols = [str(v) for v in m.columns]
-        ytitle = str(m.index.name) if m.index.name is not None else "layer"
-        xtitle = str(m.columns.name) if m.columns.name is not None else "layer"
+        # a matrix from output="matrix" names its axes layer × layer_b: both are "layer" on the plot
+        ytitle = str(m.index.name) if m.index.name not in (None, "layer", "layer_b") else "layer"
+        xtitle = str(m.columns.name) if m.columns.name not in (None, "layer", "layer_b") else "layer"
         drawn = _melt(z, rows, cols, measure)
     else:
         z = np.asarray(df_or_matrix, dtype=float)
@@ -410,15 +412,16 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
 
 
 def _melt(z: np.ndarray, rows: list[str], cols: list[str], measure: str | None) -> pd.DataFrame:
+    """The drawn matrix as pair rows with the schema's names (``layer``, ``layer_index``, ``layer_b`` …)."""
     out = pd.DataFrame({
-        "layer_a": np.repeat(np.asarray(rows, dtype=object), len(cols)),
-        "layer_b": np.tile(np.asarray(cols, dtype=object), len(rows)),
-        "index_a": np.repeat(np.arange(len(rows)), len(cols)),
-        "index_b": np.tile(np.arange(len(cols)), len(rows)),
+        "layer": np.repeat(np.asarray(rows, dtype=object), len(cols)),
+        "layer_index": np.repeat(np.arange(len(rows)), len(cols)),
         "value": z.reshape(-1),
+        "layer_b": np.tile(np.asarray(cols, dtype=object), len(rows)),
+        "layer_index_b": np.tile(np.arange(len(cols)), len(rows)),
     })
     if measure is not None:
-        out.insert(4, "measure", measure)
+        out.insert(2, "measure", measure)
     return out
 
 
@@ -430,24 +433,27 @@ def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = T
                   title: str | None = None) -> go.Figure:
     """Eigenvalue against rank (1 = largest), one line per spectrum, log–log by default.
 
-    spectra:   ``{label: 1-D eigenvalues}``, or a tidy frame with ``eigenvalue`` (or ``value``) and
-               any of ``run``/``step``/``layer`` naming the spectrum (those that vary form the label).
+    spectra:   ``{label: 1-D eigenvalues}``, or a table in the results schema (:mod:`workbench.results`)
+               whose ``value`` column holds the eigenvalues (``measure`` e.g. ``"eigenvalue"``; one row per
+               eigenvalue, as :func:`workbench.dashboards.spectrum_frames` makes): the columns among
+               ``run``/``step``/``layer``/``split``/``measure`` that vary tell the spectra apart and form
+               their labels.
     normalize: divide each spectrum by its sum (so curves from different widths compare).
     log:       log axes; non-positive eigenvalues cannot be shown there and are left out.
     """
     parts: list[pd.DataFrame] = []
     if isinstance(spectra, pd.DataFrame):
-        vcol = "eigenvalue" if "eigenvalue" in spectra.columns else "value"
-        _require(spectra, [vcol], "spectrum_plot")
-        keys = [c for c in ("run", "step", "layer", "measure") if c in spectra.columns]
-        if not keys:
-            raise ValueError("spectrum_plot: a tidy frame needs at least one of run/step/layer to tell spectra apart")
-        varying = [c for c in keys if spectra[c].nunique() > 1] or keys[:1]
-        for gkey, sub in spectra.groupby(varying, sort=False):
+        check_tidy(spectra, "spectrum_plot(spectra)")
+        if spectra.empty:
+            raise ValueError("spectrum_plot: no spectra given (the table is empty)")
+        keys = ("run", "step", "layer", "split", "measure")
+        varying = ([c for c in keys if spectra[c].nunique() > 1]
+                   or [next(c for c in keys if spectra[c].notna().any())])  # measure is never empty
+        for gkey, sub in spectra.groupby(varying, sort=False, dropna=False):
             gkey = gkey if isinstance(gkey, tuple) else (gkey,)
             label = " · ".join(str(v) for v in gkey)
-            parts.append(_spectrum_rows(label, sub[vcol].to_numpy(dtype=float),
-                                        {c: v for c, v in zip(varying, gkey)}, normalize, log))
+            parts.append(_spectrum_rows(label, sub["value"].to_numpy(dtype=float),
+                                        dict(zip(varying, gkey)), normalize, log))
     elif isinstance(spectra, Mapping):
         if not spectra:
             raise ValueError("spectrum_plot: no spectra given")
@@ -457,7 +463,8 @@ def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = T
                 raise ValueError(f"spectrum {label!r} must be 1-D eigenvalues, got shape {a.shape}")
             parts.append(_spectrum_rows(str(label), a, {}, normalize, log))
     else:
-        raise TypeError(f"spectra must be a mapping label -> eigenvalues or a tidy DataFrame, got {type(spectra).__name__}")
+        raise TypeError("spectra must be a mapping label -> eigenvalues or a results-schema DataFrame, got "
+                        f"{type(spectra).__name__}")
 
     drawn = pd.concat(parts, ignore_index=True)
     if drawn.empty:
@@ -481,11 +488,12 @@ def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = T
     return attach_data(fig, drawn, "spectrum_plot")
 
 
-def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], normalize: bool, log: bool) -> pd.DataFrame:
+def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], normalize: bool,
+                   log: bool) -> pd.DataFrame:
     v = np.sort(values[np.isfinite(values)])[::-1]
     ranks = np.arange(1, len(v) + 1)
     total = v.sum()
-    out = pd.DataFrame({"spectrum": label, **{k: val for k, val in extra.items()}, "rank": ranks, "eigenvalue": v})
+    out = pd.DataFrame({"spectrum": label, **dict(extra), "rank": ranks, "eigenvalue": v})
     if normalize:
         if not total > 0:
             raise ValueError(f"spectrum {label!r}: cannot normalise, the eigenvalues sum to {total}")
@@ -495,48 +503,61 @@ def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], nor
     return out.reset_index(drop=True)
 
 
-def step_curve(df: pd.DataFrame, metric: str | None = None, color: str = "run", dash: str | None = "split",
+def step_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run", dash: str | None = "split",
                log_x: bool = True, title: str | None = None) -> go.Figure:
     """A value against training step (a run's history or a measure across checkpoints).
 
-    df:     tidy rows with ``step``, ``value`` and ``color`` (+ ``metric`` and ``dash`` columns if present).
-    metric: which ``metric`` (or ``measure``) to draw when several are present.
-    color:  one colour per value of this column; ``dash``: one line style per value of this column.
-    log_x:  log-scaled step axis (checkpoints are log-spaced); step 0 is drawn at the axis' left end.
+    df:      rows in the results schema (:mod:`workbench.results`) with ``step`` filled, e.g.
+             ``Run.history()`` or per-checkpoint measures.
+    measure: which ``measure`` to draw. Needed when several are present, unless ``color`` / ``dash`` give
+             every line one measure (e.g. ``color="measure"``).
+    color:   one colour per value of this column; ``dash``: one line style per value of this column (no
+             styles when it is absent or empty). Rows with an empty ``color`` form one line named after
+             the measure.
+    log_x:   log-scaled step axis (checkpoints are log-spaced); step 0 is drawn at the axis' left end.
     """
-    _require(df, ["step", "value", color], "step_curve")
+    check_tidy(df, "step_curve(df)", require=[color])
     data = df.copy()
-    mcol = "metric" if "metric" in data.columns else ("measure" if "measure" in data.columns else None)
-    if mcol is not None:
-        metrics = _unique(data[mcol])
-        if metric is None and len(metrics) > 1:
-            raise ValueError(f"several {mcol}s in the data {metrics}; pass metric=...")
-        metric = metric if metric is not None else metrics[0]
-        if metric not in metrics:
-            raise ValueError(f"metric {metric!r} not in the data; available: {metrics}")
-        data = data[data[mcol] == metric]
-    if dash is not None and dash not in data.columns:
+    measures = _unique(data["measure"])
+    if not measures:
+        raise ValueError("step_curve: nothing to draw (the table is empty)")
+    if dash is not None and (dash not in data.columns or data[dash].isna().all()):
         dash = None
+    if measure is not None:
+        if measure not in measures:
+            raise ValueError(f"measure {measure!r} not in the data; available: {measures}")
+        data = data[data["measure"] == measure]
+    elif len(measures) == 1:
+        measure = measures[0]
+    elif (data.groupby([color] + ([dash] if dash else []), dropna=False)["measure"].nunique() > 1).any():
+        raise ValueError(f"several measures in the data {measures}; pass measure=... (or color/dash columns that "
+                         "give each line one measure)")
+    if data["step"].isna().all():
+        raise ValueError("step_curve(df): no row has a step; draw per-checkpoint rows (a history or a measure "
+                         "at several steps)")
     data = data.sort_values("step")
+    unnamed = data["measure"] if measure is None else str(measure)
+    group = data[color].astype(object).where(data[color].notna(), unnamed).astype(str)
+    style_of = data[dash].astype(object).where(data[dash].notna(), "").astype(str) if dash else None
     fig = go.Figure()
     fig.update_layout(template=_style.TEMPLATE)
-    groups = _unique(data[color])
+    groups = _unique(group)
     cmap = _style.color_map(groups)
     styles = ["solid", "dash", "dot", "dashdot", "longdash"]
-    dashes = {v: styles[i % len(styles)] for i, v in enumerate(_unique(data[dash]))} if dash else {None: "solid"}
+    dashes = {v: styles[i % len(styles)] for i, v in enumerate(_unique(style_of))} if dash else {None: "solid"}
     for g in groups:
         for d, style in dashes.items():
-            sub = data[(data[color] == g) & ((data[dash] == d) if dash else True)]
+            sub = data[(group == g) & ((style_of == d) if dash else True)]
             if sub.empty:
                 continue
             x = sub["step"].to_numpy(dtype=float)
             if log_x:
                 x = np.where(x <= 0, 0.5, x)  # step 0 shown just left of step 1 on a log axis
-            name = f"{g} · {d}" if dash else str(g)
+            name = f"{g} · {d}" if dash and d else str(g)
             fig.add_trace(go.Scatter(x=x.tolist(), y=sub["value"].tolist(), name=name, mode="lines+markers",
                                      line=dict(color=cmap[g], dash=style), marker=dict(size=4)))
     fig.update_xaxes(title_text="step", type="log" if log_x else "linear")
-    fig.update_yaxes(title_text=_pretty(metric) if metric else "value")
+    fig.update_yaxes(title_text=_pretty(measure) if measure is not None else "value")
     if title:
         fig.update_layout(title_text=title)
     return attach_data(fig, data, "step_curve")

@@ -23,32 +23,33 @@ PROJECTIONS = ("pca", "umap")
 WEBGL_THRESHOLD = 2000
 
 
-def project(features: Any, method: str = "pca", n_components: int = 2, *, labels: Any = None,
+def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any = None,
             factors: Mapping[str, Any] | None = None, seed: int = 0,
             umap_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Project ``[N, D]`` features to ``n_components`` dimensions; one row per example.
+    """Project the ``[N, D]`` representation ``x`` to ``n_components`` dimensions; one row per example.
 
     method:
       ``"pca"``  — principal-component scores ``(X - mean(X)) V_k`` where ``V_k`` holds the top-``k`` right
                    singular vectors of the centered ``X`` (= top eigenvectors of its covariance); sklearn
                    ``PCA`` in float64, exact solvers only (covariance eigendecomposition when N >= D, full
-                   SVD otherwise); component signs follow sklearn's ``svd_flip`` convention. ``frame.attrs["explained_variance_ratio"]``
+                   SVD otherwise); component signs follow sklearn's ``svd_flip`` convention.
+                   ``frame.attrs["explained_variance_ratio"]``
                    lists each component's share of the total variance.
       ``"umap"`` — UMAP (McInnes, Healy & Melville 2018, umap-learn) with ``random_state=seed`` and
                    ``umap_options`` (e.g. ``n_neighbors``, ``min_dist``); float32, as umap-learn computes.
     labels, factors: per-example values added as columns ``label`` and one column per factor (for colouring).
 
-    Returns columns ``index`` (row of ``features``), ``x``, ``y`` (``z`` for a third component), then
+    Returns columns ``index`` (row of ``x``), ``x``, ``y`` (``z`` for a third component), then
     ``label`` and the factors. ``frame.attrs["method"]`` records the method.
     """
     check_choice(method, PROJECTIONS, "method")
     k = check_positive_int(n_components, "n_components")
     if k > 3:
         raise ValueError(f"n_components must be 1, 2 or 3 (it names the columns x, y, z), got {k}")
-    x = as_2d_float(features, "features", min_rows=2)
+    x = as_2d_float(x, "x", min_rows=2)
     n, d = x.shape
     if k > min(n, d):
-        raise ValueError(f"n_components={k} exceeds min(N, D) = {min(n, d)} of features with shape {x.shape}")
+        raise ValueError(f"n_components={k} exceeds min(N, D) = {min(n, d)} of x with shape {x.shape}")
     attrs: dict[str, Any] = {"method": method}
     if method == "pca":
         from sklearn.decomposition import PCA  # noqa: PLC0415
@@ -75,12 +76,12 @@ def project(features: Any, method: str = "pca", n_components: int = 2, *, labels
     if labels is not None:
         lab = np.asarray(labels)
         if lab.shape[:1] != (n,):
-            raise ValueError(f"labels has {len(lab)} entries but features has {n} rows")
+            raise ValueError(f"labels has {len(lab)} entries but x has {n} rows")
         out["label"] = lab
     for name, values in (factors or {}).items():
         v = np.asarray(values)
         if v.shape[:1] != (n,):
-            raise ValueError(f"factors[{name!r}] has {len(v)} entries but features has {n} rows")
+            raise ValueError(f"factors[{name!r}] has {len(v)} entries but x has {n} rows")
         out[str(name)] = v if v.ndim == 1 else [str(r) for r in v]
     out.attrs.update(attrs)
     return out

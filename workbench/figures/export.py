@@ -35,6 +35,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from ..results import COLUMNS, check_tidy
 from . import style as _style
 from .builders import META_KEY, plotted_data
 
@@ -313,8 +314,13 @@ def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str =
             table: pd.DataFrame | None = None, table_title: str = "Results",
             notes: Mapping[str, str] | None = None) -> Path:
     """One self-contained, offline HTML file: plotly.js inlined once in <head>, one section per figure
-    (``{section title: figure}``), then ``table`` (e.g. the results frame) as an HTML table.
-    ``notes`` maps a section title to a short paragraph shown under its heading."""
+    (``{section title: figure}``), then ``table`` as an HTML table. ``notes`` maps a section title to a short
+    paragraph shown under its heading.
+
+    ``table``: any DataFrame; a labelled index (``run``, ``layer`` … of a pivot) becomes leading columns, so
+    every row says what it is. A table in the results schema (:mod:`workbench.results`) is shown with the
+    schema's columns first, in schema order (``run, step, layer, layer_index, measure, split, value, ci_low,
+    ci_high``), then its extra columns that hold a value in some row."""
     from plotly.offline import get_plotlyjs  # noqa: PLC0415
 
     if not isinstance(figs, Mapping):
@@ -338,6 +344,9 @@ def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str =
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
         if any(name is not None for name in table.index.names):  # a labelled index (run, layer, …) is data
             table = table.reset_index()
+        if set(COLUMNS) <= set(table.columns):  # a results table: the schema's columns, then the used extras
+            table = check_tidy(table, "to_html(table)")
+            table = table[[*COLUMNS, *[c for c in table.columns if c not in COLUMNS and table[c].notna().any()]]]
         parts += ['<section id="table">', f"<h2>{html.escape(table_title)}</h2>",
                   table.to_html(index=False, classes="results", border=0, na_rep="",
                                 float_format=lambda v: f"{v:.4g}"), "</section>"]

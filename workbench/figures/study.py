@@ -1,9 +1,10 @@
 """A measure against downstream performance across the runs of a study, one point per run.
 
-Input: the study table (:meth:`workbench.study.Study.run`: ``run``, the varied fields, ``seed``, ``step``,
-``kind``, ``task``, ``method``, ``label_fraction``, ``layer``, ``split``, ``metric``, ``value``). The
-selections follow :meth:`~workbench.study.Study.correlate`: a dict of column values that must leave one row
-per run (the last checkpoint of each run unless ``step`` is given); a value of None selects empty cells.
+Input: the study table (:meth:`workbench.study.Study.run`: the results schema — ``run``, ``step``, ``layer``,
+``layer_index``, ``measure``, ``split``, ``value`` … — then ``kind``, ``task``, ``method``, ``label_fraction``,
+the varied fields and ``seed``). The selections follow :meth:`~workbench.study.Study.correlate`: a dict of
+column values that must leave one row per run (the last checkpoint of each run unless ``step`` is given), e.g.
+``{"kind": "measure", "measure": "rankme", "layer": "pool"}``; a value of None selects empty cells.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from . import style as _style
+from ..results import check_tidy
 from ..study import select_per_run
-from .builders import _require, _unique, attach_data
+from .builders import _unique, attach_data
 
 __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
 
@@ -25,8 +27,9 @@ RANK_METHODS = ("spearman", "kendall")
 def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
                    keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per run with both values: ``run``, ``keep`` columns (e.g. the varied choices, taken from the
-    measure row), ``measure`` and ``downstream``. Runs lacking either value are left out."""
-    _require(table, ["run", "value"], "per_run_values")
+    measure row), ``measure`` and ``downstream`` (the two selected values). Runs lacking either value are left
+    out."""
+    check_tidy(table, "per_run_values(table)")
     a = select_per_run(table, measure, "measure")
     b = select_per_run(table, downstream, "downstream")
     missing = [c for c in keep if c not in a.columns]
@@ -53,13 +56,16 @@ def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: M
 
     if method not in RANK_METHODS:
         raise ValueError(f"method must be one of {RANK_METHODS}, got {method!r}")
-    if color is not None:
-        _require(table, [color], "study_scatter (color)")
+    check_tidy(table, "study_scatter(table)")
+    if color is not None and color not in table.columns:
+        raise ValueError(f"study_scatter: color={color!r} is not a column of the table; columns: {list(table.columns)}")
     rows = per_run_values(table, measure, downstream, keep=(color,) if color else ())
     x, y = rows["measure"].to_numpy(float), rows["downstream"].to_numpy(float)
     symbol = "ρ" if method == "spearman" else "τ"
     if correlation is not None:
-        _require(correlation, ["value"], "study_scatter (correlation)")
+        if not isinstance(correlation, pd.DataFrame) or "value" not in correlation.columns or correlation.empty:
+            raise ValueError("study_scatter: correlation must be the one-row DataFrame Study.correlate returns "
+                             "(with a 'value' column)")
         c = correlation.iloc[0]
         rho = float(c["value"])
         ci = f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}]" if {"ci_low", "ci_high"} <= set(correlation.columns) else ""
@@ -96,6 +102,6 @@ def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: M
 
 
 def _label(sel: Mapping[str, Any]) -> str:
-    main = sel.get("metric", next(iter(sel.values())))
-    rest = [f"{k}={v}" for k, v in sel.items() if k not in ("metric", "kind")]
+    main = sel.get("measure", next(iter(sel.values())))
+    rest = [f"{k}={v}" for k, v in sel.items() if k not in ("measure", "kind")]
     return f"{main}" + (f" ({', '.join(rest)})" if rest else "")

@@ -1,7 +1,9 @@
 """Probes that read labels or factors out of frozen representations, with the controls that make them mean
-something. Every probe takes one array or a layer → array mapping (widths may differ) and returns a tidy
-table with :data:`~workbench.probing.stats.RESULT_COLUMNS` (layer, probe, target, split, metric, value,
-ci_low, ci_high) plus its parameters.
+something. Every probe takes the representation ``x`` - one array or tensor, an
+:class:`~workbench.activations.Activations` or a layer → array mapping (widths may differ) - then ``labels``
+and the evaluation sets ``evals``, options keyword-only, and returns a table in the one results schema
+(:mod:`workbench.results`: run, step, layer, layer_index, measure, split, value, ci_low, ci_high) followed by
+``target``, ``method`` (the probe: logistic, ridge, knn …) and its parameters.
 
 * :func:`linear_probe` — L2 multinomial logistic regression (sklearn's objective), all layers × strengths ×
   folds in one batched solve.
@@ -14,15 +16,15 @@ ci_low, ci_high) plus its parameters.
 """
 from __future__ import annotations
 
-from .linear import linear_probe  # noqa: I001 — before controls, which uses it
+from .linear import linear_probe
 from .controls import (combine_seeds, control_task, label_efficiency, random_init_twin, selectivity,
                        stratified_subsample, with_baseline)
 from .mdl import VOITA_TITOV_FRACTIONS, block_ends, online_codelength
 from .probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from .stats import RESULT_COLUMNS, bootstrap_ci, result_frame
+from .stats import bootstrap_ci
 from .tokens import TokenRows, sentence_split, token_rows
 
 __all__ = ["linear_probe", "ridge_probe", "knn_probe", "prototype_probe", "gaussian_nb_probe", "mlp_probe",
            "token_rows", "sentence_split", "TokenRows", "control_task", "selectivity", "random_init_twin",
            "with_baseline", "stratified_subsample", "label_efficiency", "combine_seeds", "online_codelength",
-           "block_ends", "VOITA_TITOV_FRACTIONS", "RESULT_COLUMNS", "bootstrap_ci", "result_frame"]
+           "block_ends", "VOITA_TITOV_FRACTIONS", "bootstrap_ci"]

@@ -1,8 +1,9 @@
 """Plumbing shared by the probes of :mod:`probes`, :mod:`controls` and :mod:`mdl` (private).
 
-One place for: layer mappings (``{layer: [N, D_layer]}`` or one array), validation of labels / continuous
-targets / eval splits with messages that name the argument, the training-split standardizer, and the
-tidy result rows with bootstrap confidence intervals.
+One place for: validation of labels / continuous targets / eval splits with messages that name the
+argument (layer mappings ``{layer: [N, D_layer]}`` or one array come from
+:func:`workbench.activations.as_layers`), the training-split standardizer, and the result rows in the one
+results schema (:mod:`workbench.results`) with bootstrap confidence intervals.
 
 Standardizer (same convention as :mod:`linear`): training-split mean and population (``ddof=0``)
 standard deviation; a feature whose std is ``<= 1e-10 * |mean|`` (constant up to rounding) is only
@@ -20,15 +21,17 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .._validation import as_2d_tensor, check_labels
+from ..activations import SINGLE_LAYER, as_layers
+from ..results import tidy
 from .stats import bootstrap_ci
 
-DEFAULT_LAYER = "features"
 STD_FLOOR_REL = 1e-10
 
 
@@ -66,15 +69,6 @@ def check_target_name(target: Any, name: str = "target") -> str:
     if not isinstance(target, str) or not target:
         raise TypeError(f"{name} must be a non-empty string naming what is probed (e.g. 'label'), got {target!r}")
     return target
-
-
-def as_layers(x: Any, name: str) -> tuple[dict[Any, Any], bool]:
-    """``x`` as an ordered dict layer -> features, and whether a mapping was given."""
-    if isinstance(x, Mapping):
-        if len(x) == 0:
-            raise ValueError(f"{name} is an empty mapping; pass at least one layer")
-        return dict(x), True
-    return {DEFAULT_LAYER: x}, False
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:
@@ -116,13 +110,13 @@ def encode_eval_labels(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndar
 class Problem:
     """Validated inputs of one probe call; features are converted layer by layer in :meth:`layers`."""
 
-    train: dict[Any, Any]
+    x: Mapping[Any, Any]                      # layer -> training representation
     is_mapping: bool
     task: str
     y_train: np.ndarray                       # class index [N] (classification) or float [N, T]
     classes: np.ndarray | None
-    evals: list[tuple[str, dict[Any, Any], np.ndarray]] = field(default_factory=list)
-    train_name: str = "features"
+    evals: list[tuple[str, Mapping[Any, Any], np.ndarray]] = field(default_factory=list)
+    x_name: str = "x"
 
     @property
     def n_classes(self) -> int:
@@ -131,12 +125,12 @@ class Problem:
     def layers(self, *, min_rows: int = 2) -> Iterator[tuple[Any, torch.Tensor, dict[str, torch.Tensor]]]:
         """Yield ``(layer, X_train, {split: X_eval})`` as float64 tensors on the training layer's device."""
         n = len(self.y_train)
-        for layer, x_raw in self.train.items():
-            lname = f"{self.train_name}[{layer!r}]" if self.is_mapping else self.train_name
+        for layer, x_raw in self.x.items():
+            lname = f"{self.x_name}[{layer!r}]" if self.is_mapping else self.x_name
             x = as_2d_tensor(x_raw, lname, min_rows=min_rows)
             if x.shape[0] != n:
                 raise ValueError(f"mismatched number of samples: {lname} has {x.shape[0]} rows but the training "
-                                 f"labels/targets have {n}; pass features and labels of the same examples")
+                                 f"labels have {n}; pass representations and labels of the same examples")
             xe: dict[str, torch.Tensor] = {}
             for split, layers_e, ye in self.evals:
                 ename = f"evals[{split!r}] X" + (f"[{layer!r}]" if self.is_mapping else "")
@@ -154,21 +148,21 @@ class Problem:
             yield layer, x, xe
 
 
-def prepare(features: Any, targets: Any, evals: Any, *, task: str = "classification",
-            features_name: str = "features", targets_name: str = "labels", min_rows: int = 2) -> Problem:
+def prepare(x: Any, labels: Any, evals: Any, *, task: str = "classification", x_name: str = "x",
+            labels_name: str = "labels", min_rows: int = 2) -> Problem:
     """Validate labels/targets and the structure of ``evals`` (feature matrices are checked per layer)."""
     if task not in ("classification", "regression"):
         raise ValueError(f"task={task!r} is not one of ['classification', 'regression']")
-    train, is_mapping = as_layers(features, features_name)
+    layers, is_mapping = as_layers(x, x_name)
     if task == "classification":
-        y = check_labels(targets, targets_name, min_classes=2)
+        y = check_labels(labels, labels_name, min_classes=2)
         classes = np.unique(y)
         y_train = np.searchsorted(classes, y)
     else:
         classes = None
-        y_train = regression_targets(targets, targets_name, min_rows=min_rows)
+        y_train = regression_targets(labels, labels_name, min_rows=min_rows)
     if len(y_train) < min_rows:
-        raise ValueError(f"{targets_name} needs at least {min_rows} samples, got {len(y_train)}")
+        raise ValueError(f"{labels_name} needs at least {min_rows} samples, got {len(y_train)}")
     evals = {} if evals is None else evals
     if not isinstance(evals, Mapping):
         raise TypeError(f"evals must be a mapping split name -> (X, y), got {type(evals).__name__}")
@@ -183,7 +177,7 @@ def prepare(features: Any, targets: Any, evals: Any, *, task: str = "classificat
             raise TypeError(f"evals[{split!r}] must be a pair (X, y)")
         xe, ye = pair
         if isinstance(xe, Mapping) != is_mapping:
-            want = "a mapping of layers, like the training features" if is_mapping else "an array, like the training features"
+            want = f"a mapping of layers, like {x_name}" if is_mapping else f"an array, like {x_name}"
             raise TypeError(f"evals[{split!r}] X must be {want}")
         if task == "classification":
             ye_np = check_labels(ye, f"evals[{split!r}] y", min_classes=1)
@@ -193,8 +187,8 @@ def prepare(features: Any, targets: Any, evals: Any, *, task: str = "classificat
             if ye_np.shape[1] != y_train.shape[1]:
                 raise ValueError(f"evals[{split!r}] y has {ye_np.shape[1]} target column(s) but the training "
                                  f"targets have {y_train.shape[1]}")
-        items.append((split, xe if is_mapping else {DEFAULT_LAYER: xe}, ye_np))
-    return Problem(train, is_mapping, task, y_train, classes, items, features_name)
+        items.append((split, xe if is_mapping else {SINGLE_LAYER: xe}, ye_np))
+    return Problem(layers, is_mapping, task, y_train, classes, items, x_name)
 
 
 def standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,7 +205,7 @@ def stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     held = []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        m = max(1, int(round(fraction * len(idx))))
+        m = max(1, round(fraction * len(idx)))
         if m >= len(idx):
             raise ValueError(f"class {c} has only {len(idx)} training example(s): too few to hold {m} out for "
                              "validation; lower val_fraction or add examples")
@@ -279,11 +273,12 @@ def target_names(target: Any, n_targets: int, default: str) -> list[str]:
         return [target] if n_targets == 1 else [f"{target}[{j}]" for j in range(n_targets)]
     names = list(target)
     if len(names) != n_targets or not all(isinstance(t, str) and t for t in names):
-        raise ValueError(f"target must be a name or a list of {n_targets} names (one per target column), got {target!r}")
+        raise ValueError(f"target must be a name or a list of {n_targets} names (one per target column), "
+                         f"got {target!r}")
     return names
 
 
-def classification_rows(layer: Any, probe: str, target: str, preds: Mapping[str, torch.Tensor],
+def classification_rows(layer: Any, method: str, target: str, preds: Mapping[str, torch.Tensor],
                         labels: Mapping[str, Any], params: Mapping[str, Any], n_boot: int, ci_level: float,
                         seed: int) -> list[dict[str, Any]]:
     """One accuracy row per split, with the bootstrap interval over the split's examples."""
@@ -291,12 +286,12 @@ def classification_rows(layer: Any, probe: str, target: str, preds: Mapping[str,
     for split, pred in preds.items():
         y = torch.as_tensor(labels[split], device=pred.device)
         acc, low, high = accuracy_interval(pred == y, n_boot, ci_level, seed)
-        rows.append({"layer": layer, "probe": probe, "target": target, "split": split, "metric": "accuracy",
-                     "value": acc, "ci_low": low, "ci_high": high, **params})
+        rows.append({"layer": layer, "measure": "accuracy", "split": split, "value": acc, "ci_low": low,
+                     "ci_high": high, "target": target, "method": method, **params})
     return rows
 
 
-def regression_rows(layer: Any, probe: str, names: list[str], preds: Mapping[str, torch.Tensor],
+def regression_rows(layer: Any, method: str, names: list[str], preds: Mapping[str, torch.Tensor],
                     targets: Mapping[str, np.ndarray], params: Mapping[str, Any] | list[Mapping[str, Any]],
                     n_boot: int, ci_level: float, seed: int) -> list[dict[str, Any]]:
     """One R^2 row per (split, target column); ``params`` may be per column."""
@@ -308,6 +303,12 @@ def regression_rows(layer: Any, probe: str, names: list[str], preds: Mapping[str
             r2 = r2_score_np(y[:, j], p[:, j])
             low, high = r2_interval(y[:, j], p[:, j], n_boot, ci_level, seed)
             par = params[j] if isinstance(params, list) else params
-            rows.append({"layer": layer, "probe": probe, "target": name, "split": split, "metric": "r2",
-                         "value": r2, "ci_low": low, "ci_high": high, **par})
+            rows.append({"layer": layer, "measure": "r2", "split": split, "value": r2, "ci_low": low,
+                         "ci_high": high, "target": name, "method": method, **par})
     return rows
+
+
+def table(rows: Iterable[Mapping[str, Any]], layers: Iterable[Any]) -> pd.DataFrame:
+    """Probe rows → a table in the one results schema; ``layer_index`` is the layer's position in ``layers``
+    (the input mapping's order), ``run``/``step`` are NaN (bare representations)."""
+    return tidy(list(rows), layers=list(layers))

@@ -12,7 +12,12 @@
 
 Probes are named: "linear" (:func:`workbench.probing.linear_probe`), "ridge", "knn", "prototype",
 "gaussian_nb", "mlp" (:mod:`workbench.probing.probes`), or given as a callable with the same call shape
-``probe(train, y_train, evals, **options) -> table`` with ``accuracy`` rows per layer and split.
+``probe(x, labels, evals, **options) -> table`` returning a table in the results schema
+(:mod:`workbench.results`) with ``accuracy`` rows per layer and split.
+
+Every table returned here is in the results schema too: ``run, step, layer, layer_index, measure, split,
+value, ci_low, ci_high``, then ``target``, ``method`` (the probe's own name, e.g. "logistic") and the
+function's extra columns.
 """
 from __future__ import annotations
 
@@ -28,10 +33,12 @@ import torch
 from torch import nn
 
 from .._validation import check_labels
-from ._common import as_layers, check_ci, check_int, check_target_name, to_numpy
+from ..activations import as_layers
+from ..results import check_tidy, tidy
+from ._common import check_ci, check_int, check_target_name, table, to_numpy
 from .linear import linear_probe
 from .probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from .stats import bootstrap_ci, result_frame
+from .stats import bootstrap_ci
 
 __all__ = ["control_task", "selectivity", "random_init_twin", "with_baseline", "stratified_subsample",
            "label_efficiency", "combine_seeds", "PROBES"]
@@ -40,7 +47,7 @@ PROBES: dict[str, Callable[..., pd.DataFrame]] = {
     "linear": linear_probe, "ridge": ridge_probe, "knn": knn_probe, "prototype": prototype_probe,
     "gaussian_nb": gaussian_nb_probe, "mlp": mlp_probe,
 }
-_KEYS = ["layer", "probe", "target", "split", "metric"]
+_KEYS = ["layer", "measure", "split", "target", "method"]
 
 
 # ------------------------------------------------------------------------------------------ probe runner
@@ -64,7 +71,7 @@ def _probe_options(name: str, options: Mapping[str, Any] | None) -> dict[str, An
     return opts
 
 
-def _run_probe(fn: Callable[..., pd.DataFrame], train: Any, y: Any, evals: dict, options: dict[str, Any],
+def _run_probe(fn: Callable[..., pd.DataFrame], x: Any, labels: Any, evals: dict, options: dict[str, Any],
                **defaults: Any) -> pd.DataFrame:
     """Call the probe, adding ``defaults`` (seed, n_boot, ...) that it accepts and the options do not set."""
     try:
@@ -76,22 +83,19 @@ def _run_probe(fn: Callable[..., pd.DataFrame], train: Any, y: Any, evals: dict,
     for key, value in defaults.items():
         if key not in kwargs and (key in params or accepts_kw):
             kwargs[key] = value
-    frame = fn(train, y, evals, **kwargs)
-    if not isinstance(frame, pd.DataFrame) or not {"layer", "split", "metric", "value"} <= set(frame.columns):
-        raise TypeError("the probe must return a DataFrame with columns layer, split, metric, value")
-    return frame
+    return check_tidy(fn(x, labels, evals, **kwargs), "the probe's result")
 
 
 def _probe_label(frame: pd.DataFrame, name: str) -> str:
     """The probe's own name from its table (e.g. "logistic" for "linear"), else the registry name."""
-    if "probe" in frame.columns and frame["probe"].nunique() == 1:
-        return str(frame["probe"].iloc[0])
+    if "method" in frame.columns and frame["method"].nunique() == 1:
+        return str(frame["method"].iloc[0])
     return name
 
 
 def _accuracies(frame: pd.DataFrame) -> dict[tuple[Any, str], tuple[float, float, float]]:
     """(layer, split) -> (accuracy, ci_low, ci_high) from a probe table (NaN bounds when it has none)."""
-    acc = frame[frame["metric"] == "accuracy"]
+    acc = frame[frame["measure"] == "accuracy"]
     if acc.empty:
         raise ValueError("the probe returned no 'accuracy' rows; use a classification probe")
     if acc.duplicated(["layer", "split"]).any():
@@ -116,7 +120,7 @@ def _types_array(types: Any, name: str, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- control tasks
-def control_task(types: Any, labels: Any, seed: int = 0) -> np.ndarray:
+def control_task(types: Any, labels: Any, *, seed: int = 0) -> np.ndarray:
     """Control-task labels (Hewitt & Liang 2019, Sec. 2): one fixed random label per input type.
 
     For every distinct type ``v`` (word type, token id, or any discrete id of the input; sorted with
@@ -135,6 +139,13 @@ def control_task(types: Any, labels: Any, seed: int = 0) -> np.ndarray:
     Returns
     -------
     [N] int64 control labels (values among the classes of ``labels``).
+
+    Examples
+    --------
+    >>> types = ["the", "cat", "the", "dog", "cat"]
+    >>> c = control_task(types, [0, 1, 0, 1, 1])
+    >>> bool(c[0] == c[2] and c[1] == c[4]), set(c.tolist()) <= {0, 1}    # one fixed label per type, task's classes
+    (True, True)
     """
     seed = check_int(seed, "seed")
     y = check_labels(labels, "labels", min_classes=1)
@@ -146,7 +157,7 @@ def control_task(types: Any, labels: Any, seed: int = 0) -> np.ndarray:
     return per_type[inverse.reshape(-1)].astype(np.int64)
 
 
-def selectivity(features: Any, labels: Any, types: Any, evals: Mapping[str, tuple[Any, Any, Any]] | None = None,
+def selectivity(x: Any, labels: Any, types: Any, evals: Mapping[str, tuple[Any, Any, Any]] | None = None,
                 *, probe: Any = "linear", probe_options: Mapping[str, Any] | None = None, control_seed: int = 0,
                 target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Task accuracy, control-task accuracy and selectivity = task - control (Hewitt & Liang 2019, Sec. 3).
@@ -162,7 +173,7 @@ def selectivity(features: Any, labels: Any, types: Any, evals: Mapping[str, tupl
 
     Parameters
     ----------
-    features : [N, D] or mapping layer -> [N, D_layer].
+    x : [N, D], Activations or mapping layer -> [N, D_layer].
     labels : [N] task class ids.
     types : [N] input types (ints or strings), e.g. token ids.
     evals : mapping split name -> (X, y, types).
@@ -174,11 +185,19 @@ def selectivity(features: Any, labels: Any, types: Any, evals: Mapping[str, tupl
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS (``probe`` as the probe's own table names it, e.g. "logistic" for
-    "linear"); per layer and split ("train" and the evals) three metrics:
-    "task_accuracy", "control_accuracy" (with the probe's intervals) and "selectivity" (their
-    difference; NaN interval: the two accuracies come from different fits); columns ``control_seed,
-    n_types``.
+    DataFrame in the results schema (``method`` as the probe's own table names it, e.g. "logistic" for
+    "linear"; ``layer_index`` the layer's position in ``x``); per layer and split ("train" and the evals)
+    three measures: "task_accuracy", "control_accuracy" (with the probe's intervals) and "selectivity"
+    (their difference; NaN interval: the two accuracies come from different fits); columns ``target,
+    method, control_seed, n_types``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> types = np.repeat(np.arange(6), 10); labels = types % 2       # 6 word types; the task is the type's parity
+    >>> t = selectivity(np.eye(6)[types], labels, types)              # features: one-hot of the type
+    >>> t.query("split == 'train'").set_index("measure").value.to_dict()    # they memorize any task: selectivity 0
+    {'task_accuracy': 1.0, 'control_accuracy': 1.0, 'selectivity': 0.0}
     """
     name, fn = _resolve_probe(probe)
     opts = _probe_options(name, probe_options)
@@ -213,11 +232,11 @@ def selectivity(features: Any, labels: Any, types: Any, evals: Mapping[str, tupl
         if ok.any():
             ctrl_evals[split] = (_subset(triple[0], np.flatnonzero(ok)), ce[ok])
     defaults = dict(seed=seed, n_boot=n_boot, ci_level=ci_level, target=target)
-    task_frame = _run_probe(fn, features, y, task_evals, opts, **defaults)
+    task_frame = _run_probe(fn, x, y, task_evals, opts, **defaults)
     task = _accuracies(task_frame)
-    ctrl = _accuracies(_run_probe(fn, features, c_train, ctrl_evals, opts, **defaults))
+    ctrl = _accuracies(_run_probe(fn, x, c_train, ctrl_evals, opts, **defaults))
     label = _probe_label(task_frame, name)
-    layers, _ = as_layers(features, "features")
+    layers, _ = as_layers(x, "x")
     rows = []
     for layer in layers:
         for split in ["train", *evals]:
@@ -227,15 +246,13 @@ def selectivity(features: Any, labels: Any, types: Any, evals: Mapping[str, tupl
             frac = 1.0 if split == "train" else scorable[split]
             ca = ctrl.get((layer, split), (0.0, 0.0, 0.0))
             ca = tuple(v * frac for v in ca)
-            base = {"layer": layer, "probe": label, "target": target, "split": split}
-            params = {"control_seed": control_seed, "n_types": len(np.unique(all_types))}
-            rows.append({**base, "metric": "task_accuracy", "value": ta[0], "ci_low": ta[1], "ci_high": ta[2],
-                         **params})
-            rows.append({**base, "metric": "control_accuracy", "value": ca[0], "ci_low": ca[1], "ci_high": ca[2],
-                         **params})
-            rows.append({**base, "metric": "selectivity", "value": ta[0] - ca[0], "ci_low": math.nan,
-                         "ci_high": math.nan, **params})
-    return result_frame(rows)
+            params = {"target": target, "method": label, "control_seed": control_seed,
+                      "n_types": len(np.unique(all_types))}
+            for measure, (v, low, high) in (("task_accuracy", ta), ("control_accuracy", ca),
+                                            ("selectivity", (ta[0] - ca[0], math.nan, math.nan))):
+                rows.append({"layer": layer, "measure": measure, "split": split, "value": v, "ci_low": low,
+                             "ci_high": high, **params})
+    return table(rows, layers)
 
 
 def _subset(x: Any, idx: np.ndarray) -> Any:
@@ -249,7 +266,7 @@ def _subset(x: Any, idx: np.ndarray) -> Any:
 
 
 # ------------------------------------------------------------------------------------- random-init twin
-def random_init_twin(model: nn.Module, seed: int = 0) -> nn.Module:
+def random_init_twin(model: nn.Module, *, seed: int = 0) -> nn.Module:
     """An untrained model with the architecture of ``model``: fresh, seeded initialisation.
 
     * If ``model.spec`` is a builder spec (every :mod:`workbench.models` builder sets one), the twin is
@@ -264,6 +281,17 @@ def random_init_twin(model: nn.Module, seed: int = 0) -> nn.Module:
     seed. It is moved to the device of ``model``'s first parameter (a rebuilt twin also to its floating
     dtype; a deep copy keeps every parameter's dtype) and given the same train/eval mode. ``model``
     itself is not modified.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from workbench.models import build
+    >>> model = build("mlp", input_shape=(4,), num_classes=2, hidden=(8,))
+    >>> twin, again = random_init_twin(model, seed=1), random_init_twin(model, seed=1)
+    >>> [p.shape == q.shape for p, q in zip(model.parameters(), twin.parameters())]     # same architecture
+    [True, True, True, True]
+    >>> torch.equal(next(twin.parameters()), next(again.parameters()))     # the same seed gives the same twin
+    True
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -314,14 +342,23 @@ def random_init_twin(model: nn.Module, seed: int = 0) -> nn.Module:
 def with_baseline(results: pd.DataFrame, baseline: pd.DataFrame, *, on: Sequence[str] = ()) -> pd.DataFrame:
     """Attach a baseline (e.g. the random-init twin's scores) to a results table.
 
-    Rows are matched on ``layer, probe, target, split, metric`` plus the columns ``on`` (e.g.
-    ``["k"]`` for kNN tables, ``["n_per_class"]`` for label-efficiency tables). Adds ``baseline``,
-    ``baseline_ci_low``, ``baseline_ci_high`` and ``gain = value - baseline``. Every row of ``results``
-    needs exactly one match.
+    Both are tables in the results schema (:mod:`workbench.results`). Rows are matched on ``layer, method,
+    target, split, measure`` plus the columns ``on`` (e.g. ``["k"]`` for kNN tables, ``["n_per_class"]`` for
+    label-efficiency tables) - not on ``run`` or ``step``, so the baseline may come from another run (the
+    random-init twin) or checkpoint. Returns ``results`` (schema columns and extras unchanged) plus the
+    extras ``baseline``, ``baseline_ci_low``, ``baseline_ci_high`` and ``gain = value - baseline``. Every
+    row of ``results`` needs exactly one match.
+
+    Examples
+    --------
+    >>> from workbench.results import tidy
+    >>> def table(value): return tidy([{"layer": "block1", "method": "linear", "target": "label", "split": "test",
+    ...                                 "measure": "accuracy", "value": value}])
+    >>> round(with_baseline(table(0.9), table(0.6)).gain.item(), 6)     # value - baseline
+    0.3
     """
-    for name, frame in (("results", results), ("baseline", baseline)):
-        if not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"{name} must be a DataFrame (a probe table), got {type(frame).__name__}")
+    check_tidy(results, "with_baseline(results)")
+    check_tidy(baseline, "with_baseline(baseline)")
     keys = [k for k in _KEYS if k in results.columns] + list(on)
     for name, frame in (("results", results), ("baseline", baseline)):
         missing = [k for k in keys + ["value"] if k not in frame.columns]
@@ -330,25 +367,32 @@ def with_baseline(results: pd.DataFrame, baseline: pd.DataFrame, *, on: Sequence
         if frame.duplicated(keys).any():
             raise ValueError(f"{name} has several rows per {keys}; name the distinguishing columns in on=[...]")
     base = baseline[keys + ["value"]].rename(columns={"value": "baseline"})
-    base["baseline_ci_low"] = baseline["ci_low"] if "ci_low" in baseline else math.nan
-    base["baseline_ci_high"] = baseline["ci_high"] if "ci_high" in baseline else math.nan
+    base["baseline_ci_low"] = baseline["ci_low"]
+    base["baseline_ci_high"] = baseline["ci_high"]
     merged = results.merge(base, on=keys, how="left", validate="one_to_one", indicator=True)
     absent = merged[merged["_merge"] == "left_only"]
     if len(absent):
         raise ValueError(f"{len(absent)} result row(s) have no baseline row, e.g. "
                          f"{absent[keys].head(3).to_dict('records')}; compute the baseline for the same layers, "
-                         "probes, targets, splits and metrics")
+                         "methods, targets, splits and measures")
     merged = merged.drop(columns="_merge")
     merged["gain"] = merged["value"] - merged["baseline"]
     return merged
 
 
 # ----------------------------------------------------------------------------------- label efficiency
-def stratified_subsample(labels: Any, per_class: int, seed: int = 0) -> np.ndarray:
+def stratified_subsample(labels: Any, *, per_class: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``per_class`` examples of every class, drawn without replacement.
 
     Each class's examples are permuted with ``numpy.random.default_rng(seed)`` (one generator, classes in
     sorted order) and the first ``per_class`` kept. Raises ValueError if a class has fewer examples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    >>> np.bincount(labels[stratified_subsample(labels, per_class=2)]).tolist()    # two of each class
+    [2, 2]
     """
     y = check_labels(labels, "labels", min_classes=1)
     per_class = check_int(per_class, "per_class", minimum=1)
@@ -364,7 +408,7 @@ def stratified_subsample(labels: Any, per_class: int, seed: int = 0) -> np.ndarr
     return np.sort(np.concatenate(chosen))
 
 
-def label_efficiency(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]], *,
+def label_efficiency(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]], *,
                      per_class: Sequence[int | str] = (1, 2, 5, 10, 20, 50, "all"), seeds: Sequence[int] = (0, 1, 2),
                      probe: Any = "linear", probe_options: Mapping[str, Any] | None = None, target: str = "label",
                      n_boot: int = 1000, ci_level: float = 0.95) -> pd.DataFrame:
@@ -376,23 +420,36 @@ def label_efficiency(features: Any, labels: Any, evals: Mapping[str, tuple[Any, 
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS and columns ``n_per_class`` (int, or "all"), ``n_train``, ``seed``.
+    DataFrame in the results schema (``layer_index``: the layer's position in ``x``) with the columns
+    ``target, method, n_per_class`` (int, or "all"), ``n_train``, ``seed``.
     Per-seed rows (``seed`` = the seed; interval = the probe's bootstrap over test examples) are followed by
     one row per (layer, split, n_per_class) with ``seed`` = <NA>: the mean over seeds with a Student-t
     interval over seeds (:func:`combine_seeds`, ``method="t"``; NaN bounds with a single seed) and
     ``n_seeds``. Only the eval splits are reported. ``probe="linear"`` uses ``C=1.0`` unless
     ``probe_options`` sets it (cross-validating C needs several examples per class).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = label_efficiency(x, labels, {"test": (x_test, flipped)}, per_class=[1, 5], seeds=[0, 1],
+    ...                      probe="prototype")
+    >>> sorted(set(t.value.round(6)))      # 0.8 from one labelled example per class on
+    [0.8]
     """
     name, fn = _resolve_probe(probe)
     opts = _probe_options(name, probe_options)
     n_boot, ci_level = check_ci(n_boot, ci_level)
     target = check_target_name(target)
     y = check_labels(labels, "labels", min_classes=2)
-    layers, is_mapping = as_layers(features, "features")
-    for layer, x in layers.items():
-        n_rows = x.shape[0] if hasattr(x, "shape") else len(x)
+    layers, is_mapping = as_layers(x, "x")
+    for layer, z in layers.items():
+        n_rows = z.shape[0] if hasattr(z, "shape") else len(z)
         if n_rows != len(y):
-            lname = f"features[{layer!r}]" if is_mapping else "features"
+            lname = f"x[{layer!r}]" if is_mapping else "x"
             raise ValueError(f"mismatched number of samples: {lname} has {n_rows} rows, labels has {len(y)}")
     if not isinstance(evals, Mapping) or not evals:
         raise ValueError("evals must be a non-empty mapping split name -> (X, y): label efficiency is measured "
@@ -419,15 +476,15 @@ def label_efficiency(features: Any, labels: Any, evals: Mapping[str, tuple[Any, 
     per_seed = []
     for n in sizes:
         for s in seeds:
-            idx = np.arange(len(y)) if n == "all" else stratified_subsample(y, n, s)
-            frame = _run_probe(fn, _subset(features, idx), y[idx], dict(evals), opts, seed=s, n_boot=n_boot,
+            idx = np.arange(len(y)) if n == "all" else stratified_subsample(y, per_class=n, seed=s)
+            frame = _run_probe(fn, _subset(x, idx), y[idx], dict(evals), opts, seed=s, n_boot=n_boot,
                                ci_level=ci_level, target=target)
             for (layer, split), (v, lo, hi) in _accuracies(frame).items():
                 if split in evals:
-                    per_seed.append({"layer": layer, "probe": _probe_label(frame, name), "target": target, "split": split,
-                                     "metric": "accuracy", "value": v, "ci_low": lo, "ci_high": hi,
+                    per_seed.append({"layer": layer, "measure": "accuracy", "split": split, "value": v, "ci_low": lo,
+                                     "ci_high": hi, "target": target, "method": _probe_label(frame, name),
                                      "n_per_class": n, "n_train": len(idx), "seed": s})
-    out = result_frame(per_seed)
+    out = table(per_seed, layers)
     summary = combine_seeds(out, on=["n_per_class", "n_train"], method="t", ci_level=ci_level)
     summary["seed"] = pd.NA
     full = pd.concat([out, summary], ignore_index=True)
@@ -440,19 +497,31 @@ def combine_seeds(results: Any, *, on: Sequence[str] = (), method: str = "t", ci
                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean over seeds (runs) of per-seed result tables, with an interval over seeds.
 
-    ``results`` is one table with a ``seed`` column, or a mapping seed -> table, or a list of tables
-    (seed = position). Rows are grouped by ``layer, probe, target, split, metric`` plus ``on``; each group
-    must hold one row per seed. Interval over the ``n`` per-seed values ``v``:
+    ``results`` is one table in the results schema (:mod:`workbench.results`) with a ``seed`` column, or a
+    mapping seed -> table, or a list of tables (seed = position). Rows are grouped by ``layer, measure,
+    split, target, method`` (those present), ``step`` when it is given, plus ``on`` - not by ``run``: the
+    seeds are usually separate runs; each group must hold one row per seed. Interval over the ``n``
+    per-seed values ``v``:
 
     * ``method="t"`` (default): ``mean +- t_{n-1, (1+ci_level)/2} * sd / sqrt(n)`` with the sample
       standard deviation (``ddof=1``) - the Student-t interval, appropriate for the handful of seeds
       usually run; with one seed the bounds are NaN (no spread can be estimated). Not clipped: for a
-      bounded metric (accuracy) it can extend past the bound when the seeds disagree.
+      bounded measure (accuracy) it can extend past the bound when the seeds disagree.
     * ``method="bootstrap"``: :func:`stats.bootstrap_ci` over the per-seed values (percentile bootstrap;
       too narrow for few seeds).
 
-    Returns the group keys, ``value`` (mean), ``ci_low``, ``ci_high``, ``n_seeds`` and ``std`` (ddof=1,
-    NaN for one seed).
+    Returns a table in the results schema (``run`` NaN; ``layer_index`` as in ``results``): the group keys,
+    ``value`` (mean), ``ci_low``, ``ci_high``, then the extras ``n_seeds`` and ``std`` (ddof=1, NaN for one
+    seed).
+
+    Examples
+    --------
+    >>> from workbench.results import tidy
+    >>> def table(value): return tidy([{"layer": "block1", "method": "linear", "target": "label", "split": "test",
+    ...                                 "measure": "accuracy", "value": value}])
+    >>> t = combine_seeds([table(0.8), table(0.9), table(1.0)])     # mean +- t(0.975, 2) * sd / sqrt(3)
+    >>> t[["value", "ci_low", "ci_high"]].round(4).values.tolist()    # 0.9 +- 4.3027 * 0.1 / 1.7321
+    [[0.9, 0.6516, 1.1484]]
     """
     from scipy import stats as sps
 
@@ -472,9 +541,10 @@ def combine_seeds(results: Any, *, on: Sequence[str] = (), method: str = "t", ci
     else:
         raise TypeError(f"results must be a DataFrame with a 'seed' column, a mapping or a list of tables, got "
                         f"{type(results).__name__}")
+    check_tidy(frame, "combine_seeds(results)")
     if frame.empty:
         raise ValueError("results is empty")
-    keys = [k for k in _KEYS if k in frame.columns] + list(on)
+    keys = [k for k in _KEYS if k in frame.columns] + (["step"] if frame["step"].notna().any() else []) + list(on)
     missing = [k for k in keys + ["value"] if k not in frame.columns]
     if missing:
         raise ValueError(f"results lacks column(s) {missing}")
@@ -482,6 +552,7 @@ def combine_seeds(results: Any, *, on: Sequence[str] = (), method: str = "t", ci
         raise ValueError(f"several rows per seed share {keys}; name the distinguishing columns in on=[...]")
     if not np.all(np.isfinite(frame["value"].astype(float))):
         raise ValueError("results has NaN/Inf values; drop those rows before combining")
+    with_index = bool(frame["layer_index"].notna().all())
     rows = []
     for key, group in frame.groupby(keys, sort=False, dropna=False):
         v = group["value"].to_numpy(dtype=np.float64)
@@ -495,6 +566,7 @@ def combine_seeds(results: Any, *, on: Sequence[str] = (), method: str = "t", ci
             low, high = mean - half, mean + half
         else:
             low, high = bootstrap_ci(v, n_boot=n_boot_checked, alpha=1 - ci_level, seed=seed)
-        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "value": mean, "ci_low": low,
-                     "ci_high": high, "n_seeds": n, "std": sd})
-    return result_frame(rows)
+        index = {"layer_index": group["layer_index"].iloc[0]} if with_index else {}
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), **index, "value": mean,
+                     "ci_low": low, "ci_high": high, "n_seeds": n, "std": sd})
+    return tidy(rows)

@@ -91,8 +91,9 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import as_2d_tensor, check_labels, check_positive_int
-from ._common import DEFAULT_LAYER, STD_FLOOR_REL, as_layers, check_number, encode_eval_labels, standardizer
-from .stats import bootstrap_ci, result_frame
+from ..activations import SINGLE_LAYER, as_layers
+from ._common import STD_FLOOR_REL, check_number, encode_eval_labels, standardizer, table
+from .stats import bootstrap_ci
 
 __all__ = ["linear_probe", "DEFAULT_CS"]
 
@@ -312,7 +313,7 @@ class _History:
         self.gamma = torch.ones(n_prob, dtype=dtype, device=device)
         self.count = torch.zeros(n_prob, dtype=torch.long, device=device)  # pairs stored so far
 
-    def take(self, src: torch.Tensor) -> "_History":
+    def take(self, src: torch.Tensor) -> _History:
         """A copy whose problem ``i`` starts with the memory of problem ``src[i]`` of this one."""
         out = _History.__new__(_History)
         out.s, out.y = self.s[:, src].clone(), self.y[:, src].clone()
@@ -375,7 +376,7 @@ def _lbfgs(batch: _Batch, theta: torch.Tensor, *, tol: float, max_iter: int,
         act = np.flatnonzero(active)
         act_t = torch.as_tensor(act, device=dev)
         ga, tha, fa = g[act_t], theta[act_t], f[act_t]
-        d = hist.direction(ga, act_t, lambda v: batch.precondition(v, act))
+        d = hist.direction(ga, act_t, lambda v, act=act: batch.precondition(v, act))
         gd = _dot(ga, d)
         bad = ~(gd < 0)  # not a descent direction (numerically): use the preconditioned gradient
         if bool(bad.any()):
@@ -463,7 +464,7 @@ def _interval(values: np.ndarray, n_boot: int, ci_level: float, seed: int) -> tu
 
 
 # ----------------------------------------------------------------------------------------------- public
-def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def linear_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                  C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, folds: int = 5, seed: int = 0,
                  target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, max_iter: int = 1000,
                  tol: float = 1e-6, cv_tol: float = 1e-4, cv_precision: str = "float32",
@@ -480,13 +481,13 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
 
     Parameters
     ----------
-    train : array/tensor [N, D] or mapping layer name -> [N, D_layer]
-        Training features; layers may differ in width. Tensors stay on their device (all layers are
+    x : array/tensor [N, D], :class:`~workbench.activations.Activations` or mapping layer name -> [N, D_layer]
+        Training representation; layers may differ in width. Tensors stay on their device (all layers are
         moved to the first layer's device).
-    y_train : array [N] of integer class ids (any integers; at least 2 classes).
+    labels : array [N] of integer class ids (any integers; at least 2 classes).
     evals : mapping split name -> (X, y), optional
-        ``X`` is an array if ``train`` is, or a mapping holding every training layer (extra layers are
-        ignored). Every label must occur in ``y_train``. The name "train" is reserved.
+        ``X`` is an array if ``x`` is, or a mapping holding every training layer (extra layers are
+        ignored). Every label must occur in ``labels``. The name "train" is reserved.
     C : float, optional
         Fixed inverse regularisation strength (sklearn's ``C``). If omitted, chosen per layer by
         stratified ``folds``-fold cross-validation on the training split from ``Cs``: highest mean
@@ -519,15 +520,17 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`stats.RESULT_COLUMNS` (``layer, probe, target, split, metric, value, ci_low,
-        ci_high``) then ``C, n_train, n_classes``: for each layer, split ("train", then the ``evals``
-        names) and metric ("accuracy" in [0, 1]; "loss" = mean cross-entropy in nats, unpenalised, as
-        ``sklearn.metrics.log_loss``). ``probe`` is "logistic"; ``C`` is the fixed or selected value;
-        ``layer`` is the mapping key, or "features" for array input.
+        The results schema (:mod:`workbench.results`: ``run, step, layer, layer_index, measure, split,
+        value, ci_low, ci_high``; ``run``/``step`` NaN) then ``target, method, C, n_train, n_classes``: for
+        each layer, split ("train", then the ``evals`` names) and measure ("accuracy" in [0, 1]; "loss" =
+        mean cross-entropy in nats, unpenalised, as ``sklearn.metrics.log_loss``). ``method`` is
+        "logistic"; ``C`` is the fixed or selected value; ``layer`` is the mapping key (``layer_index`` its
+        position in the mapping), or "features" for array input.
     pandas.DataFrame, only with ``return_cv=True`` (and ``C`` not given)
-        One row per layer x C x metric: ``split = "cv"``, ``value`` = mean over folds of the held-out
-        fold's accuracy / loss, ``ci_low``/``ci_high`` NaN, then ``C``, ``fold_sd`` (population standard
-        deviation over folds), ``selected`` (the C used for the layer), ``n_train``, ``n_classes``.
+        One row per layer x C x measure: ``split = "cv"``, ``value`` = mean over folds of the held-out
+        fold's accuracy / loss, ``ci_low``/``ci_high`` NaN, then ``target, method, C``, ``fold_sd``
+        (population standard deviation over folds), ``selected`` (the C used for the layer), ``n_train``,
+        ``n_classes``.
 
     Raises
     ------
@@ -536,6 +539,17 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
         split with a different width or missing layer, fewer examples of a class than ``folds``.
     TypeError
         Non-numeric features or labels, non-mapping ``evals``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = linear_probe(x, labels, {"test": (x_test, flipped)}, C=1.0)
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()
+    {'train': 1.0, 'test': 0.8}
     """
     folds = check_positive_int(folds, "folds", minimum=2)
     seed = check_positive_int(seed, "seed", minimum=0)
@@ -557,8 +571,8 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
     if return_cv and fixed_c is not None:
         raise ValueError("return_cv=True needs C=None (there is no cross-validation when C is fixed)")
 
-    train_layers, is_mapping = as_layers(train, "train")
-    y_np = check_labels(y_train, "y_train", min_classes=2)
+    train_layers, is_mapping = as_layers(x, "x")
+    y_np = check_labels(labels, "labels", min_classes=2)
     classes, counts = np.unique(y_np, return_counts=True)
     n_classes = len(classes)
     y_idx = np.searchsorted(classes, y_np)
@@ -580,10 +594,11 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
             raise TypeError(f"evals[{split!r}] must be a pair (X, y)")
         xe, ye = pair
         if isinstance(xe, Mapping) != is_mapping:
-            want = "a mapping of layers, like train" if is_mapping else "an array, like train"
+            want = "a mapping of layers, like x" if is_mapping else "an array, like x"
             raise TypeError(f"evals[{split!r}] X must be {want}")
-        ye_idx = encode_eval_labels(check_labels(ye, f"evals[{split!r}] y", min_classes=1), classes, f"evals[{split!r}] y")
-        xe = xe if is_mapping else {DEFAULT_LAYER: xe}
+        ye_name = f"evals[{split!r}] y"
+        ye_idx = encode_eval_labels(check_labels(ye, ye_name, min_classes=1), classes, ye_name)
+        xe = xe if is_mapping else {SINGLE_LAYER: xe}
         for layer in train_layers:
             if layer not in xe:
                 raise ValueError(f"evals[{split!r}] X has no layer {layer!r}; give every eval split the "
@@ -596,13 +611,13 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
     xc64: list[torch.Tensor] = []
     stats: list[tuple[torch.Tensor, torch.Tensor]] = []
     for layer in names:
-        lname = f"train[{layer!r}]" if is_mapping else "train"
+        lname = f"x[{layer!r}]" if is_mapping else "x"
         x = as_2d_tensor(train_layers[layer], lname, min_rows=2)
         device = x.device if device is None else device
         x = x.to(device)
         if x.shape[0] != n:
-            raise ValueError(f"mismatched number of samples: {lname} has {x.shape[0]} rows, y_train has "
-                             f"{n}; pass features and labels of the same examples")
+            raise ValueError(f"mismatched number of samples: {lname} has {x.shape[0]} rows, labels has "
+                             f"{n}; pass representations and labels of the same examples")
         mean, scale = standardizer(x)
         stats.append((mean, scale))
         xc64.append((x - mean) / scale)
@@ -677,9 +692,9 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
             mean_acc, mean_loss = acc[li].mean(0), loss[li].mean(0)
             best[li] = min(range(n_cs), key=lambda k: (-round(float(mean_acc[k]), 12), float(mean_loss[k])))
             for k in range(n_cs):
-                for metric, vals in (("accuracy", acc[li, :, k]), ("loss", loss[li, :, k])):
-                    cv_rows.append({"layer": layer, "probe": "logistic", "target": target, "split": "cv",
-                                    "metric": metric, "value": float(vals.mean()), "C": grid[k],
+                for measure, vals in (("accuracy", acc[li, :, k]), ("loss", loss[li, :, k])):
+                    cv_rows.append({"layer": layer, "measure": measure, "split": "cv", "value": float(vals.mean()),
+                                    "target": target, "method": "logistic", "C": grid[k],
                                     "fold_sd": float(vals.std()), "selected": k == best[li], "n_train": n,
                                     "n_classes": n_classes})
     del batch
@@ -723,12 +738,12 @@ def linear_probe(train: Any, y_train: Any, evals: Mapping[str, tuple[Any, Any]] 
             ys_t = torch.as_tensor(ys, device=device)
             ce = F.cross_entropy(z, ys_t, reduction="none").cpu().numpy()
             correct = (z.argmax(dim=1) == ys_t).double().cpu().numpy()
-            for metric, per_example in (("accuracy", correct), ("loss", ce)):
+            for measure, per_example in (("accuracy", correct), ("loss", ce)):
                 low, high = _interval(per_example, n_boot, ci_level, seed)
-                rows.append({"layer": layer, "probe": "logistic", "target": target, "split": split,
-                             "metric": metric, "value": float(per_example.mean()), "ci_low": low, "ci_high": high,
+                rows.append({"layer": layer, "measure": measure, "split": split, "value": float(per_example.mean()),
+                             "ci_low": low, "ci_high": high, "target": target, "method": "logistic",
                              "C": c_used[li], "n_train": n, "n_classes": n_classes})
-    result = result_frame(rows)
+    result = table(rows, names)
     if return_cv:
-        return result, result_frame(cv_rows)
+        return result, table(cv_rows, names)
     return result

@@ -39,18 +39,23 @@ import torch
 import torch.nn.functional as F
 
 from .._validation import as_2d_tensor, check_labels
-from ._common import as_layers, check_int, check_number, check_target_name, standardizer
-from .stats import result_frame
+from ..activations import as_layers
+from ._common import check_int, check_number, check_target_name, standardizer, table
 
 __all__ = ["online_codelength", "block_ends", "VOITA_TITOV_FRACTIONS"]
 
 VOITA_TITOV_FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
 
 
-def block_ends(n: int, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS) -> list[int]:
+def block_ends(n: int, *, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS) -> list[int]:
     """Block boundaries ``t_i = max(1, floor(f_i n))`` (duplicates dropped); the last is ``n``.
 
     ``fractions`` must increase strictly within (0, 1] and end with 1.
+
+    Examples
+    --------
+    >>> block_ends(1000)             # floor of 1000 x the paper's fractions 0.1 % ... 100 %
+    [1, 2, 4, 8, 16, 32, 62, 125, 250, 500, 1000]
     """
     n = check_int(n, "n", minimum=2)
     if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__len__") or len(fractions) < 2:
@@ -58,7 +63,7 @@ def block_ends(n: int, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS) -> li
     fr = [check_number(f, f"fractions[{i}]", low=0.0, high=1.0, low_open=True) for i, f in enumerate(fractions)]
     if any(b <= a for a, b in zip(fr, fr[1:])) or fr[-1] != 1.0:
         raise ValueError(f"fractions must increase strictly and end with 1.0, got {list(fractions)}")
-    ends = sorted({max(1, int(math.floor(f * n + 1e-9))) for f in fr})
+    ends = sorted({max(1, math.floor(f * n + 1e-9)) for f in fr})
     if len(ends) < 2:
         raise ValueError(f"with n={n} examples all blocks collapse into one; use more examples")
     return ends
@@ -93,14 +98,15 @@ def _fit(x: torch.Tensor, y: torch.Tensor, k: int, lam: float, init: tuple[torch
     return w.detach(), b.detach(), converged
 
 
-def online_codelength(features: Any, labels: Any, *, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS,
+def online_codelength(x: Any, labels: Any, *, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS,
                       C: float = 1.0, n_classes: int | None = None, shuffle: bool = True, seed: int = 0,
                       target: str = "label", max_iter: int = 500, tol: float = 1e-9) -> pd.DataFrame:
-    """Online codelength of ``labels`` given ``features`` (Voita & Titov 2020; module docstring), in bits.
+    """Online codelength of ``labels`` given the representation ``x`` (Voita & Titov 2020; module docstring), in
+    bits.
 
     Parameters
     ----------
-    features : [N, D] array/tensor or mapping layer -> [N, D_layer]; all examples are transmitted.
+    x : [N, D] array/tensor, Activations or mapping layer -> [N, D_layer]; all examples are transmitted.
     labels : [N] integer class ids (>= 2 classes).
     fractions : block time steps as fractions of N (default: the paper's schedule).
     C : inverse regularisation strength of the logistic probe (``lambda = 1 / (C n_train)``).
@@ -114,10 +120,22 @@ def online_codelength(features: Any, labels: Any, *, fractions: Sequence[float] 
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS (``probe="logistic"``, ``split="all"``; metrics
+    DataFrame in the results schema (:mod:`workbench.results`; ``split="all"``; measures
     ``"online_codelength"`` and ``"uniform_codelength"`` in bits, ``"compression"`` = uniform / online;
     no interval: ``ci_low``/``ci_high`` are NaN - repeat over seeds and use
-    :func:`workbench.probing.controls.combine_seeds` for one) and columns ``n, n_blocks, n_classes, C``.
+    :func:`workbench.probing.controls.combine_seeds` for one) and columns ``target, method`` (``"logistic"``),
+    ``n, n_blocks, n_classes, C``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = online_codelength(x, labels).set_index("measure").value
+    >>> float(t["uniform_codelength"]), bool(t["compression"] > 5)    # 100 labels x log2(2) bits; learnable: fewer
+    (100.0, True)
     """
     C = check_number(C, "C", low=0.0, low_open=True)
     seed = check_int(seed, "seed")
@@ -138,36 +156,35 @@ def online_codelength(features: Any, labels: Any, *, fractions: Sequence[float] 
             raise ValueError(f"with n_classes={k} labels must lie in 0..{k - 1}, got range "
                              f"[{y_np.min()}, {y_np.max()}]")
         y_idx = y_np
-    ends = block_ends(n, fractions)
+    ends = block_ends(n, fractions=fractions)
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    layers, is_mapping = as_layers(features, "features")
+    layers, is_mapping = as_layers(x, "x")
     rows = []
     ok = True
     uniform = n * math.log2(k)
     for layer, x_raw in layers.items():
-        lname = f"features[{layer!r}]" if is_mapping else "features"
-        x = as_2d_tensor(x_raw, lname, min_rows=2)
-        if x.shape[0] != n:
-            raise ValueError(f"mismatched number of samples: {lname} has {x.shape[0]} rows, labels has {n}")
-        perm = torch.as_tensor(order, device=x.device)
-        x = x[perm]
-        y = torch.as_tensor(y_idx, device=x.device)[perm]
+        lname = f"x[{layer!r}]" if is_mapping else "x"
+        z = as_2d_tensor(x_raw, lname, min_rows=2)
+        if z.shape[0] != n:
+            raise ValueError(f"mismatched number of samples: {lname} has {z.shape[0]} rows, labels has {n}")
+        perm = torch.as_tensor(order, device=z.device)
+        z = z[perm]
+        y = torch.as_tensor(y_idx, device=z.device)[perm]
         bits = ends[0] * math.log2(k)
         init = None
         for start, stop in zip(ends[:-1], ends[1:]):
-            mean, scale = standardizer(x[:start])
-            w, b, conv = _fit((x[:start] - mean) / scale, y[:start], k, 1.0 / (C * start), init, max_iter, tol)
+            mean, scale = standardizer(z[:start])
+            w, b, conv = _fit((z[:start] - mean) / scale, y[:start], k, 1.0 / (C * start), init, max_iter, tol)
             ok &= conv
             init = (w, b)
-            logits = (x[start:stop] - mean) / scale @ w + b
+            logits = (z[start:stop] - mean) / scale @ w + b
             bits += float(F.cross_entropy(logits, y[start:stop], reduction="sum")) / math.log(2.0)
         params = {"n": n, "n_blocks": len(ends), "n_classes": k, "C": C}
-        base = {"layer": layer, "probe": "logistic", "target": target, "split": "all",
-                "ci_low": math.nan, "ci_high": math.nan}
-        rows.append({**base, "metric": "online_codelength", "value": bits, **params})
-        rows.append({**base, "metric": "uniform_codelength", "value": uniform, **params})
-        rows.append({**base, "metric": "compression", "value": uniform / bits, **params})
+        for measure, value in (("online_codelength", bits), ("uniform_codelength", uniform),
+                               ("compression", uniform / bits)):
+            rows.append({"layer": layer, "measure": measure, "split": "all", "value": value, "ci_low": math.nan,
+                         "ci_high": math.nan, "target": target, "method": "logistic", **params})
     if not ok:
         warnings.warn("L-BFGS stopped before reaching the gradient tolerance in at least one block fit; raise "
                       "max_iter or use a smaller C", RuntimeWarning, stacklevel=2)
-    return result_frame(rows)
+    return table(rows, layers)

@@ -2,15 +2,18 @@
 
 Every probe has the call shape of :func:`workbench.probing.linear_probe`::
 
-    probe(features, labels_or_targets, evals={"test": (X, y)}, *, <options>, target=..., n_boot=1000,
-          ci_level=0.95, seed=0) -> tidy DataFrame
+    probe(x, labels, evals={"test": (X, y)}, *, <options>, target=..., n_boot=1000, ci_level=0.95,
+          seed=0) -> tidy DataFrame
 
-``features`` is one ``[N, D]`` array/tensor or a mapping ``layer -> [N, D_layer]`` (widths may differ;
-every eval split then gives the same layers). Computation is in torch, float64, on the features' device.
-The table has :data:`stats.RESULT_COLUMNS` first (``layer, probe, target, split, metric, value, ci_low,
-ci_high``), then the probe's parameter columns. Splits are ``"train"`` (the fitted probe scored on its own
-training examples), the ``evals`` names, and for :func:`ridge_probe` ``"loo"`` (exact leave-one-out).
-Metrics: ``"accuracy"`` in [0, 1] for classification, ``"r2"`` (coefficient of determination
+``x`` is one ``[N, D]`` array/tensor, an :class:`~workbench.activations.Activations` or a mapping
+``layer -> [N, D_layer]`` (widths may differ; every eval split then gives the same layers); ``labels`` are
+class ids, or continuous targets for ``task="regression"``. Computation is in torch, float64, on the
+representation's device. The table is in the one results schema (:mod:`workbench.results`: ``run, step,
+layer, layer_index, measure, split, value, ci_low, ci_high``, with ``run``/``step`` NaN and ``layer_index``
+the layer's position in ``x``), then ``target``, ``method`` (the probe: "ridge", "knn", …) and the probe's
+parameter columns. Splits are ``"train"`` (the fitted probe scored on its own training examples), the
+``evals`` names, and for :func:`ridge_probe` ``"loo"`` (exact leave-one-out).
+Measures: ``"accuracy"`` in [0, 1] for classification, ``"r2"`` (coefficient of determination
 ``1 - SSE/SST`` on that split, ``<= 1``, negative when worse than predicting the split's mean) for
 regression. Intervals: percentile bootstrap over the split's examples (``n_boot`` resamples, coverage
 ``ci_level``; ``n_boot=0`` gives NaN bounds); see :mod:`workbench.probing._common` for R^2.
@@ -31,8 +34,8 @@ import torch.nn.functional as F
 
 from .._validation import check_choice
 from ._common import (Problem, check_ci, check_int, check_number, check_regression_split, check_target_name,
-                      classification_rows, prepare, regression_rows, standardizer, stratified_indices, target_names)
-from .stats import result_frame
+                      classification_rows, prepare, regression_rows, standardizer, stratified_indices, table,
+                      target_names)
 
 __all__ = ["ridge_probe", "knn_probe", "prototype_probe", "gaussian_nb_probe", "mlp_probe", "DEFAULT_ALPHAS"]
 
@@ -105,7 +108,7 @@ class _RidgeEigen:
         return self.y_mean + proj @ (self.coef * filt)
 
 
-def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def ridge_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                 task: str = "classification", alphas: Sequence[float] = DEFAULT_ALPHAS, all_alphas: bool = False,
                 target: str | Sequence[str] | None = None, n_boot: int = 1000, ci_level: float = 0.95,
                 seed: int = 0) -> pd.DataFrame:
@@ -121,8 +124,8 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
     sklearn's units (sum, not mean, of squared errors). Hoerl & Kennard 1970.
 
     All strengths come from one eigendecomposition of ``Xc^T Xc`` (d x d) or ``Xc Xc^T`` (n x n),
-    whichever is smaller (memory ``O(min(N, D)^2)``). ``alpha`` is selected on the training split by exact leave-one-out (LOO)
-    cross-validation from the same decomposition: with hat matrix ``H = 11^T/n + Xc (Xc^T Xc + alpha
+    whichever is smaller (memory ``O(min(N, D)^2)``). ``alpha`` is selected on the training split by exact
+    leave-one-out (LOO) cross-validation from the same decomposition: with hat matrix ``H = 11^T/n + Xc (Xc^T Xc + alpha
     I)^-1 Xc^T``, the LOO residual is ``e_i / (1 - H_ii)`` (Allen 1974 PRESS; Hastie, Tibshirani &
     Friedman 2009, Eq. 7.52 - exact for linear smoothers, no refitting). Criterion:
 
@@ -136,8 +139,8 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
 
     Parameters
     ----------
-    features : [N, D] array/tensor or mapping layer -> [N, D_layer]
-    targets : [N] integer class ids (classification, >= 2 classes) or [N] / [N, T] floats (regression).
+    x : [N, D] array/tensor, Activations or mapping layer -> [N, D_layer]
+    labels : [N] integer class ids (classification, >= 2 classes) or [N] / [N, T] floats (regression).
     evals : mapping split name -> (X, y), optional. Names "train" and "loo" are reserved.
     task : {"classification", "regression"}
     alphas : sequence of positive floats; the grid searched by LOO (one value: no selection).
@@ -149,24 +152,36 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS, ``probe="ridge"``, splits "train", "loo", then the eval splits, metric
-    "accuracy" or "r2", and columns ``alpha, selected, n_train`` (+ ``n_classes`` for classification).
+    DataFrame in the results schema, ``method="ridge"``, splits "train", "loo", then the eval splits, measure
+    "accuracy" or "r2", and columns ``target, method, alpha, selected, n_train`` (+ ``n_classes`` for
+    classification).
 
     Raises
     ------
     ValueError / TypeError: NaN/Inf, mismatched N, a single class, unseen eval classes, non-positive
     alphas, a regression target constant on some split (R^2 undefined), unknown ``task``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = ridge_probe(x, labels, {"test": (x_test, flipped)})
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()      # loo: leave-one-out on train
+    {'train': 1.0, 'loo': 1.0, 'test': 0.8}
     """
     check_choice(task, ["classification", "regression"], "task")
     n_boot, ci_level = check_ci(n_boot, ci_level)
     seed = check_int(seed, "seed")
     alphas = [check_number(a, f"alphas[{i}]", low=0.0, low_open=True)
               for i, a in enumerate(_check_sequence(alphas, "alphas"))]
-    prob = prepare(features, targets, evals, task=task, targets_name="targets", min_rows=3)
-    labels = _labels_by_split(prob)
+    prob = prepare(x, labels, evals, task=task, min_rows=3)
+    labels_by = _labels_by_split(prob)
     if task == "regression":
         names = target_names(target, prob.y_train.shape[1], "target")
-        for split, y in labels.items():
+        for split, y in labels_by.items():
             check_regression_split(y, split, names)
     else:
         names = [check_target_name("label" if target is None else target)]
@@ -188,12 +203,13 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
         denom = (1.0 - h_all).clamp_min(1e-12)
         n_t = y.shape[1]
         loo_preds = []
-        for k, a in enumerate(alphas):
+        for k in range(len(alphas)):
             resid = y - eig.fitted(a_t[k].repeat(n_t))
             loo_preds.append(y - resid / denom[:, k:k + 1])
         eval_x = {s: (t - mean) / scale - center for s, t in xe.items()}
 
-        def splits_for(alpha_cols: torch.Tensor, loo_pred: torch.Tensor) -> dict[str, torch.Tensor]:
+        def splits_for(alpha_cols: torch.Tensor, loo_pred: torch.Tensor, eig: _RidgeEigen = eig,
+                       eval_x: dict[str, torch.Tensor] = eval_x) -> dict[str, torch.Tensor]:
             out = {"train": eig.fitted(alpha_cols), "loo": loo_pred}
             out.update({s: eig.predict(t, alpha_cols) for s, t in eval_x.items()})
             return out
@@ -210,7 +226,7 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
                 preds = {s: p.argmax(dim=1) for s, p in splits_for(a_t[k].repeat(n_t), loo_preds[k]).items()}
                 params = {"alpha": alphas[k], "selected": k == best, "n_train": len(y),
                           "n_classes": prob.n_classes}
-                rows += classification_rows(layer, "ridge", names[0], preds, labels, params, n_boot, ci_level,
+                rows += classification_rows(layer, "ridge", names[0], preds, labels_by, params, n_boot, ci_level,
                                             seed)
         else:
             mse = torch.stack([(lp - y).square().mean(dim=0) for lp in loo_preds])   # [A, T]
@@ -222,14 +238,14 @@ def ridge_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]
                 for k, a in enumerate(alphas):
                     preds = splits_for(a_t[k].repeat(n_t), loo_preds[k])
                     params = [{"alpha": a, "selected": best_cols[j] == k, "n_train": len(y)} for j in range(n_t)]
-                    rows += regression_rows(layer, "ridge", names, preds, labels, params, n_boot, ci_level, seed)
+                    rows += regression_rows(layer, "ridge", names, preds, labels_by, params, n_boot, ci_level, seed)
             else:
                 alpha_cols = a_t[torch.as_tensor(best_cols, device=dev)]
                 loo_sel = torch.stack([loo_preds[best_cols[j]][:, j] for j in range(n_t)], dim=1)
                 preds = splits_for(alpha_cols, loo_sel)
                 params = [{"alpha": alphas[best_cols[j]], "selected": True, "n_train": len(y)} for j in range(n_t)]
-                rows += regression_rows(layer, "ridge", names, preds, labels, params, n_boot, ci_level, seed)
-    return result_frame(rows)
+                rows += regression_rows(layer, "ridge", names, preds, labels_by, params, n_boot, ci_level, seed)
+    return table(rows, prob.x)
 
 
 # ================================================================================================== kNN
@@ -252,7 +268,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
-def knn_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def knn_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
               ks: Sequence[int] = (1, 5, 20), metric: str = "cosine", block_size: int | None = None,
               target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """k-nearest-neighbour probe: majority vote of the ``k`` training examples most similar to each query.
@@ -271,7 +287,7 @@ def knn_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] |
 
     Parameters
     ----------
-    features, labels, evals : as :func:`ridge_probe` (classification only).
+    x, labels, evals : as :func:`ridge_probe` (classification only).
     ks : neighbour counts; each ``1 <= k < N_train``. All ks share one top-``max(ks)`` search.
     metric : {"cosine", "euclidean"}
     block_size : query rows per similarity block (default: about 2**22 entries per block).
@@ -279,14 +295,25 @@ def knn_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] |
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS, ``probe="knn"``, metric "accuracy", and columns ``k, distance,
-    n_train, n_classes``.
+    DataFrame in the results schema, ``method="knn"``, measure "accuracy", and columns ``target, method, k,
+    distance, n_train, n_classes``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = knn_probe(x, labels, {"test": (x_test, flipped)}, ks=[5])
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()
+    {'train': 1.0, 'test': 0.8}
     """
     check_choice(metric, ["cosine", "euclidean"], "metric")
     n_boot, ci_level = check_ci(n_boot, ci_level)
     seed = check_int(seed, "seed")
     ks = [check_int(k, f"ks[{i}]", minimum=1) for i, k in enumerate(_check_sequence(ks, "ks"))]
-    prob = prepare(features, labels, evals, targets_name="labels")
+    prob = prepare(x, labels, evals)
     n = len(prob.y_train)
     if max(ks) >= n:
         raise ValueError(f"ks contains k={max(ks)} but there are only N={n} training examples; every k must be "
@@ -312,11 +339,11 @@ def knn_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] |
                 preds[split] = counts.argmax(dim=1)  # first maximum = lowest class id
             params = {"k": k, "distance": metric, "n_train": n, "n_classes": prob.n_classes}
             rows += classification_rows(layer, "knn", target, preds, labels_by, params, n_boot, ci_level, seed)
-    return result_frame(rows)
+    return table(rows, prob.x)
 
 
 # ===================================================================================== nearest class mean
-def prototype_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def prototype_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                     metric: str = "euclidean", center: bool = False, target: str = "label", n_boot: int = 1000,
                     ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Nearest-class-mean (prototype) probe: predict the class whose training mean is closest.
@@ -330,15 +357,26 @@ def prototype_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, A
     normalisation of SimpleShot (Wang et al. 2019). Unlike :func:`gaussian_nb_probe`, no variances or
     priors are used.
 
-    Returns a table with RESULT_COLUMNS, ``probe="prototype"``, metric "accuracy", columns ``distance,
-    centered, n_train, n_classes``. Other arguments as :func:`ridge_probe`.
+    Returns a table in the results schema, ``method="prototype"``, measure "accuracy", columns ``target,
+    method, distance, centered, n_train, n_classes``. Other arguments as :func:`ridge_probe`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = prototype_probe(x, labels, {"test": (x_test, flipped)})
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()
+    {'train': 1.0, 'test': 0.8}
     """
     check_choice(metric, ["cosine", "euclidean"], "metric")
     if not isinstance(center, bool):
         raise TypeError(f"center must be True or False, got {type(center).__name__}")
     n_boot, ci_level = check_ci(n_boot, ci_level)
     seed = check_int(seed, "seed")
-    prob = prepare(features, labels, evals, targets_name="labels")
+    prob = prepare(x, labels, evals)
     labels_by = _labels_by_split(prob)
     rows: list[dict[str, Any]] = []
     k = prob.n_classes
@@ -350,18 +388,18 @@ def prototype_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, A
         protos = torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, y, xt) / counts[:, None]
         if metric == "cosine":
             protos_u = _unit_rows(protos)
-            score = lambda q: _unit_rows(q) @ protos_u.T  # noqa: E731
+            score = lambda q, p=protos_u: _unit_rows(q) @ p.T  # noqa: E731
         else:
             sq = protos.square().sum(dim=1)
-            score = lambda q: 2.0 * (q @ protos.T) - sq  # noqa: E731  (= |q|^2 - ||q - mu||^2)
+            score = lambda q, p=protos, sq=sq: 2.0 * (q @ p.T) - sq  # noqa: E731  (= |q|^2 - ||q - mu||^2)
         preds = {split: score(q - shift).argmax(dim=1) for split, q in {"train": x, **xe}.items()}
         params = {"distance": metric, "centered": center, "n_train": len(y), "n_classes": k}
         rows += classification_rows(layer, "prototype", target, preds, labels_by, params, n_boot, ci_level, seed)
-    return result_frame(rows)
+    return table(rows, prob.x)
 
 
 # ================================================================================= Gaussian naive Bayes
-def gaussian_nb_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def gaussian_nb_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                       var_smoothing: float = 1e-9, target: str = "label", n_boot: int = 1000,
                       ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Gaussian naive Bayes probe: class-conditional independent Gaussians per feature.
@@ -372,14 +410,25 @@ def gaussian_nb_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any,
     exactly ``sklearn.naive_bayes.GaussianNB(var_smoothing=...)``. Features are used as given (the model
     is invariant to per-feature shifts and scalings except through ``eps``). Ties -> lowest class id.
 
-    Returns a table with RESULT_COLUMNS, ``probe="gaussian_nb"``, metric "accuracy", columns
-    ``var_smoothing, n_train, n_classes``. Raises ValueError if every feature is constant on the training
-    split (all variances would be 0). Other arguments as :func:`ridge_probe`.
+    Returns a table in the results schema, ``method="gaussian_nb"``, measure "accuracy", columns
+    ``target, method, var_smoothing, n_train, n_classes``. Raises ValueError if every feature is constant on
+    the training split (all variances would be 0). Other arguments as :func:`ridge_probe`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = gaussian_nb_probe(x, labels, {"test": (x_test, flipped)})
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()
+    {'train': 1.0, 'test': 0.8}
     """
     var_smoothing = check_number(var_smoothing, "var_smoothing", low=0.0)
     n_boot, ci_level = check_ci(n_boot, ci_level)
     seed = check_int(seed, "seed")
-    prob = prepare(features, labels, evals, targets_name="labels")
+    prob = prepare(x, labels, evals)
     labels_by = _labels_by_split(prob)
     rows: list[dict[str, Any]] = []
     k = prob.n_classes
@@ -400,13 +449,14 @@ def gaussian_nb_probe(features: Any, labels: Any, evals: Mapping[str, tuple[Any,
         inv = 1.0 / var
         const = log_prior - 0.5 * torch.log(2 * math.pi * var).sum(dim=1) - 0.5 * (means.square() * inv).sum(dim=1)
 
-        def jll(q: torch.Tensor) -> torch.Tensor:
+        def jll(q: torch.Tensor, const: torch.Tensor = const, means: torch.Tensor = means,
+                inv: torch.Tensor = inv) -> torch.Tensor:
             return const + q @ (means * inv).T - 0.5 * q.square() @ inv.T
 
         preds = {split: jll(q - shift).argmax(dim=1) for split, q in {"train": x, **xe}.items()}
         params = {"var_smoothing": var_smoothing, "n_train": len(y), "n_classes": k}
         rows += classification_rows(layer, "gaussian_nb", target, preds, labels_by, params, n_boot, ci_level, seed)
-    return result_frame(rows)
+    return table(rows, prob.x)
 
 
 # ================================================================================================== MLP
@@ -478,7 +528,7 @@ def _train_mlp(x: torch.Tensor, y: torch.Tensor, fit_idx: np.ndarray, val_idx: n
     return best_state, best_epoch, epoch
 
 
-def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
+def mlp_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
               task: str = "classification", hidden: int = 64, lr: float = 1e-2, weight_decay: float = 0.0,
               batch_size: int = 128, max_epochs: int = 200, patience: int = 20, val_fraction: float = 0.1,
               target: str | Sequence[str] | None = None, n_boot: int = 1000, ci_level: float = 0.95,
@@ -489,10 +539,11 @@ def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] 
     mean cross-entropy over ``K`` logits; regression the mean squared error on targets standardized with
     fit-part statistics (predictions are mapped back). Training: a held-out validation part of the training
     split (``val_fraction``, stratified by class for classification, at least one example per class) is
-    set aside; Adam (Kingma & Ba 2015; step size ``lr``; ``weight_decay`` is the L2 term
-    that ``torch.optim.Adam`` adds to the gradient) on shuffled minibatches of the rest; after every epoch the validation loss is
-    computed and the parameters with the lowest one are kept; training stops ``patience`` epochs after
-    the last improvement or at ``max_epochs``. Initialisation is ``torch.nn.Linear``'s default.
+    set aside; Adam (Kingma & Ba 2015; step size ``lr``; ``weight_decay`` is the L2 term that
+    ``torch.optim.Adam`` adds to the gradient) on shuffled minibatches of the rest; after every epoch the
+    validation loss is computed and the parameters with the lowest one are kept; training stops
+    ``patience`` epochs after the last improvement or at ``max_epochs``. Initialisation is
+    ``torch.nn.Linear``'s default.
 
     Deterministic: initialisation, split and shuffling come from ``seed`` (a private generator; the global
     torch RNG is neither used nor changed), arithmetic is float64; same inputs and seed -> the same table
@@ -507,8 +558,19 @@ def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] 
 
     Returns
     -------
-    DataFrame with RESULT_COLUMNS, ``probe="mlp"``, metric "accuracy" or "r2", columns ``hidden,
-    best_epoch, epochs, n_train`` (+ ``n_classes``).
+    DataFrame in the results schema, ``method="mlp"``, measure "accuracy" or "r2", columns ``target,
+    method, hidden, best_epoch, epochs, n_train`` (+ ``n_classes``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1], 50); x = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]   # two far-apart blobs
+    >>> x_test = rng.normal(size=(100, 4)) + 6 * np.eye(4)[labels]
+    >>> flipped = np.r_[1 - labels[:20], labels[20:]]     # 20 of 100 test labels wrong: a perfect probe scores 0.8
+    >>> t = mlp_probe(x, labels, {"test": (x_test, flipped)}, max_epochs=20)
+    >>> t.query("measure == 'accuracy'").set_index("split").value.to_dict()
+    {'train': 1.0, 'test': 0.8}
     """
     check_choice(task, ["classification", "regression"], "task")
     hidden = check_int(hidden, "hidden", minimum=1)
@@ -520,7 +582,7 @@ def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] 
     val_fraction = check_number(val_fraction, "val_fraction", low=0.0, high=0.5, low_open=True)
     n_boot, ci_level = check_ci(n_boot, ci_level)
     seed = check_int(seed, "seed")
-    prob = prepare(features, targets, evals, task=task, targets_name="targets", min_rows=4)
+    prob = prepare(x, labels, evals, task=task, min_rows=4)
     labels_by = _labels_by_split(prob)
     n = len(prob.y_train)
     if task == "classification":
@@ -528,7 +590,7 @@ def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] 
         names = [check_target_name("label" if target is None else target)]
     else:
         perm = np.random.default_rng(seed).permutation(n)
-        m = max(2, int(round(val_fraction * n)))
+        m = max(2, round(val_fraction * n))
         if n - m < 2:
             raise ValueError(f"only {n} training examples: too few to hold {m} out for early stopping")
         val_idx, fit_idx = np.sort(perm[:m]), np.sort(perm[m:])
@@ -561,4 +623,4 @@ def mlp_probe(features: Any, targets: Any, evals: Mapping[str, tuple[Any, Any]] 
         else:
             preds = {s: o * y_scale + y_mean for s, o in out.items()}
             rows += regression_rows(layer, "mlp", names, preds, labels_by, params, n_boot, ci_level, seed)
-    return result_frame(rows)
+    return table(rows, prob.x)

@@ -1,7 +1,8 @@
-"""Shared pieces of every probe: the result table's columns and bootstrap confidence intervals.
+"""Bootstrap confidence intervals shared by every probe.
 
-Every probe returns a tidy table with the columns :data:`RESULT_COLUMNS` (one row per layer × probe ×
-target × split × metric, plus probe-specific parameter columns such as ``C`` or ``k`` after them).
+Every probe returns a table in the one results schema (:mod:`workbench.results`: ``run, step, layer,
+layer_index, measure, split, value, ci_low, ci_high``, then the extras ``target``, ``method`` and the probe's
+parameters such as ``C``, ``k`` or ``n_train``), one row per layer × method × target × split × measure.
 
 Confidence intervals (:func:`bootstrap_ci`): nonparametric percentile bootstrap over test examples
 (Efron & Tibshirani 1993, ch. 13): resample the ``n`` per-example scores with replacement ``B`` times,
@@ -14,11 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "bootstrap_ci", "result_frame"]
-
-RESULT_COLUMNS = ["layer", "probe", "target", "split", "metric", "value", "ci_low", "ci_high"]
+__all__ = ["bootstrap_ci"]
 
 
 def bootstrap_ci(scores: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
@@ -36,6 +34,14 @@ def bootstrap_ci(scores: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: 
     Returns
     -------
     (low, high). A single score gives ``(score, score)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bootstrap_ci(np.ones(20))                                     # no spread, no interval
+    (1.0, 1.0)
+    >>> [round(v, 1) for v in bootstrap_ci(np.r_[np.zeros(50), np.ones(50)])]   # ~0.5 +- 1.96 * 0.05
+    [0.4, 0.6]
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
@@ -54,13 +60,3 @@ def bootstrap_ci(scores: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: 
         means[start:stop] = s[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
-
-
-def result_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts) → DataFrame with :data:`RESULT_COLUMNS` first, then any extra parameter columns."""
-    frame = pd.DataFrame(rows)
-    for col in RESULT_COLUMNS:
-        if col not in frame:
-            frame[col] = np.nan
-    extra = [c for c in frame.columns if c not in RESULT_COLUMNS]
-    return frame[RESULT_COLUMNS + extra]

@@ -11,15 +11,16 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import torch
 
-from ._common import as_layers, check_int, check_number, to_numpy
+from ..activations import as_layers
+from ._common import check_int, check_number, to_numpy
 
 __all__ = ["TokenRows", "token_rows", "sentence_split"]
 
 
 class TokenRows(NamedTuple):
-    """Flat token rows. ``features`` is [M, D] (or a layer mapping), the rest are [M] numpy arrays."""
+    """Flat token rows. ``x`` is [M, D] (or a layer mapping), the rest are [M] numpy arrays."""
 
-    features: Any
+    x: Any
     labels: np.ndarray
     sentence: np.ndarray
     position: np.ndarray
@@ -36,12 +37,12 @@ def _grid(x: Any, name: str, shape: tuple[int, int] | None) -> np.ndarray:
     return arr
 
 
-def _keep_mask(features: Any, labels: Any, attention_mask: Any, types: Any,
-               ignore_index: int | None) -> tuple[dict, bool, np.ndarray, np.ndarray, np.ndarray | None]:
-    layers, is_mapping = as_layers(features, "features")
+def _keep_mask(x: Any, labels: Any, attention_mask: Any, types: Any,
+               ignore_index: int | None) -> tuple[Mapping, bool, np.ndarray, np.ndarray, np.ndarray | None]:
+    layers, is_mapping = as_layers(x, "x")
     shape = None
     for layer, x in layers.items():
-        lname = f"features[{layer!r}]" if is_mapping else "features"
+        lname = f"x[{layer!r}]" if is_mapping else "x"
         if not isinstance(x, (np.ndarray, torch.Tensor)):
             raise TypeError(f"{lname} must be a numpy array or torch tensor [N, T, D], got {type(x).__name__}")
         if x.ndim != 3:
@@ -64,9 +65,9 @@ def _keep_mask(features: Any, labels: Any, attention_mask: Any, types: Any,
     return layers, is_mapping, y, keep, t
 
 
-def token_rows(features: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
+def token_rows(x: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
                ignore_index: int | None = -100) -> TokenRows:
-    """Flatten token features ``[N, T, D]`` and token labels ``[N, T]`` into rows, dropping padding.
+    """Flatten token representations ``x`` ``[N, T, D]`` and token labels ``[N, T]`` into rows, dropping padding.
 
     A token is kept when its ``attention_mask`` entry is 1/True (all kept if omitted) and, for integer
     labels, its label differs from ``ignore_index`` (the -100 convention of PyTorch / Hugging Face for
@@ -75,7 +76,7 @@ def token_rows(features: Any, labels: Any, attention_mask: Any = None, *, types:
 
     Parameters
     ----------
-    features : [N, T, D] array/tensor or mapping layer -> [N, T, D_layer] (same N, T for every layer).
+    x : [N, T, D] array/tensor or mapping layer -> [N, T, D_layer] (same N, T for every layer).
     labels : [N, T] class ids or values.
     attention_mask : [N, T] of 0/1 or bool, optional.
     types : [N, T] input types (e.g. token ids), optional - carried along for control tasks.
@@ -83,31 +84,39 @@ def token_rows(features: Any, labels: Any, attention_mask: Any = None, *, types:
 
     Returns
     -------
-    TokenRows(features [M, D] or mapping, labels [M], sentence [M], position [M], types [M] or None).
+    TokenRows(x [M, D] or mapping, labels [M], sentence [M], position [M], types [M] or None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> feats = np.arange(12.0).reshape(2, 3, 2)                      # 2 sentences x 3 tokens x 2 features
+    >>> rows = token_rows(feats, [[1, 2, -100], [3, -100, -100]])      # -100: a token to drop
+    >>> rows.labels.tolist(), rows.sentence.tolist(), rows.position.tolist(), rows.x[-1].tolist()
+    ([1, 2, 3], [0, 0, 1], [0, 1, 0], [6.0, 7.0])
     """
-    layers, is_mapping, y, keep, t = _keep_mask(features, labels, attention_mask, types, ignore_index)
+    layers, is_mapping, y, keep, t = _keep_mask(x, labels, attention_mask, types, ignore_index)
     sent, pos = np.nonzero(keep)
     flat = {}
-    for layer, x in layers.items():
-        if isinstance(x, torch.Tensor):
-            flat[layer] = x[torch.as_tensor(keep, device=x.device)]
+    for layer, z in layers.items():
+        if isinstance(z, torch.Tensor):
+            flat[layer] = z[torch.as_tensor(keep, device=z.device)]
         else:
-            flat[layer] = x[keep]
+            flat[layer] = z[keep]
     feats = flat if is_mapping else next(iter(flat.values()))
     return TokenRows(feats, y[keep], sent, pos, None if t is None else t[keep])
 
 
-def _take(features: Any, rows: np.ndarray) -> Any:
-    def one(x):
-        if isinstance(x, torch.Tensor):
-            return x[torch.as_tensor(rows, device=x.device)]
-        return x[rows]
-    if isinstance(features, Mapping):
-        return {k: one(v) for k, v in features.items()}
-    return one(features)
+def _take(x: Any, rows: np.ndarray) -> Any:
+    def one(z):
+        if isinstance(z, torch.Tensor):
+            return z[torch.as_tensor(rows, device=z.device)]
+        return z[rows]
+    if isinstance(x, Mapping):
+        return {k: one(v) for k, v in x.items()}
+    return one(x)
 
 
-def sentence_split(features: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
+def sentence_split(x: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
                    test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0,
                    ignore_index: int | None = -100) -> tuple:
     """Split sentences into train / (val) / test, then flatten each part into token rows.
@@ -119,26 +128,34 @@ def sentence_split(features: Any, labels: Any, attention_mask: Any = None, *, ty
 
     Returns
     -------
-    ``(X_train, y_train, evals)`` with ``evals = {"test": (X, y)[, "val": (X, y)]}`` - ready for any
-    probe, e.g. ``knn_probe(*sentence_split(feats, tags, mask))``. With ``types`` given:
-    ``(X_train, y_train, types_train, evals)`` with ``(X, y, types)`` triples - the arguments of
+    ``(x, labels, evals)`` (the training tokens) with ``evals = {"test": (X, y)[, "val": (X, y)]}`` - ready
+    for any probe, e.g. ``knn_probe(*sentence_split(feats, tags, mask))``. With ``types`` given:
+    ``(x, labels, types, evals)`` with ``(X, y, types)`` triples - the arguments of
     :func:`workbench.probing.controls.selectivity`.
 
     Raises
     ------
     ValueError: fewer than 2 sentences, fractions leaving no training sentence, or a split without any
     kept token; plus the checks of :func:`token_rows`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> feats = np.random.default_rng(0).normal(size=(10, 4, 3)); tags = np.tile([0, 1, 2, 3], (10, 1))
+    >>> x_train, y_train, evals = sentence_split(feats, tags, test_fraction=0.2)    # 10 sentences of 4 tokens
+    >>> len(y_train), len(evals["test"][1])                                      # 8 and 2 whole sentences
+    (32, 8)
     """
     test_fraction = check_number(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     val_fraction = check_number(val_fraction, "val_fraction", low=0.0, high=1.0, high_open=True)
     seed = check_int(seed, "seed")
-    rows = token_rows(features, labels, attention_mask, types=types, ignore_index=ignore_index)
-    layers, _ = as_layers(features, "features")
+    rows = token_rows(x, labels, attention_mask, types=types, ignore_index=ignore_index)
+    layers, _ = as_layers(x, "x")
     n = next(iter(layers.values())).shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 sentences to split by sentence, got {n}")
-    n_test = max(1, int(round(test_fraction * n)))
-    n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n))
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
     if n_test + n_val >= n:
         raise ValueError(f"test_fraction={test_fraction} and val_fraction={val_fraction} leave no training sentence "
                          f"out of {n}; lower them")
@@ -153,7 +170,7 @@ def sentence_split(features: Any, labels: Any, attention_mask: Any = None, *, ty
             raise ValueError(f"the {name!r} sentences contain no kept token (all padding or ignore_index); "
                              "change seed/fractions or check the attention mask")
         t = None if rows.types is None else rows.types[idx]
-        out[name] = (_take(rows.features, idx), rows.labels[idx], t)
+        out[name] = (_take(rows.x, idx), rows.labels[idx], t)
     x_tr, y_tr, t_tr = out.pop("train")
     if types is None:
         return x_tr, y_tr, {k: (x, y) for k, (x, y, _) in out.items()}

@@ -11,6 +11,7 @@ import torch
 from scipy.stats import rankdata
 
 from .._validation import check_choice, check_fraction
+from ..results import tidy
 from .result import CHANNEL_REDUCTIONS, Attribution, feature_map
 
 __all__ = ["rank_correlation", "topk_overlap", "drift"]
@@ -85,7 +86,9 @@ def drift(attributions: Sequence[Attribution], *, k: float = 0.1, channels: str 
 
     Returns
     -------
-    DataFrame with ``run_a, step_a, run_b, step_b, measure, value, n, k, method``.
+    DataFrame in the results schema (:mod:`workbench.results`): ``run`` / ``step`` of the first attribution of
+    each pair, ``measure``, ``value``, then the extra columns ``run_b``, ``step_b`` (the second attribution),
+    ``example`` (with ``per_example``) or ``n`` (examples with a finite value), ``k`` and ``method``.
     """
     check_choice(pairs, ("all", "consecutive"), "pairs")
     check_choice(channels, CHANNEL_REDUCTIONS, "channels")
@@ -110,14 +113,11 @@ def drift(attributions: Sequence[Attribution], *, k: float = 0.1, channels: str 
     for i, j in index_pairs:
         a, b = items[i], items[j]
         values = {"spearman": rank_correlation(maps[i], maps[j]), "topk_overlap": topk_overlap(maps[i], maps[j], k)}
-        meta = {"run_a": a.run, "step_a": a.step, "run_b": b.run, "step_b": b.step}
+        meta = {"run": a.run, "step": a.step, "run_b": b.run, "step_b": b.step}
         for measure, v in values.items():
             if per_example:
-                rows.append(pd.DataFrame({**meta, "example": np.arange(len(v)), "measure": measure, "value": v}))
+                rows.append(pd.DataFrame({**meta, "measure": measure, "value": v, "example": np.arange(len(v))}))
             else:
                 rows.append(pd.DataFrame([{**meta, "measure": measure, "value": float(np.nanmean(v)),
                                            "n": int(np.isfinite(v).sum())}]))
-    df = pd.concat(rows, ignore_index=True)
-    df["k"] = k
-    df["method"] = first.method
-    return df
+    return tidy(pd.concat(rows, ignore_index=True), k=k, method=first.method)

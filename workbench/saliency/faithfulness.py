@@ -3,8 +3,9 @@
 Every measure takes the call shape of :func:`~workbench.saliency.attribute` — ``(model, inputs, method=...,
 target=..., baselines=..., layer=..., batch_size=..., output=..., **method_kwargs)`` — and attributes first;
 or ``inputs`` may be an :class:`~workbench.saliency.Attribution`, whose inputs, method, targets, baselines and
-``output`` are then reused. Results are tidy per-example frames (``example, target, measure, value`` and the
-attribution's ``method, model, run, step, layer``).
+``output`` are then reused. Results are per-example tables in the results schema (:mod:`workbench.results`:
+``run``, ``step``, ``layer`` of the attribution, ``measure``, ``value``) with the extra columns ``example``,
+``target``, ``method``, ``model``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from captum.metrics import sensitivity_max as _captum_sensitivity_max
 from torch import nn
 
 from .._validation import check_choice, check_positive_int
+from ..results import check_tidy, tidy
 from . import _forward as fw
 from .attribute import attribute
 from .result import Attribution, feature_map
@@ -156,9 +158,10 @@ def perturbation_curves(model: nn.Module, inputs: Any, method: str = "integrated
     starts from the reference and puts them back from ``x``. The reference is ``reference`` if given, else the
     attribution's baselines (zeros when none; token inputs: their baseline token ids).
 
-    Returns a tidy frame ``example, target, curve, fraction (= n_j / F), n_features, measure, value`` with
-    ``measure = "probability"`` (softmax of the scores at the target) for ``[N, K]`` scores, or ``"score"``
-    (the raw score) for one-score-per-example outputs, plus the attribution's metadata. See :func:`curve_auc`.
+    Returns a table in the results schema with ``measure = "probability"`` (softmax of the scores at the target)
+    for ``[N, K]`` scores, or ``"score"`` (the raw score) for one-score-per-example outputs, and the extra
+    columns ``example, target, curve, fraction (= n_j / F), n_features``, ``method``, ``model``. See
+    :func:`curve_auc`.
     """
     steps = check_positive_int(steps, "steps")
     curves = [curves] if isinstance(curves, str) else list(curves)
@@ -221,13 +224,10 @@ def perturbation_curves(model: nn.Module, inputs: Any, method: str = "integrated
     for curve in curves:
         p = torch.cat([part[curve] for part in parts], dim=1).numpy()  # [k+1, N]
         j, e = np.meshgrid(np.arange(steps + 1), np.arange(n), indexing="ij")
-        frames.append(pd.DataFrame({"example": e.ravel(), "target": tgt[e.ravel()], "curve": curve,
-                                    "fraction": counts.numpy()[j.ravel()] / F, "n_features": counts.numpy()[j.ravel()],
-                                    "measure": measure, "value": p.ravel()}))
-    df = pd.concat(frames, ignore_index=True)
-    for k, v in a.metadata().items():
-        df[k] = v
-    return df
+        frames.append(pd.DataFrame({"measure": measure, "value": p.ravel(), "example": e.ravel(),
+                                    "target": tgt[e.ravel()], "curve": curve,
+                                    "fraction": counts.numpy()[j.ravel()] / F, "n_features": counts.numpy()[j.ravel()]}))
+    return a._schema(pd.concat(frames, ignore_index=True))
 
 
 def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
@@ -235,11 +235,13 @@ def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
     fraction axis: ``AUC = sum_j (f_{j+1} - f_j) (p_j + p_{j+1}) / 2`` over ``f`` in ``[0, 1]``.
 
     Lower deletion AUC and higher insertion AUC mean a more faithful ranking. Returns one row per example and
-    curve: ``measure`` = ``deletion_auc`` / ``insertion_auc``, ``value`` the area, and the other columns kept.
+    curve in the results schema: ``measure`` = ``deletion_auc`` / ``insertion_auc``, ``value`` the area, and
+    the other columns kept.
     """
     need = {"example", "curve", "fraction", "value"}
     if not isinstance(curves, pd.DataFrame) or not need <= set(curves.columns):
         raise ValueError(f"curves must be the DataFrame from perturbation_curves (columns {sorted(need)})")
+    check_tidy(curves, "curve_auc(curves)")
     keys = [c for c in curves.columns if c not in ("fraction", "n_features", "value", "measure")]
 
     def area(g):
@@ -248,8 +250,8 @@ def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
 
     out = curves.groupby(keys, dropna=False, sort=False)[["fraction", "value"]].apply(area).rename("value")
     out = out.reset_index()
-    out.insert(out.columns.get_loc("value"), "measure", out["curve"] + "_auc")
-    return out
+    out["measure"] = out["curve"] + "_auc"
+    return tidy(out)
 
 
 def completeness_gap(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,

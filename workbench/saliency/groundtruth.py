@@ -77,9 +77,11 @@ def localization(attributions: Attribution | Iterable[Attribution], masks: Any, 
                  per_example: bool = False) -> pd.DataFrame:
     """Mask mass and pointing-game hit rate per attribution (run/checkpoint), tidy.
 
-    Returns ``run, step, method, model, layer, measure, value, n`` with ``measure`` in ``mask_mass`` (mean of
-    :func:`mask_mass`) and ``pointing_game`` (hit rate of :func:`pointing_game` at ``tolerance``), one row per
-    attribution and measure; ``per_example=True`` gives one row per example instead (column ``example``).
+    Returns a table in the results schema (:mod:`workbench.results`; ``run``, ``step``, ``layer`` of each
+    attribution) with ``measure`` in ``mask_mass`` (mean of :func:`mask_mass`) and ``pointing_game`` (hit rate
+    of :func:`pointing_game` at ``tolerance``), one row per attribution and measure, and the extra columns
+    ``n`` (examples with a finite value), ``method``, ``model``, ``tolerance``; ``per_example=True`` gives one
+    row per example instead (extra columns ``example``, ``target`` in place of ``n``).
     """
     items = [attributions] if isinstance(attributions, Attribution) else list(attributions)
     if not items or not all(isinstance(a, Attribution) for a in items):
@@ -92,9 +94,8 @@ def localization(attributions: Attribution | Iterable[Attribution], masks: Any, 
         if per_example:
             df = a.example_frame(values)
         else:
-            meta = a.metadata()
-            df = pd.DataFrame([{**meta, "measure": k, "value": float(np.nanmean(v)), "n": int(np.isfinite(v).sum())}
-                               for k, v in values.items()])
+            df = a._schema(pd.DataFrame([{"measure": k, "value": float(np.nanmean(v)), "n": int(np.isfinite(v).sum())}
+                                         for k, v in values.items()]))
         df["tolerance"] = tolerance
         rows.append(df)
     return pd.concat(rows, ignore_index=True)

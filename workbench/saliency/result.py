@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from .._validation import check_choice
+from ..results import tidy
 
 __all__ = ["Attribution", "CHANNEL_REDUCTIONS", "feature_map"]
 
@@ -118,14 +119,23 @@ class Attribution:
     def metadata(self) -> dict[str, Any]:
         return {"method": self.method, "model": self.model, "run": self.run, "step": self.step, "layer": self.layer}
 
-    def frame(self, channels: str | None = None) -> pd.DataFrame:
-        """Tidy table, one row per example x attributed element.
+    def _schema(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` (``measure``, ``value`` and extra columns) in the results schema (:mod:`workbench.results`)
+        with this attribution's ``run``, ``step`` and ``layer`` (the attributed module's path; NaN for
+        input attributions and where unknown; ``layer_index`` NaN), then the extra columns ``method`` and
+        ``model``."""
+        meta = {k: (np.nan if v is None else v) for k, v in self.metadata().items()}
+        return tidy(rows, layer_index=np.nan, **meta)
 
-        Columns: ``example``, ``target``, the element's index columns (``channel, row, col`` for images,
-        ``channel, position`` for signals, ``position, token`` for tokens, ``feature`` for features —
-        a conv layer's output is indexed like an image or signal — and ``index`` for other layer shapes; the
-        channel column is dropped when ``channels`` reduces it, see
-        :func:`feature_map`), ``value`` and ``method, model, run, step, layer``.
+    def frame(self, channels: str | None = None) -> pd.DataFrame:
+        """Tidy table, one row per example x attributed element, in the results schema:
+        ``measure`` ``"attribution"``, ``value`` the attribution.
+
+        Extra columns: ``example``, ``target``, the element's index columns (``channel, row, col`` for
+        images, ``channel, position`` for signals, ``position, token`` for tokens, ``feature`` for features —
+        a conv layer's output is indexed like an image or signal — and ``element`` (flat position) for other
+        layer shapes; the channel column is dropped when ``channels`` reduces it, see :func:`feature_map`),
+        then ``method, model``.
         """
         a = self.attributions if channels is None else self.map(channels)
         n = len(a)
@@ -133,7 +143,7 @@ class Attribution:
         names = _INDEX_NAMES.get((self.kind, a.ndim))
         if names is None:  # e.g. a layer attribution of another shape: one flat index per example
             a = a.reshape(n, -1)
-            names = ["index"]
+            names = ["element"]
         idx = np.indices(a.shape).reshape(a.ndim, -1)
         df = pd.DataFrame({"example": idx[0]})
         targets = self.targets.numpy() if self.targets is not None else np.full(n, -1)
@@ -142,13 +152,13 @@ class Attribution:
             df[name] = idx[i]
         if self.kind == "tokens" and self.tokens is not None and a.ndim == 2:
             df["token"] = [self.tokens[e][p] for e, p in zip(idx[0], idx[1])]
+        df["measure"] = "attribution"
         df["value"] = a.reshape(-1)
-        for k, v in self.metadata().items():
-            df[k] = v
-        return df
+        return self._schema(df)
 
     def per_example(self) -> pd.DataFrame:
-        """Per-example reductions, tidy: ``example, target, measure, value`` and the metadata columns.
+        """Per-example reductions in the results schema (as :meth:`frame`), extra columns ``example``,
+        ``target``, ``method``, ``model``.
 
         Measures: ``sum`` (sum a), ``abs_sum`` (sum |a|), ``l2`` (sqrt(sum a^2)), ``max_abs`` (max |a|),
         ``score`` (the attributed output F(x)) and, where available, ``delta`` (captum's convergence delta).
@@ -164,13 +174,11 @@ class Attribution:
         return self.example_frame(cols)
 
     def example_frame(self, measures: dict[str, Any]) -> pd.DataFrame:
-        """Tidy per-example table of ``measures`` (name -> ``[N]`` values): ``example, target, measure, value``
-        and the metadata columns ``method, model, run, step, layer``."""
+        """Per-example table of ``measures`` (name -> ``[N]`` values) in the results schema:
+        ``measure``, ``value``, extra columns ``example``, ``target``, ``method``, ``model``."""
         targets = self.targets.numpy() if self.targets is not None else np.full(len(self), -1)
-        rows = [pd.DataFrame({"example": np.arange(len(self)), "target": targets, "measure": m,
-                              "value": np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64)})
+        rows = [pd.DataFrame({"measure": m,
+                              "value": np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v, dtype=np.float64),
+                              "example": np.arange(len(self)), "target": targets})
                 for m, v in measures.items()]
-        df = pd.concat(rows, ignore_index=True)
-        for k, v in self.metadata().items():
-            df[k] = v
-        return df
+        return self._schema(pd.concat(rows, ignore_index=True))

@@ -21,6 +21,6 @@ from .neighbors import jaccard_knn, jaccard_knn_matrix, knn_indices, mutual_knn,
 from .rsa import rdm, rsa, rsa_matrix
 from .shape import shape_distance, shape_matrix
 
-__all__ = ["cka", "cka_matrix", "MinibatchCKA", "minibatch_cka", "canonical_correlations", "cca", "svcca", "pwcca", "cca_matrix", "svcca_matrix",
-           "pwcca_matrix", "shape_distance", "shape_matrix", "rdm", "rsa", "rsa_matrix", "knn_indices",
-           "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jaccard_knn_matrix"]
+__all__ = ["cka", "cka_matrix", "MinibatchCKA", "minibatch_cka", "canonical_correlations", "cca", "svcca", "pwcca",
+           "cca_matrix", "svcca_matrix", "pwcca_matrix", "shape_distance", "shape_matrix", "rdm", "rsa", "rsa_matrix",
+           "knn_indices", "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jaccard_knn_matrix"]

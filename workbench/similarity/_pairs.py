@@ -1,5 +1,6 @@
-"""Layer × layer plumbing shared by every similarity measure: validate two layer → array mappings, prepare
-each layer once, compare every pair, return a tidy table or a matrix.
+"""Layer × layer plumbing shared by every similarity measure: validate two representations (an array, a tensor,
+an ``Activations`` or a layer → array mapping), prepare each layer once, compare every pair, return a table in
+the results schema (:mod:`workbench.results`) or a matrix.
 
 A measure family provides ``prepare(x: Tensor[N, d], name: str) -> P`` (everything about one layer that the
 comparison needs: centering, whitening, RDM, neighbour lists …) and ``compare(pa: P, pb: P) -> float``;
@@ -15,29 +16,29 @@ import pandas as pd
 import torch
 
 from .._validation import as_2d_tensor, check_choice
+from ..activations import as_layers
+from ..results import tidy
 
-__all__ = ["layer_dict", "check_same_rows", "to_frame", "pairwise", "same_device", "OUTPUTS", "TIDY_COLUMNS"]
+__all__ = ["layer_dict", "check_same_rows", "to_frame", "pairwise", "same_device", "OUTPUTS", "PAIR_COLUMNS"]
 
 OUTPUTS = ("tidy", "matrix")
-TIDY_COLUMNS = ["layer_a", "layer_b", "index_a", "index_b", "measure", "value"]
+#: the columns that name a layer pair in a tidy similarity table (``layer`` is the row layer, from ``a``)
+PAIR_COLUMNS = ("layer", "layer_b", "layer_index", "layer_index_b")
 P = TypeVar("P")
 
 
 def layer_dict(layers: Any, arg: str, *, min_rows: int = 2) -> dict[str, torch.Tensor]:
-    """Validate a mapping layer name → [N, d] array/tensor; float64 tensors on their own device."""
-    if not isinstance(layers, Mapping):
-        raise TypeError(f"{arg} must be a mapping layer name -> [N, d] array, got {type(layers).__name__}; "
-                        f"wrap a single array as {{'layer': x}}")
-    if len(layers) == 0:
-        raise ValueError(f"{arg} is empty; pass at least one layer")
+    """Validate one representation — a [N, d] array or tensor (the one layer ``"features"``), an ``Activations``
+    or a mapping layer name → [N, d] array/tensor — as float64 tensors on their own device, in mapping order."""
+    layers, _ = as_layers(layers, arg)
     return {str(k): as_2d_tensor(v, f"{arg}[{k!r}]", min_rows=min_rows) for k, v in layers.items()}
 
 
 def check_same_rows(layers_a: Mapping[str, torch.Tensor], layers_b: Mapping[str, torch.Tensor] | None) -> int:
     """All layers of both mappings must hold the same N examples; returns N. The error names the odd ones."""
-    sizes = {f"A[{k!r}]": int(v.shape[0]) for k, v in layers_a.items()}
+    sizes = {f"a[{k!r}]": int(v.shape[0]) for k, v in layers_a.items()}
     if layers_b is not None:
-        sizes.update({f"B[{k!r}]": int(v.shape[0]) for k, v in layers_b.items()})
+        sizes.update({f"b[{k!r}]": int(v.shape[0]) for k, v in layers_b.items()})
     ref = next(iter(sizes.values()))
     if len(set(sizes.values())) > 1:
         odd = ", ".join(f"{k} has {n}" for k, n in sizes.items() if n != ref)
@@ -53,34 +54,44 @@ def same_device(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def to_frame(names_a: list[str], names_b: list[str], values: np.ndarray, measure: str,
              output: str = "tidy") -> pd.DataFrame:
-    """A [len(names_a), len(names_b)] value matrix as a tidy table (columns :data:`TIDY_COLUMNS`, ``index_*`` =
-    position of the layer in its mapping) or as a DataFrame indexed ``layer_a`` × ``layer_b``."""
+    """A [len(names_a), len(names_b)] value matrix as a table in the results schema (:mod:`workbench.results`):
+    one row per pair, ``layer`` / ``layer_index`` the layer of ``a`` and its position in its mapping,
+    ``layer_b`` / ``layer_index_b`` those of ``b``, ``measure``, ``value``; ``run``, ``step``, ``split`` and
+    the CIs NaN. ``output="matrix"``: a DataFrame with index ``layer`` (``a``'s layers) and columns
+    ``layer_b``."""
     check_choice(output, OUTPUTS, "output")
     if output == "matrix":
-        return pd.DataFrame(values, index=pd.Index(names_a, name="layer_a"),
+        return pd.DataFrame(values, index=pd.Index(names_a, name="layer"),
                             columns=pd.Index(names_b, name="layer_b"))
-    rows = [(na, nb, i, j, measure, float(values[i, j]))
-            for i, na in enumerate(names_a) for j, nb in enumerate(names_b)]
-    return pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    la, lb = len(names_a), len(names_b)
+    rows = pd.DataFrame({
+        "layer": np.repeat(np.asarray(names_a, dtype=object), lb),
+        "layer_index": np.repeat(np.arange(la), lb),
+        "measure": measure,
+        "value": np.asarray(values, dtype=np.float64).reshape(-1),
+        "layer_b": np.tile(np.asarray(names_b, dtype=object), la),
+        "layer_index_b": np.tile(np.arange(lb), la),
+    })
+    return tidy(rows)
 
 
-def pairwise(A: Mapping[str, Any], B: Mapping[str, Any] | None, prepare: Callable[[torch.Tensor, str], P],
-             compare: Callable[[P, P], float], measure: str, *, output: str = "tidy", symmetric: bool = True,
-             min_rows: int = 2) -> pd.DataFrame:
-    """``compare(prepare(A[i]), prepare(B[j]))`` for every layer pair; each layer prepared exactly once.
+def pairwise(a: Any, b: Any, prepare: Callable[[torch.Tensor, str], P], compare: Callable[[P, P], float],
+             measure: str, *, output: str = "tidy", symmetric: bool = True, min_rows: int = 2) -> pd.DataFrame:
+    """``compare(prepare(a[i]), prepare(b[j]))`` for every layer pair; each layer prepared exactly once.
 
-    ``B=None`` compares ``A`` with itself; when the measure is ``symmetric`` only the upper triangle is computed
-    and mirrored. Layers may differ in width but must share N (checked, with the odd layers named).
+    ``a``, ``b``: an array or tensor (the one layer ``"features"``), an ``Activations`` or a mapping layer ->
+    [N, d]. ``b=None`` compares ``a`` with itself; when the measure is ``symmetric`` only the upper triangle is
+    computed and mirrored. Layers may differ in width but must share N (checked, with the odd layers named).
     """
     check_choice(output, OUTPUTS, "output")
-    layers_a = layer_dict(A, "A", min_rows=min_rows)
-    layers_b = None if B is None else layer_dict(B, "B", min_rows=min_rows)
+    layers_a = layer_dict(a, "a", min_rows=min_rows)
+    layers_b = None if b is None else layer_dict(b, "b", min_rows=min_rows)
     check_same_rows(layers_a, layers_b)
     names_a = list(layers_a)
     names_b = names_a if layers_b is None else list(layers_b)
     tensors = same_device(list(layers_a.values()) + ([] if layers_b is None else list(layers_b.values())))
-    prep_a = [prepare(t, f"A[{k!r}]") for k, t in zip(names_a, tensors[:len(names_a)])]
-    prep_b = prep_a if layers_b is None else [prepare(t, f"B[{k!r}]")
+    prep_a = [prepare(t, f"a[{k!r}]") for k, t in zip(names_a, tensors[:len(names_a)])]
+    prep_b = prep_a if layers_b is None else [prepare(t, f"b[{k!r}]")
                                               for k, t in zip(names_b, tensors[len(names_a):])]
     values = np.empty((len(prep_a), len(prep_b)))
     for i, pa in enumerate(prep_a):

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -134,7 +134,7 @@ def _check_samples(a: _Basis, b: _Basis, hint: str) -> None:
             f"whatever the data (CCA is degenerate unless rank_x + rank_y <= N - 1). {hint}")
 
 
-_HINT_CCA = ("Reduce the dimension first with svcca(X, Y, variance=...) or svcca(X, Y, dims=...), "
+_HINT_CCA = ("Reduce the dimension first with svcca(a, b, variance=...) or svcca(a, b, dims=...), "
              "or use more examples")
 _HINT_SVCCA = "Keep fewer directions (smaller variance, or dims) or use more examples"
 
@@ -161,14 +161,14 @@ def _pwcca_value(a: _Basis, b: _Basis) -> float:
     return float((alpha * rho).sum() / alpha.sum())
 
 
-def _pair(X: Any, Y: Any, rtol: float | None) -> tuple[_Basis, _Basis]:
-    x = as_2d_tensor(X, "X", min_rows=2)
-    y = as_2d_tensor(Y, "Y", min_rows=2)
+def _pair(a: Any, b: Any, rtol: float | None) -> tuple[_Basis, _Basis]:
+    x = as_2d_tensor(a, "a", min_rows=2)
+    y = as_2d_tensor(b, "b", min_rows=2)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mismatched number of samples: X has {x.shape[0]}, Y has {y.shape[0]}; "
+        raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    return _decompose(x, "X", rtol), _decompose(y, "Y", rtol)
+    return _decompose(x, "a", rtol), _decompose(y, "b", rtol)
 
 
 def _check_svcca_args(variance: Any, dims: Any) -> tuple[float | None, tuple[int, int] | None]:
@@ -193,7 +193,7 @@ def _check_svcca_args(variance: Any, dims: Any) -> tuple[float | None, tuple[int
     return float(variance), None
 
 
-def canonical_correlations(X: Any, Y: Any, rtol: float | None = None) -> np.ndarray:
+def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.ndarray:
     """All canonical correlations of two representations of the same examples, largest first.
 
     ``rho_i`` = singular values of ``Qx^T Qy`` with ``Qx``, ``Qy`` orthonormal bases of the centered column
@@ -203,8 +203,9 @@ def canonical_correlations(X: Any, Y: Any, rtol: float | None = None) -> np.ndar
 
     Parameters
     ----------
-    X, Y : array or tensor, shapes [N, p] and [N, q]
-        Rows are examples (same order in both); computed in float64 on the inputs' device.
+    a, b : array or tensor, shapes [N, p] and [N, q]
+        The representations ``X`` and ``Y``: rows are examples (same order in both); computed in float64 on
+        the inputs' device.
     rtol : float or None
         Singular values of a centered representation ``<= rtol * largest`` count as zero (default
         ``max(N, width) * 2.2e-16``). For float32 activations with exactly collinear columns computed in
@@ -219,13 +220,21 @@ def canonical_correlations(X: Any, Y: Any, rtol: float | None = None) -> np.ndar
     ValueError
         NaN/Inf, 1-D input, different ``N``, a constant representation, or ``rank Xc + rank Yc > N - 1``
         (some correlations would be 1 whatever the data; use :func:`svcca` or more examples).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3)); y = np.c_[x[:, :2] @ rng.normal(size=(2, 2)), rng.normal(size=500)]
+    >>> canonical_correlations(x, y).round(2)          # two shared directions; the third of y is independent noise
+    array([1.  , 1.  , 0.07])
     """
-    a, b = _pair(X, Y, _check_rtol(rtol))
-    _check_samples(a, b, _HINT_CCA)
-    return _correlations(a, b).cpu().numpy()
+    pa, pb = _pair(a, b, _check_rtol(rtol))
+    _check_samples(pa, pb, _HINT_CCA)
+    return _correlations(pa, pb).cpu().numpy()
 
 
-def cca(X: Any, Y: Any, summary: str = "mean", rtol: float | None = None) -> float:
+def cca(a: Any, b: Any, *, summary: str = "mean", rtol: float | None = None) -> float:
     """CCA similarity of two representations: mean canonical correlation or ``R^2_CCA``.
 
     ``summary="mean"``: ``rho_bar = (1/k) sum_i rho_i``; ``summary="r2"``: ``R^2_CCA = (1/k) sum_i rho_i^2``
@@ -234,11 +243,12 @@ def cca(X: Any, Y: Any, summary: str = "mean", rtol: float | None = None) -> flo
 
     Invariant to invertible linear transforms and translations of either input; symmetric in ``X``, ``Y``.
     Differs from :func:`svcca` (no dimensionality reduction) and :func:`pwcca` (unweighted mean).
-    Morcos et al.'s distance is ``1 - cca(X, Y)``.
+    Morcos et al.'s distance is ``1 - cca(a, b)``.
 
     Parameters
     ----------
-    X, Y : array or tensor, shapes [N, p] and [N, q]
+    a, b : array or tensor, shapes [N, p] and [N, q]
+        The representations ``X`` and ``Y``.
     summary : {"mean", "r2"}
     rtol : float or None
         Rank tolerance, see :func:`canonical_correlations`.
@@ -253,14 +263,22 @@ def cca(X: Any, Y: Any, summary: str = "mean", rtol: float | None = None) -> flo
     ValueError
         As :func:`canonical_correlations`, in particular when ``rank Xc + rank Yc > N - 1`` (e.g. ``N <=
         max(p, q)``): CCA is degenerate there; use :func:`svcca` or more examples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3)); y = np.c_[x[:, :2] @ rng.normal(size=(2, 2)), rng.normal(size=500)]
+    >>> round(cca(x, x @ rng.normal(size=(3, 3)) + 5), 6), round(cca(x, y), 2)   # invertible map: 1; (1 + 1 + 0.07) / 3
+    (1.0, 0.69)
     """
     check_choice(summary, _SUMMARIES, "summary")
-    a, b = _pair(X, Y, _check_rtol(rtol))
-    _check_samples(a, b, _HINT_CCA)
-    return _summary(_correlations(a, b), summary)
+    pa, pb = _pair(a, b, _check_rtol(rtol))
+    _check_samples(pa, pb, _HINT_CCA)
+    return _summary(_correlations(pa, pb), summary)
 
 
-def svcca(X: Any, Y: Any, variance: float | None = None, dims: int | tuple[int, int] | None = None,
+def svcca(a: Any, b: Any, *, variance: float | None = None, dims: int | tuple[int, int] | None = None,
           rtol: float | None = None) -> float:
     """Singular vector CCA (Raghu et al. 2017, "SVCCA", NeurIPS): truncated SVD of each, then mean CCA.
 
@@ -277,7 +295,8 @@ def svcca(X: Any, Y: Any, variance: float | None = None, dims: int | tuple[int, 
 
     Parameters
     ----------
-    X, Y : array or tensor, shapes [N, p] and [N, q]
+    a, b : array or tensor, shapes [N, p] and [N, q]
+        The representations ``X`` and ``Y``.
     variance : float in (0, 1] or None
         Fraction of each representation's variance to keep (default 0.99 when ``dims`` is None).
     dims : int or (int, int) or None
@@ -295,16 +314,25 @@ def svcca(X: Any, Y: Any, variance: float | None = None, dims: int | tuple[int, 
     ValueError
         Both ``variance`` and ``dims``; ``dims`` above the rank; ``kx + ky > N - 1`` (keep fewer directions);
         otherwise as :func:`canonical_correlations`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3)) @ np.diag([10.0, 5.0, 0.01])         # the third direction holds ~0 variance
+    >>> y = np.c_[x[:, :2], rng.normal(size=500)]                           # same two directions, plus noise
+    >>> round(svcca(x, y, dims=2), 6)                                       # keep the top-2 SVD directions of each: 1
+    1.0
     """
     variance, dims_pair = _check_svcca_args(variance, dims)
-    a, b = _pair(X, Y, _check_rtol(rtol))
-    a = _truncate(a, variance, None if dims_pair is None else dims_pair[0])
-    b = _truncate(b, variance, None if dims_pair is None else dims_pair[1])
-    _check_samples(a, b, _HINT_SVCCA)
-    return _summary(_correlations(a, b), "mean")
+    pa, pb = _pair(a, b, _check_rtol(rtol))
+    pa = _truncate(pa, variance, None if dims_pair is None else dims_pair[0])
+    pb = _truncate(pb, variance, None if dims_pair is None else dims_pair[1])
+    _check_samples(pa, pb, _HINT_SVCCA)
+    return _summary(_correlations(pa, pb), "mean")
 
 
-def pwcca(X: Any, Y: Any, rtol: float | None = None) -> float:
+def pwcca(a: Any, b: Any, *, rtol: float | None = None) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018, NeurIPS; Kornblith et al. 2019, Table 1).
 
     ``PWCCA(X, Y) = sum_i alpha_i rho_i / sum_i alpha_i`` with ``alpha_i = sum_j |<h_i, x_j>|``: ``rho_i`` the
@@ -312,19 +340,20 @@ def pwcca(X: Any, Y: Any, rtol: float | None = None) -> float:
     ``Xc w_i``) and ``x_j`` the centered neurons (columns) of ``X``. Directions that account for more of ``X``'s
     neurons weigh more. Uniform weights give :func:`cca` (mean).
 
-    **Asymmetric: the weights always come from the first argument, X.** Morcos et al.'s reference code
+    **Asymmetric: the weights always come from the first argument, a (``X`` above).** Morcos et al.'s reference code
     (google/svcca ``compute_pwcca``) instead takes the weights from whichever representation has fewer neurons,
     and projects the *uncentered* activations onto a QR basis of the variates; for that convention pass the
     narrower representation first (values then differ only through the centering). Morcos et al.'s distance
-    is ``1 - pwcca(X, Y)``. When canonical correlations are tied (e.g. several exactly 1) the variates within
+    is ``1 - pwcca(a, b)``. When canonical correlations are tied (e.g. several exactly 1) the variates within
     a tie are not unique and neither are their weights; the value is unique when the ``rho_i`` are distinct
     or all equal.
 
     Parameters
     ----------
-    X : array or tensor [N, p]
-        The representation whose neurons define the weights.
-    Y : array or tensor [N, q]
+    a : array or tensor [N, p]
+        The representation ``X`` whose neurons define the weights.
+    b : array or tensor [N, q]
+        The representation ``Y``.
     rtol : float or None
         Rank tolerance, see :func:`canonical_correlations`.
 
@@ -337,18 +366,26 @@ def pwcca(X: Any, Y: Any, rtol: float | None = None) -> float:
     ------
     ValueError
         As :func:`cca`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3))
+    >>> round(pwcca(x, 2 * x @ rng.normal(size=(3, 3)) - 1), 6)      # an invertible linear map of x: 1
+    1.0
     """
-    a, b = _pair(X, Y, _check_rtol(rtol))
-    _check_samples(a, b, _HINT_CCA)
-    return _pwcca_value(a, b)
+    pa, pb = _pair(a, b, _check_rtol(rtol))
+    _check_samples(pa, pb, _HINT_CCA)
+    return _pwcca_value(pa, pb)
 
 
 # ---------------------------------------------------------------- all pairs of layers
 
 
-def cca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, summary: str = "mean",
-               rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
-    """:func:`cca` for every layer of ``A`` against every layer of ``B`` (``B=None``: ``A`` against itself).
+def cca_matrix(a: Any, b: Any = None, *, summary: str = "mean", rtol: float | None = None,
+               output: str = "tidy") -> pd.DataFrame:
+    """:func:`cca` for every layer of ``a`` against every layer of ``b`` (``b=None``: ``a`` against itself).
 
     Each layer is centered and decomposed (thin SVD) exactly once; a pair costs one ``[rx, ry]`` product of the
     orthonormal bases and its singular values. Same definition, rank handling and sample-size condition as
@@ -356,17 +393,29 @@ def cca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, summary
 
     Parameters
     ----------
-    A, B : mapping layer name -> array or tensor [N, d_layer]
+    a, b : array or tensor [N, d] (the one layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
         Same ``N`` examples in the same order everywhere; widths may differ.
     summary : {"mean", "r2"}
     rtol : float or None
     output : {"tidy", "matrix"}
-        "tidy": columns ``layer_a, layer_b, index_a, index_b, measure, value`` with ``measure`` "cca_mean" or
-        "cca_r2"; "matrix": ``A``'s layers as the index, ``B``'s as the columns.
+        "tidy": the results schema (:mod:`workbench.results`), one row per pair, with ``layer``/``layer_index``
+        from ``a``, ``layer_b``/``layer_index_b`` from ``b`` and ``measure`` "cca_mean" or "cca_r2" (as
+        :func:`~workbench.similarity.cka_matrix`); "matrix": ``a``'s layers as the index (``layer``), ``b``'s as
+        the columns (``layer_b``).
 
     Returns
     -------
     pandas.DataFrame
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3)); y = np.c_[x[:, :2] @ rng.normal(size=(2, 2)), rng.normal(size=500)]
+    >>> cca_matrix({"x": x, "y": y}, output="matrix").to_numpy().round(2)        # off-diagonal: cca(x, y)
+    array([[1.  , 0.69],
+           [0.69, 1.  ]])
     """
     check_choice(summary, _SUMMARIES, "summary")
     rtol = _check_rtol(rtol)
@@ -375,20 +424,29 @@ def cca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, summary
         _check_samples(a, b, _HINT_CCA)
         return _summary(_correlations(a, b), summary)
 
-    return pairwise(A, B, lambda x, name: _decompose(x, name, rtol), compare, f"cca_{summary}", output=output)
+    return pairwise(a, b, lambda x, name: _decompose(x, name, rtol), compare, f"cca_{summary}", output=output)
 
 
-def svcca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, variance: float | None = None,
-                 dims: int | None = None, rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
+def svcca_matrix(a: Any, b: Any = None, *, variance: float | None = None, dims: int | None = None,
+                 rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`svcca` for every layer pair; each layer is decomposed and truncated exactly once.
 
     Same rule as :func:`svcca`: per layer, the smallest ``k`` whose cumulative variance fraction reaches
     ``variance`` (default 0.99), or exactly ``dims`` directions for every layer (one int here). ``measure`` is
     ``"svcca_var{variance}"`` or ``"svcca_dims{dims}"``. Other parameters and the output as :func:`cca_matrix`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3)) @ np.diag([10.0, 5.0, 0.01]); y = np.c_[x[:, :2], rng.normal(size=500)]
+    >>> svcca_matrix({"x": x, "y": y}, dims=2, output="matrix").to_numpy().round(6)   # as svcca(x, y, dims=2)
+    array([[1., 1.],
+           [1., 1.]])
     """
     if isinstance(dims, (tuple, list)):
         raise TypeError("svcca_matrix takes one int for dims (applied to every layer); "
-                        "call svcca(X, Y, dims=(dx, dy)) for a single pair with different dims")
+                        "call svcca(a, b, dims=(dx, dy)) for a single pair with different dims")
     variance, dims_pair = _check_svcca_args(variance, dims)
     rtol = _check_rtol(rtol)
     keep = None if dims_pair is None else dims_pair[0]
@@ -401,16 +459,24 @@ def svcca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, varia
         return _summary(_correlations(a, b), "mean")
 
     measure = f"svcca_var{variance:g}" if keep is None else f"svcca_dims{keep}"
-    return pairwise(A, B, prepare, compare, measure, output=output)
+    return pairwise(a, b, prepare, compare, measure, output=output)
 
 
-def pwcca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, rtol: float | None = None,
-                 output: str = "tidy") -> pd.DataFrame:
-    """:func:`pwcca` for every layer pair, weights from the **row** layer: ``value[i, j] = pwcca(A[i], B[j])``.
+def pwcca_matrix(a: Any, b: Any = None, *, rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
+    """:func:`pwcca` for every layer pair, weights from the **row** layer: ``value[i, j] = pwcca(a[i], b[j])``.
 
-    Each layer is decomposed once. PWCCA is asymmetric, so with ``B=None`` the full matrix is computed (not
-    mirrored): ``value[i, j]`` uses ``A[i]``'s weights, ``value[j, i]`` ``A[j]``'s. ``measure`` is "pwcca".
+    Each layer is decomposed once. PWCCA is asymmetric, so with ``b=None`` the full matrix is computed (not
+    mirrored): ``value[i, j]`` uses ``a[i]``'s weights, ``value[j, i]`` ``a[j]``'s. ``measure`` is "pwcca".
     Other parameters and the output as :func:`cca_matrix`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(500, 3))
+    >>> pwcca_matrix({"x": x, "mixed": x @ rng.normal(size=(3, 3))}, output="matrix").to_numpy().round(6)
+    array([[1., 1.],
+           [1., 1.]])
     """
     rtol = _check_rtol(rtol)
 
@@ -418,5 +484,5 @@ def pwcca_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, rtol:
         _check_samples(a, b, _HINT_CCA)
         return _pwcca_value(a, b)
 
-    return pairwise(A, B, lambda x, name: _decompose(x, name, rtol), compare, "pwcca", output=output,
+    return pairwise(a, b, lambda x, name: _decompose(x, name, rtol), compare, "pwcca", output=output,
                     symmetric=False)

@@ -286,7 +286,7 @@ def _min_rows(debiased: bool) -> int:
     return 4 if debiased else 2
 
 
-def cka(X: Any, Y: Any, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5) -> float:
+def cka(a: Any, b: Any, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5) -> float:
     """Centered kernel alignment between two representations of the same ``N`` examples.
 
     ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` (Kornblith et al. 2019, Eq. 4) with the biased
@@ -301,7 +301,7 @@ def cka(X: Any, Y: Any, kernel: str = "linear", debiased: bool = False, sigma: f
 
     Parameters
     ----------
-    X, Y : array or tensor, shape [N, p] and [N, q]
+    a, b : array or tensor, shape [N, p] and [N, q]
         Rows are examples (same order in both). Integer input is converted; 1-D input is an error.
     kernel : {"linear", "rbf"}
     debiased : bool
@@ -323,17 +323,25 @@ def cka(X: Any, Y: Any, kernel: str = "linear", debiased: bool = False, sigma: f
     ValueError
         NaN/Inf, 1-D input, different ``N``, too few samples (``N < 2``; ``N < 4`` if debiased),
         a representation that is constant over all samples (CKA undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(1000, 8)); q, _ = np.linalg.qr(rng.normal(size=(8, 8)))    # q: a random rotation
+    >>> round(cka(x, 3 * x @ q + 1), 6), round(cka(x, x[:, :2]), 2)    # rotated + rescaled: 1; 2 of 8 dims: ~sqrt(2/8)
+    (1.0, 0.47)
     """
     _check_args(kernel, debiased, sigma)
-    x = as_2d_tensor(X, "X", min_rows=_min_rows(debiased))
-    y = as_2d_tensor(Y, "Y", min_rows=_min_rows(debiased))
+    x = as_2d_tensor(a, "a", min_rows=_min_rows(debiased))
+    y = as_2d_tensor(b, "b", min_rows=_min_rows(debiased))
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mismatched number of samples: X has {x.shape[0]}, Y has {y.shape[0]}; "
+        raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    a = _prepare(x, "X", kernel, sigma)
-    b = _prepare(y, "Y", kernel, sigma)
-    return _hsic(a, b, debiased) / float(np.sqrt(_self_hsic(a, debiased) * _self_hsic(b, debiased)))
+    pa = _prepare(x, "a", kernel, sigma)
+    pb = _prepare(y, "b", kernel, sigma)
+    return _hsic(pa, pb, debiased) / float(np.sqrt(_self_hsic(pa, debiased) * _self_hsic(pb, debiased)))
 
 
 # ------------------------------------------------------------------------------ all pairs at once
@@ -593,9 +601,9 @@ def _check_self(values: np.ndarray, names: list[str], debiased: bool) -> None:
             raise _self_error(name, float(value), debiased)
 
 
-def cka_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, kernel: str = "linear",
-               debiased: bool = False, sigma: float = 0.5, output: str = "tidy") -> pd.DataFrame:
-    """CKA between every layer of ``A`` and every layer of ``B`` (``B=None``: ``A`` against itself).
+def cka_matrix(a: Any, b: Any = None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
+               output: str = "tidy") -> pd.DataFrame:
+    """CKA between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` against itself).
 
     Same definition as :func:`cka` (Kornblith et al. 2019, Eq. 4; unbiased HSIC of Song et al. 2012,
     Thm. 2, when ``debiased``) and the same values up to rounding. Each layer is centered (float64) and
@@ -608,20 +616,24 @@ def cka_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, kernel:
     widths and all Grams fit in 1 GiB, linear layers are all kept as (packed, about 0.6 N^2 entries) Grams
     if that needs fewer flops (their cross terms are then one [L, P] x [P, L] GEMM); both plans give the
     same values.
-    With ``B=None`` each unordered pair is computed once and mirrored. Values stay on the inputs' device
+    With ``b=None`` each unordered pair is computed once and mirrored. Values stay on the inputs' device
     until the end (one transfer).
 
     Parameters
     ----------
-    A, B : mapping layer name -> array or tensor [N, d_layer]
-        All layers (of both mappings) must hold the same ``N`` examples in the same order; widths may differ.
+    a, b : array or tensor [N, d], ``Activations``, or mapping layer name -> array or tensor [N, d_layer]
+        A single array or tensor is the one layer ``"features"``, so ``cka_matrix(x, y)`` is ``cka(x, y)`` as
+        a one-row table. All layers (of both) must hold the same ``N`` examples in the same order; widths may
+        differ.
     kernel, debiased, sigma
         As in :func:`cka`.
     output : {"tidy", "matrix"}
-        "tidy": one row per pair with columns ``layer_a, layer_b, index_a, index_b, measure, value``
-        (``index_*`` = position of the layer in its mapping; ``measure`` is "cka_linear",
-        "cka_linear_debiased", "cka_rbf" or "cka_rbf_debiased").
-        "matrix": values with ``A``'s layers as the index and ``B``'s as the columns.
+        "tidy": a table in the results schema (:mod:`workbench.results`), one row per pair: ``layer`` and
+        ``layer_index`` (the layer of ``a`` and its position in ``a``), ``measure`` ("cka_linear",
+        "cka_linear_debiased", "cka_rbf" or "cka_rbf_debiased"), ``value``, then ``layer_b`` and
+        ``layer_index_b`` (the layer of ``b``); ``run``, ``step``, ``split`` and the CIs are NaN.
+        "matrix": values with ``a``'s layers as the index (named ``layer``) and ``b``'s as the columns
+        (named ``layer_b``).
 
     Returns
     -------
@@ -632,12 +644,21 @@ def cka_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, kernel:
     ValueError
         Layers with different ``N`` (the message names them), constant layers, bad values (see :func:`cka`).
     TypeError
-        ``A``/``B`` not a mapping.
+        ``a``/``b`` not an array, a tensor or a mapping.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(1000, 8))
+    >>> cka_matrix({"x": x, "first4": x[:, :4], "rotated": x[:, ::-1]}, output="matrix").to_numpy().round(2)
+    array([[1. , 0.7, 1. ],
+           [0.7, 1. , 0.7],
+           [1. , 0.7, 1. ]])
     """
     _check_args(kernel, debiased, sigma)
     check_choice(output, OUTPUTS, "output")
-    layers_a = layer_dict(A, "A", min_rows=_min_rows(debiased))
-    layers_b = None if B is None else layer_dict(B, "B", min_rows=_min_rows(debiased))
+    layers_a = layer_dict(a, "a", min_rows=_min_rows(debiased))
+    layers_b = None if b is None else layer_dict(b, "b", min_rows=_min_rows(debiased))
     check_same_rows(layers_a, layers_b)
     names_a = list(layers_a)
     names_b = names_a if layers_b is None else list(layers_b)
@@ -648,8 +669,8 @@ def cka_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, kernel:
     all_gram = _prefer_gram(kernel, n, [int(t.shape[1]) for t in layers_a.values()],
                             None if layers_b is None else [int(t.shape[1]) for t in layers_b.values()])
     del tensors
-    side_a = _build_side(layers_a, "A", kernel, sigma, all_gram=all_gram)
-    side_b = None if layers_b is None else _build_side(layers_b, "B", kernel, sigma, all_gram=all_gram)
+    side_a = _build_side(layers_a, "a", kernel, sigma, all_gram=all_gram)
+    side_b = None if layers_b is None else _build_side(layers_b, "b", kernel, sigma, all_gram=all_gram)
     cross, self_a, self_b = _all_pairs(side_a, side_b, debiased)
     self_a_np = self_a.cpu().numpy()
     _check_self(self_a_np, [p.name for p in side_a.preps], debiased)
@@ -708,7 +729,7 @@ class MinibatchCKA:
 
     measure = "cka_linear_minibatch"
 
-    def __init__(self, kernel: str = "linear", precision: str = "float64") -> None:
+    def __init__(self, *, kernel: str = "linear", precision: str = "float64") -> None:
         check_choice(kernel, ("linear",), "kernel")
         check_choice(precision, ("float64", "float32"), "precision")
         self.kernel = kernel
@@ -732,21 +753,22 @@ class MinibatchCKA:
                 raise ValueError(f"{arg}[{name!r}] has width {int(t.shape[1])} but {first[name]} in the first "
                                  "batch; every batch must give each layer the same number of features")
 
-    def update(self, A_batch: Mapping[str, Any], B_batch: Mapping[str, Any] | None = None) -> "MinibatchCKA":
-        """Add one minibatch: ``A_batch`` (and ``B_batch``) map layer name -> [b, d] for the same ``b >= 4``
-        examples. ``B_batch=None`` compares ``A``'s layers with each other; that choice, the layer names
-        and widths must stay the same for every batch. Returns ``self``."""
-        layers_a = layer_dict(A_batch, "A_batch", min_rows=4)
-        layers_b = None if B_batch is None else layer_dict(B_batch, "B_batch", min_rows=4)
+    def update(self, a: Any, b: Any = None) -> MinibatchCKA:
+        """Add one minibatch: ``a`` (and ``b``) hold the same ``n >= 4`` examples, each an [n, d] array or
+        tensor (the one layer ``"features"``) or a mapping layer name -> [n, d]. ``b=None`` compares ``a``'s
+        layers with each other; that choice, the layer names and widths must stay the same for every batch.
+        Returns ``self``."""
+        layers_a = layer_dict(a, "a", min_rows=4)
+        layers_b = None if b is None else layer_dict(b, "b", min_rows=4)
         if self._layout is not None:
             first_a, first_b = self._layout
             if (first_b is None) != (layers_b is None):
-                raise ValueError("B_batch was " + ("given" if first_b is not None else "None")
+                raise ValueError("b was " + ("given" if first_b is not None else "None")
                                  + " in the first update and must be so in every update "
-                                 "(B_batch=None compares A_batch's layers with each other)")
-            self._check_layout("A_batch", layers_a, first_a)
+                                 "(b=None compares a's layers with each other)")
+            self._check_layout("a", layers_a, first_a)
             if layers_b is not None:
-                self._check_layout("B_batch", layers_b, first_b)
+                self._check_layout("b", layers_b, first_b)
         n = check_same_rows(layers_a, layers_b)
         names_a = list(layers_a)
         names_b = None if layers_b is None else list(layers_b)
@@ -755,10 +777,10 @@ class MinibatchCKA:
         all_gram = _prefer_gram("linear", n, [int(t.shape[1]) for t in tensors[:len(names_a)]],
                                 None if names_b is None else [int(t.shape[1]) for t in tensors[len(names_a):]])
         gram_dtype = torch.float32 if self.precision == "float32" else torch.float64
-        side_a = _build_side(dict(zip(names_a, tensors[:len(names_a)])), "A_batch", "linear", 0.5,
+        side_a = _build_side(dict(zip(names_a, tensors[:len(names_a)])), "a", "linear", 0.5,
                              check_constant=False, all_gram=all_gram, gram_dtype=gram_dtype,
                              workspace=self._workspace)
-        side_b = None if names_b is None else _build_side(dict(zip(names_b, tensors[len(names_a):])), "B_batch",
+        side_b = None if names_b is None else _build_side(dict(zip(names_b, tensors[len(names_a):])), "b",
                                                           "linear", 0.5, check_constant=False, all_gram=all_gram,
                                                           gram_dtype=gram_dtype, workspace=self._workspace)
         del tensors
@@ -780,22 +802,23 @@ class MinibatchCKA:
         self.n_samples += n
         return self
 
-    def result(self, output: str = "tidy") -> pd.DataFrame:
-        """Minibatch CKA for every layer pair so far, as a tidy table (``measure`` =
-        "cka_linear_minibatch") or a ``layer_a`` x ``layer_b`` matrix (``output="matrix"``).
+    def result(self, *, output: str = "tidy") -> pd.DataFrame:
+        """Minibatch CKA for every layer pair so far, as a table in the results schema (``measure`` =
+        "cka_linear_minibatch"; columns as :func:`cka_matrix`) or a ``layer`` x ``layer_b`` matrix
+        (``output="matrix"``).
 
         Raises ValueError before any :meth:`update`, or when a layer's mean self-HSIC_u is <= 0 (a layer
         constant in every batch)."""
         check_choice(output, OUTPUTS, "output")
         if self._cross is None:
-            raise ValueError("MinibatchCKA has no batches yet; call update(A_batch, B_batch) first")
+            raise ValueError("MinibatchCKA has no batches yet; call update(a, b) first")
         first_a, first_b = self._layout
         names_a = list(first_a)
         names_b = names_a if first_b is None else list(first_b)
         k = self.n_batches
         mean_a = (self._self_a / k).cpu().numpy()
         mean_b = (self._self_b / k).cpu().numpy()
-        for arg, names, means in (("A_batch", names_a, mean_a), ("B_batch", names_b, mean_b)):
+        for arg, names, means in (("a", names_a, mean_a), ("b", names_b, mean_b)):
             for name, value in zip(names, means):
                 if not value > 0.0:
                     raise ValueError(f"{arg}[{name!r}]: mean self-HSIC_u over {k} batch(es) is {value:.3g} <= 0, "
@@ -804,21 +827,30 @@ class MinibatchCKA:
         return to_frame(names_a, names_b, values, self.measure, output)
 
 
-def minibatch_cka(batches: Iterable[Any], kernel: str = "linear", output: str = "tidy") -> pd.DataFrame:
+def minibatch_cka(batches: Iterable[Any], *, kernel: str = "linear", output: str = "tidy") -> pd.DataFrame:
     """Minibatch CKA (Nguyen, Raghu & Kornblith 2021, ICLR, Sec. 3.1, Eq. 2-3) over an iterable of batches.
 
-    Each item is a pair ``(A_batch, B_batch)`` of mappings layer name -> [b, d] for the same ``b >= 4``
-    examples (``B_batch`` may be ``None``, or the item a single mapping, to compare ``A``'s layers with
-    each other). Shorthand for feeding :class:`MinibatchCKA` and calling ``result(output)``; see there for
-    the formula and how it differs from :func:`cka_matrix`.
+    Each item is a pair ``(a, b)`` of batches for the same ``n >= 4`` examples, each a mapping layer name ->
+    [n, d] (or one [n, d] array); ``b`` may be ``None``, or the item a single mapping, to compare ``a``'s
+    layers with each other. Shorthand for feeding :class:`MinibatchCKA` and calling ``result(output=...)``;
+    see there for the formula and how it differs from :func:`cka_matrix`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(64, 6))
+    >>> batches = [{"x": x[i:i + 16], "2x": 2 * x[i:i + 16]} for i in range(0, 64, 16)]    # 4 batches of 16
+    >>> minibatch_cka(batches, output="matrix").to_numpy().round(6)                        # invariant to scale
+    array([[1., 1.],
+           [1., 1.]])
     """
-    acc = MinibatchCKA(kernel)
+    acc = MinibatchCKA(kernel=kernel)
     for i, item in enumerate(batches):
-        if isinstance(item, Mapping):
+        if isinstance(item, (Mapping, np.ndarray, torch.Tensor)):
             acc.update(item)
         elif isinstance(item, (tuple, list)) and len(item) == 2:
             acc.update(item[0], item[1])
         else:
-            raise TypeError(f"batches[{i}] must be a pair (A_batch, B_batch) of layer -> [b, d] mappings "
-                            f"(or one mapping), got {type(item).__name__}")
-    return acc.result(output)
+            raise TypeError(f"batches[{i}] must be a pair (a, b) of layer -> [n, d] mappings "
+                            f"(or one mapping or array), got {type(item).__name__}")
+    return acc.result(output=output)

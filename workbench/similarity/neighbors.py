@@ -44,7 +44,7 @@ this one on tie-free data and may differ only where the k-th and (k+1)-th distan
 from __future__ import annotations
 
 import numbers
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import torch
@@ -130,7 +130,7 @@ def _knn(x: torch.Tensor, name: str, k: int, metric: str, block_size: int | None
     return out
 
 
-def knn_indices(X: Any, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> torch.Tensor:
+def knn_indices(x: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> torch.Tensor:
     """Indices of each example's ``k`` nearest neighbours among the other examples.
 
     Row ``i`` lists ``N_k(i)``: the ``k`` examples ``j != i`` with the smallest ``"cosine"`` distance
@@ -144,7 +144,7 @@ def knn_indices(X: Any, k: int = 10, metric: str = "cosine", block_size: int | N
 
     Parameters
     ----------
-    X : array or tensor [N, p]
+    x : array or tensor [N, p]
     k : int
         ``1 <= k <= N - 1``.
     metric : {"cosine", "euclidean"}
@@ -154,18 +154,25 @@ def knn_indices(X: Any, k: int = 10, metric: str = "cosine", block_size: int | N
     Returns
     -------
     torch.Tensor
-        int64 [N, k] on ``X``'s device.
+        int64 [N, k] on ``x``'s device.
 
     Raises
     ------
     ValueError
         ``k >= N``, NaN/Inf, an all-zero example with ``metric="cosine"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> angles = np.deg2rad([0, 10, 30, 70])                    # four points on the unit circle
+    >>> knn_indices(np.c_[np.cos(angles), np.sin(angles)], k=1).ravel().tolist()    # nearest other angle
+    [1, 0, 1, 2]
     """
     check_choice(metric, KNN_METRICS, "metric")
     block_size = _check_block(block_size)
-    x = as_2d_tensor(X, "X", min_rows=2)
-    k = _check_k(k, x.shape[0], "X")
-    return _knn(x, "X", k, metric, block_size)
+    t = as_2d_tensor(x, "x", min_rows=2)
+    k = _check_k(k, t.shape[0], "x")
+    return _knn(t, "x", k, metric, block_size)
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -188,20 +195,20 @@ def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((c / (2 * a.shape[1] - c)).mean())
 
 
-def _pair(X: Any, Y: Any, k: Any, metric: str, block_size: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(a: Any, b: Any, k: Any, metric: str, block_size: Any) -> tuple[torch.Tensor, torch.Tensor]:
     check_choice(metric, KNN_METRICS, "metric")
     block_size = _check_block(block_size)
-    x = as_2d_tensor(X, "X", min_rows=2)
-    y = as_2d_tensor(Y, "Y", min_rows=2)
+    x = as_2d_tensor(a, "a", min_rows=2)
+    y = as_2d_tensor(b, "b", min_rows=2)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mismatched number of samples: X has {x.shape[0]}, Y has {y.shape[0]}; "
+        raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
-    k = _check_k(k, x.shape[0], "X")
+    k = _check_k(k, x.shape[0], "a")
     x, y = same_device([x, y])
-    return _knn(x, "X", k, metric, block_size), _knn(y, "Y", k, metric, block_size)
+    return _knn(x, "a", k, metric, block_size), _knn(y, "b", k, metric, block_size)
 
 
-def mutual_knn(X: Any, Y: Any, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
+def mutual_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mutual k-nearest-neighbour alignment (Huh et al. 2024).
 
     ``(1/N) sum_i |N_k^X(i) ∩ N_k^Y(i)| / k``: the mean fraction of each example's ``k`` nearest neighbours (self
@@ -211,8 +218,8 @@ def mutual_knn(X: Any, Y: Any, k: int = 10, metric: str = "cosine", block_size: 
 
     Parameters
     ----------
-    X, Y : array or tensor [N, p] and [N, q]
-        The same examples in the same order; widths may differ.
+    a, b : array or tensor [N, p] and [N, q]
+        The representations ``X`` and ``Y``: the same examples in the same order; widths may differ.
     k : int
         Neighbours per example, ``1 <= k <= N - 1`` (Huh et al. use 10).
     metric : {"cosine", "euclidean"}
@@ -227,12 +234,20 @@ def mutual_knn(X: Any, Y: Any, k: int = 10, metric: str = "cosine", block_size: 
     ------
     ValueError
         Different ``N``, ``k >= N``, NaN/Inf, an all-zero example with ``metric="cosine"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def on_circle(degrees): return np.c_[np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))]
+    >>> x, y = on_circle([0, 10, 30, 70]), on_circle([0, 55, 30, 70])      # cosine neighbours = nearest angles
+    >>> mutual_knn(x, y, k=2)          # shared 2-NN per point: 2, 1, 2, 2 of 2
+    0.875
     """
-    a, b = _pair(X, Y, k, metric, block_size)
-    return _mutual(a, b)
+    na, nb = _pair(a, b, k, metric, block_size)
+    return _mutual(na, nb)
 
 
-def jaccard_knn(X: Any, Y: Any, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
+def jaccard_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mean Jaccard similarity of the two k-NN sets of each example (k-NN Jaccard; Klabunde et al. 2023).
 
     ``(1/N) sum_i |N_k^X(i) ∩ N_k^Y(i)| / |N_k^X(i) ∪ N_k^Y(i)|``, self excluded from the neighbour sets. With
@@ -241,53 +256,83 @@ def jaccard_knn(X: Any, Y: Any, k: int = 10, metric: str = "cosine", block_size:
 
     Parameters
     ----------
-    X, Y, k, metric, block_size
+    a, b, k, metric, block_size
         As in :func:`mutual_knn`.
 
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def on_circle(degrees): return np.c_[np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))]
+    >>> x, y = on_circle([0, 10, 30, 70]), on_circle([0, 55, 30, 70])      # cosine neighbours = nearest angles
+    >>> round(jaccard_knn(x, y, k=2), 4)    # |intersection| / |union| per point: 1, 1/3, 1, 1
+    0.8333
     """
-    a, b = _pair(X, Y, k, metric, block_size)
-    return _jaccard(a, b)
+    na, nb = _pair(a, b, k, metric, block_size)
+    return _jaccard(na, nb)
 
 
-def _matrix(A, B, k, metric, block_size, output, name, fn) -> pd.DataFrame:
+def _matrix(a, b, k, metric, block_size, output, name, fn) -> pd.DataFrame:
     check_choice(metric, KNN_METRICS, "metric")
     block_size = _check_block(block_size)
 
     def prepare(x: torch.Tensor, layer: str) -> torch.Tensor:
         return _knn(x, layer, _check_k(k, x.shape[0], layer), metric, block_size)
 
-    return pairwise(A, B, prepare, fn, f"{name}_{metric}_k{k}", output=output, symmetric=True, min_rows=2)
+    return pairwise(a, b, prepare, fn, f"{name}_{metric}_k{k}", output=output, symmetric=True, min_rows=2)
 
 
-def mutual_knn_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, k: int = 10,
-                      metric: str = "cosine", block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
-    """:func:`mutual_knn` between every layer of ``A`` and every layer of ``B`` (``B=None``: ``A`` with itself).
+def mutual_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
+                      block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
+    """:func:`mutual_knn` between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` with itself).
 
     Each layer's k-NN lists are computed once (``N x k`` integers kept per layer); each pair then costs
     ``O(N k^2)`` comparisons.
 
     Parameters
     ----------
-    A, B : mapping layer name -> array or tensor [N, d_layer]
+    a, b : array or tensor [N, d] (the one layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
         All layers hold the same examples in the same order.
     k, metric, block_size
         As in :func:`mutual_knn`.
     output : {"tidy", "matrix"}
-        "tidy": columns ``layer_a, layer_b, index_a, index_b, measure, value`` with
-        ``measure = "mutual_knn_<metric>_k<k>"``; "matrix": ``A``'s layers as index, ``B``'s as columns.
+        "tidy": the results schema, one row per pair (``layer``, ``layer_index``, ``layer_b``,
+        ``layer_index_b``; as :func:`~workbench.similarity.cka_matrix`) with
+        ``measure = "mutual_knn_<metric>_k<k>"``; "matrix": ``a``'s layers as index (``layer``), ``b``'s as
+        columns (``layer_b``).
 
     Returns
     -------
     pandas.DataFrame
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def on_circle(degrees): return np.c_[np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))]
+    >>> x, y = on_circle([0, 10, 30, 70]), on_circle([0, 55, 30, 70])      # cosine neighbours = nearest angles
+    >>> mutual_knn_matrix({"x": x, "y": y}, k=2, output="matrix").to_numpy()
+    array([[1.   , 0.875],
+           [0.875, 1.   ]])
     """
-    return _matrix(A, B, k, metric, block_size, output, "mutual_knn", _mutual)
+    return _matrix(a, b, k, metric, block_size, output, "mutual_knn", _mutual)
 
 
-def jaccard_knn_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, k: int = 10,
-                       metric: str = "cosine", block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
+def jaccard_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
+                       block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`jaccard_knn` between every layer pair; as :func:`mutual_knn_matrix` with
-    ``measure = "jaccard_knn_<metric>_k<k>"``."""
-    return _matrix(A, B, k, metric, block_size, output, "jaccard_knn", _jaccard)
+    ``measure = "jaccard_knn_<metric>_k<k>"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> def on_circle(degrees): return np.c_[np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))]
+    >>> x, y = on_circle([0, 10, 30, 70]), on_circle([0, 55, 30, 70])      # cosine neighbours = nearest angles
+    >>> jaccard_knn_matrix({"x": x, "y": y}, k=2, output="matrix").to_numpy().round(4)
+    array([[1.    , 0.8333],
+           [0.8333, 1.    ]])
+    """
+    return _matrix(a, b, k, metric, block_size, output, "jaccard_knn", _jaccard)

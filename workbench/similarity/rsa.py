@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -227,10 +227,10 @@ def _check_metric_args(metric: str, max_n: Any) -> int:
     return int(max_n)
 
 
-def rdm(X: Any, metric: str = "correlation", square: bool = False, max_n: int = _MAX_N) -> torch.Tensor:
+def rdm(x: Any, *, metric: str = "correlation", square: bool = False, max_n: int = _MAX_N) -> torch.Tensor:
     """Representational dissimilarity matrix of one representation (Kriegeskorte et al. 2008).
 
-    ``D_ij = d(x_i, x_j)`` between the rows (examples) of ``X`` for the metrics of the module docstring:
+    ``D_ij = d(x_i, x_j)`` between the rows (examples) of ``x`` for the metrics of the module docstring:
     ``"euclidean"`` ``||x_i - x_j||``; ``"sqeuclidean"`` ``||x_i - x_j||^2``; ``"correlation"`` ``1 - r`` with
     ``r`` the Pearson correlation between the two examples' feature vectors (range [0, 2]); ``"cosine"``
     ``1 - cos(x_i, x_j)`` (range [0, 2]). Computed from float64 Gram products (GEMMs) in blocks of rows, on the
@@ -239,7 +239,7 @@ def rdm(X: Any, metric: str = "correlation", square: bool = False, max_n: int = 
 
     Parameters
     ----------
-    X : array or tensor [N, p]
+    x : array or tensor [N, p]
         Rows are examples; ``N >= 2``.
     metric : {"correlation", "euclidean", "sqeuclidean", "cosine"}
     square : bool
@@ -252,20 +252,26 @@ def rdm(X: Any, metric: str = "correlation", square: bool = False, max_n: int = 
     Returns
     -------
     torch.Tensor
-        float64 on ``X``'s device (``.cpu().numpy()`` for numpy).
+        float64 on ``x``'s device (``.cpu().numpy()`` for numpy).
 
     Raises
     ------
     ValueError
         NaN/Inf, ``N < 2``, ``N > max_n``; ``"correlation"`` with a single feature or an example whose features
         are all equal; ``"cosine"`` with an all-zero example (the distance is undefined there).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rdm(np.array([[1.0, 2, 3], [2, 4, 6], [3, 2, 1]])).numpy().round(6)   # 1 - r for pairs (0,1), (0,2), (1,2)
+    array([0., 2., 2.])
     """
     max_n = _check_metric_args(metric, max_n)
     if not isinstance(square, (bool, np.bool_)):
         raise TypeError(f"square must be True or False, got {type(square).__name__}")
-    x = as_2d_tensor(X, "X", min_rows=2)
-    _check_size(x.shape[0], "X", max_n, square=bool(square))
-    g = _geometry(x, "X", metric)
+    t = as_2d_tensor(x, "x", min_rows=2)
+    _check_size(t.shape[0], "x", max_n, square=bool(square))
+    g = _geometry(t, "x", metric)
     return _square(g) if square else _condensed(g)
 
 
@@ -365,7 +371,7 @@ def _measure_name(metric: str, compare: str) -> str:
     return f"rsa_{metric}_{compare.replace('-', '_')}"
 
 
-def rsa(X: Any, Y: Any, metric: str = "correlation", compare: str = "spearman", max_n: int = _MAX_N) -> float:
+def rsa(a: Any, b: Any, *, metric: str = "correlation", compare: str = "spearman", max_n: int = _MAX_N) -> float:
     """Representational similarity analysis: correlation between the RDMs of two representations.
 
     ``rsa = corr(triu(RDM_X), triu(RDM_Y))`` (Kriegeskorte et al. 2008): the two ``N x N`` dissimilarity
@@ -378,8 +384,8 @@ def rsa(X: Any, Y: Any, metric: str = "correlation", compare: str = "spearman", 
 
     Parameters
     ----------
-    X, Y : array or tensor [N, p] and [N, q]
-        The same ``N >= 3`` examples in the same order; widths may differ.
+    a, b : array or tensor [N, p] and [N, q]
+        The representations ``X`` and ``Y``: the same ``N >= 3`` examples in the same order; widths may differ.
     metric : {"correlation", "euclidean", "sqeuclidean", "cosine"}
         RDM dissimilarity; default correlation distance ``1 - r`` (Kriegeskorte et al. 2008).
     compare : {"spearman", "pearson", "kendall", "centered-cosine"}
@@ -390,7 +396,7 @@ def rsa(X: Any, Y: Any, metric: str = "correlation", compare: str = "spearman", 
     Returns
     -------
     float
-        In [-1, 1]; ``rsa(X, X) = 1``. Invariant to isotropic scaling of either input and to what the metric
+        In [-1, 1]; ``rsa(x, x) = 1``. Invariant to isotropic scaling of either input and to what the metric
         ignores: rotations and translations of the features (euclidean metrics), per-example positive scaling
         (cosine), per-example positive affine rescaling ``a_i x_i + b_i`` (correlation).
 
@@ -399,23 +405,30 @@ def rsa(X: Any, Y: Any, metric: str = "correlation", compare: str = "spearman", 
     ValueError
         ``N < 3``, different ``N``, ``N > max_n``, NaN/Inf, an RDM whose off-diagonal entries are all equal (e.g. a
         constant representation: correlation undefined, never NaN), the metric-specific cases of :func:`rdm`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(50, 6))
+    >>> round(rsa(x, 2 * x + 1), 6)      # correlation distance ignores a positive affine rescaling: same RDM
+    1.0
     """
     max_n = _check_metric_args(metric, max_n)
     check_choice(compare, COMPARISONS, "compare")
-    x = as_2d_tensor(X, "X", min_rows=1)
-    y = as_2d_tensor(Y, "Y", min_rows=1)
+    x = as_2d_tensor(a, "a", min_rows=1)
+    y = as_2d_tensor(b, "b", min_rows=1)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mismatched number of samples: X has {x.shape[0]}, Y has {y.shape[0]}; "
+        raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    a = _prepare(x, "X", metric, compare, max_n)
-    b = _prepare(y, "Y", metric, compare, max_n)
-    return _compare(a, b, compare)
+    pa = _prepare(x, "a", metric, compare, max_n)
+    pb = _prepare(y, "b", metric, compare, max_n)
+    return _compare(pa, pb, compare)
 
 
-def rsa_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, metric: str = "correlation",
-               compare: str = "spearman", output: str = "tidy", max_n: int = _MAX_N) -> pd.DataFrame:
-    """:func:`rsa` between every layer of ``A`` and every layer of ``B`` (``B=None``: ``A`` against itself).
+def rsa_matrix(a: Any, b: Any = None, *, metric: str = "correlation", compare: str = "spearman",
+               output: str = "tidy", max_n: int = _MAX_N) -> pd.DataFrame:
+    """:func:`rsa` between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` against itself).
 
     Same definition as :func:`rsa`. Each layer's RDM is computed once (and ranked once for Spearman); only the
     comparisons run per pair. Memory: one condensed RDM per layer (``4 N (N - 1)`` bytes; ``8 N^2`` for
@@ -423,21 +436,31 @@ def rsa_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, metric:
 
     Parameters
     ----------
-    A, B : mapping layer name -> array or tensor [N, d_layer]
+    a, b : array or tensor [N, d] (the one layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
         All layers hold the same ``N >= 3`` examples in the same order.
     metric, compare, max_n
         As in :func:`rsa`.
     output : {"tidy", "matrix"}
-        "tidy": columns ``layer_a, layer_b, index_a, index_b, measure, value`` with
-        ``measure = "rsa_<metric>_<compare>"`` (e.g. "rsa_correlation_spearman", "rsa_sqeuclidean_centered_cosine");
-        "matrix": a DataFrame indexed by ``A``'s layers with ``B``'s as columns.
+        "tidy": the results schema, one row per pair (``layer``, ``layer_index``, ``layer_b``,
+        ``layer_index_b``; as :func:`~workbench.similarity.cka_matrix`) with ``measure = "rsa_<metric>_<compare>"``
+        (e.g. "rsa_correlation_spearman", "rsa_sqeuclidean_centered_cosine"); "matrix": a DataFrame indexed by
+        ``a``'s layers (``layer``) with ``b``'s as columns (``layer_b``).
 
     Returns
     -------
     pandas.DataFrame
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(50, 6))
+    >>> rsa_matrix({"x": x, "2x+1": 2 * x + 1}, output="matrix").to_numpy().round(6)
+    array([[1., 1.],
+           [1., 1.]])
     """
     max_n = _check_metric_args(metric, max_n)
     check_choice(compare, COMPARISONS, "compare")
-    return pairwise(A, B, lambda x, name: _prepare(x, name, metric, compare, max_n),
-                    lambda a, b: _compare(a, b, compare), _measure_name(metric, compare),
+    return pairwise(a, b, lambda x, name: _prepare(x, name, metric, compare, max_n),
+                    lambda pa, pb: _compare(pa, pb, compare), _measure_name(metric, compare),
                     output=output, symmetric=True, min_rows=1)

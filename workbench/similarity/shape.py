@@ -60,9 +60,8 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -144,7 +143,7 @@ def _measure_name(alpha: float, metric: str, shrinkage: float) -> str:
     return f"shape_{metric}_alpha{alpha:g}" + (f"_shrinkage{shrinkage:g}" if shrinkage > 0 else "")
 
 
-def shape_distance(X: Any, Y: Any, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
+def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
                    rtol: float | None = None) -> float:
     """Generalized shape metric of Williams et al. 2021 between two representations of the same examples.
 
@@ -162,9 +161,9 @@ def shape_distance(X: Any, Y: Any, alpha: float = 1.0, metric: str = "angular", 
 
     Parameters
     ----------
-    X, Y : array or tensor, shapes [N, p] and [N, q]
-        Rows are examples (same order); widths may differ (the narrower is zero-padded). Float64, torch, on the
-        inputs' device.
+    a, b : array or tensor, shapes [N, p] and [N, q]
+        The representations ``X`` and ``Y``: rows are examples (same order); widths may differ (the narrower is
+        zero-padded). Float64, torch, on the inputs' device.
     alpha : float in [0, 1]
         Whitening strength: 1 = none (Procrustes), 0 = full (CCA).
     metric : {"angular", "euclidean"}
@@ -185,51 +184,71 @@ def shape_distance(X: Any, Y: Any, alpha: float = 1.0, metric: str = "angular", 
     ValueError
         NaN/Inf, 1-D input, different ``N``, a constant representation, bad ``alpha``/``shrinkage``/``metric``;
         at ``alpha=0`` with ``shrinkage=0`` when ``rank Xc + rank Yc > N - 1`` (degenerate, as CCA).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 4)); q, _ = np.linalg.qr(rng.normal(size=(4, 4)))    # q: a random rotation
+    >>> round(shape_distance(x, 2 * x @ q + 1), 6)          # rotated, rescaled, shifted copy: distance 0
+    0.0
+    >>> round(shape_distance(x, x @ rng.normal(size=(4, 4)), alpha=0.0), 6)    # alpha=0: any invertible map: 0
+    0.0
     """
     alpha = _check_alpha(alpha)
     check_choice(metric, _METRICS, "metric")
     shrinkage = _check_shrinkage(shrinkage)
     rtol = _check_rtol(rtol)
-    x = as_2d_tensor(X, "X", min_rows=2)
-    y = as_2d_tensor(Y, "Y", min_rows=2)
+    x = as_2d_tensor(a, "a", min_rows=2)
+    y = as_2d_tensor(b, "b", min_rows=2)
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"mismatched number of samples: X has {x.shape[0]}, Y has {y.shape[0]}; "
+        raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    a = _prepare(x, "X", alpha, shrinkage, rtol)
-    b = _prepare(y, "Y", alpha, shrinkage, rtol)
-    return _distance(a, b, metric, cca_limit=(alpha == 0.0 and shrinkage == 0.0))
+    pa = _prepare(x, "a", alpha, shrinkage, rtol)
+    pb = _prepare(y, "b", alpha, shrinkage, rtol)
+    return _distance(pa, pb, metric, cca_limit=(alpha == 0.0 and shrinkage == 0.0))
 
 
-def shape_matrix(A: Mapping[str, Any], B: Mapping[str, Any] | None = None, alpha: float = 1.0,
-                 metric: str = "angular", shrinkage: float = 0.0, rtol: float | None = None,
-                 output: str = "tidy") -> pd.DataFrame:
-    """:func:`shape_distance` for every layer of ``A`` against every layer of ``B`` (``B=None``: ``A`` vs itself).
+def shape_matrix(a: Any, b: Any = None, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
+                 rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
+    """:func:`shape_distance` for every layer of ``a`` against every layer of ``b`` (``b=None``: ``a`` vs itself).
 
     Each layer is centered, decomposed and partially whitened exactly once (``phi_alpha`` kept as an [N, rank]
-    factor); a pair costs one ``[r_a, r_b]`` product and its singular values. With ``B=None`` the matrix is
+    factor); a pair costs one ``[r_a, r_b]`` product and its singular values. With ``b=None`` the matrix is
     symmetric with an exact zero diagonal (only the upper triangle is computed).
 
     Parameters
     ----------
-    A, B : mapping layer name -> array or tensor [N, d_layer]
+    a, b : array or tensor [N, d] (the one layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
         Same ``N`` examples in the same order everywhere; widths may differ.
     alpha, metric, shrinkage, rtol
         As in :func:`shape_distance`.
     output : {"tidy", "matrix"}
-        "tidy": columns ``layer_a, layer_b, index_a, index_b, measure, value`` with ``measure`` like
-        ``"shape_angular_alpha1"`` (``"_shrinkage{s}"`` appended when ``shrinkage > 0``); "matrix": ``A``'s
-        layers as the index, ``B``'s as the columns.
+        "tidy": the results schema, one row per pair (``layer``, ``layer_index``, ``layer_b``,
+        ``layer_index_b``; as :func:`~workbench.similarity.cka_matrix`) with ``measure`` like
+        ``"shape_angular_alpha1"`` (``"_shrinkage{s}"`` appended when ``shrinkage > 0``); "matrix": ``a``'s
+        layers as the index (``layer``), ``b``'s as the columns (``layer_b``).
 
     Returns
     -------
     pandas.DataFrame
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 4)); q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    >>> shape_matrix({"x": x, "rotated": x @ q}, output="matrix").to_numpy().round(6)    # a distance: 0 = same shape
+    array([[0., 0.],
+           [0., 0.]])
     """
     alpha = _check_alpha(alpha)
     check_choice(metric, _METRICS, "metric")
     shrinkage = _check_shrinkage(shrinkage)
     rtol = _check_rtol(rtol)
     cca_limit = alpha == 0.0 and shrinkage == 0.0
-    return pairwise(A, B, lambda x, name: _prepare(x, name, alpha, shrinkage, rtol),
-                    lambda a, b: _distance(a, b, metric, cca_limit), _measure_name(alpha, metric, shrinkage),
+    return pairwise(a, b, lambda x, name: _prepare(x, name, alpha, shrinkage, rtol),
+                    lambda pa, pb: _distance(pa, pb, metric, cca_limit), _measure_name(alpha, metric, shrinkage),
                     output=output)

@@ -33,8 +33,8 @@ def _encode(labels: Any, n: int, name: str, device: torch.device, min_classes: i
     """Class values (sorted), per-sample class index and per-class counts (both on ``device``)."""
     y = check_labels(labels, name, min_classes=min_classes)
     if len(y) != n:
-        raise ValueError(f"mismatched number of samples: Z has {n} rows, {name} has {len(y)}; "
-                         "pass one label per row of Z")
+        raise ValueError(f"mismatched number of samples: x has {n} rows, {name} has {len(y)}; "
+                         "pass one label per row of x")
     values, inv = np.unique(y, return_inverse=True)
     inv_t = torch.as_tensor(inv, dtype=torch.long, device=device)
     counts = torch.bincount(inv_t, minlength=len(values)).to(torch.float64)
@@ -62,12 +62,12 @@ def _geometry(vectors: torch.Tensor, what: str) -> tuple[float, float, float]:
     return equinorm, equiangular, max_angle
 
 
-def neural_collapse(Z: Any, labels: Any, *, weights: Any = None, bias: Any = None,
+def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = None,
                     logits: Any = None) -> dict[str, float]:
     """Neural-collapse statistics NC1-NC4 (Papyan, Han & Donoho 2020, "Prevalence of neural collapse
     during the terminal phase of deep learning training", PNAS 117(40), Figs. 2-7).
 
-    With ``h_i`` the features of sample ``i`` (rows of ``Z``), ``mu_c`` the mean of class ``c``,
+    With ``h_i`` the features of sample ``i`` (rows of ``x``), ``mu_c`` the mean of class ``c``,
     ``mu_G`` the global mean of all samples and ``C`` the number of classes:
 
     * ``nc1 = tr(Sigma_W Sigma_B^+) / C`` (Fig. 6), ``Sigma_W = Ave_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T``
@@ -100,8 +100,15 @@ def neural_collapse(Z: Any, labels: Any, *, weights: Any = None, bias: Any = Non
     ValueError
         Fewer than 2 classes, NaN/Inf, mismatched lengths or shapes, coinciding class means
         (``Sigma_B = 0``), a class mean equal to the global mean (angles undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> nc = neural_collapse(np.array([[-1.1], [-0.9], [0.9], [1.1]]), [0, 0, 1, 1])
+    >>> round(nc["nc1"], 6)        # Sigma_W = 0.01, Sigma_B = 1, C = 2: 0.01 / 1 / 2
+    0.005
     """
-    z = as_2d_tensor(Z, "Z", min_rows=2)
+    z = as_2d_tensor(x, "x", min_rows=2)
     n, d = z.shape
     _, inv, counts = _encode(labels, n, "labels", z.device)
     c = counts.shape[0]
@@ -154,7 +161,7 @@ def neural_collapse(Z: Any, labels: Any, *, weights: Any = None, bias: Any = Non
     return out
 
 
-def cdnv(Z: Any, labels: Any) -> float:
+def cdnv(x: Any, labels: Any) -> float:
     """Class-distance normalized variance (Galanti, Gyorgy & Hutter 2022, "On the role of neural collapse
     in transfer learning", ICLR), averaged over all pairs of classes.
 
@@ -171,8 +178,14 @@ def cdnv(Z: Any, labels: Any) -> float:
     ValueError
         Fewer than 2 classes, NaN/Inf, mismatched lengths, two classes with the same mean (infinite
         CDNV).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(cdnv(np.array([[-1.1], [-0.9], [0.9], [1.1]]), [0, 0, 1, 1]), 6)   # (0.01 + 0.01) / (2 * 2^2)
+    0.0025
     """
-    z = as_2d_tensor(Z, "Z", min_rows=2)
+    z = as_2d_tensor(x, "x", min_rows=2)
     n = z.shape[0]
     values, inv, counts = _encode(labels, n, "labels", z.device)
     h = z - z.mean(dim=0)
@@ -198,12 +211,12 @@ def _check_nonneg(value: Any, name: str) -> float:
     return float(value)
 
 
-def lidar(Z: Any, groups: Any, delta: float = 1e-4, eps: float = 1e-8) -> float:
+def lidar(x: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> float:
     """LiDAR, the effective rank of the LDA matrix of the self-supervised surrogate task (Thilak et al.
     2024, "LiDAR: sensing linear probing performance in joint embedding SSL architectures", ICLR).
 
     Each *group* (a surrogate class) holds the embeddings of ``q_g >= 2`` augmented views of one clean
-    input; ``groups`` gives the group id of every row of ``Z``. With ``mu_g`` the group means, ``mu`` their
+    input; ``groups`` gives the group id of every row of ``x``. With ``mu_g`` the group means, ``mu`` their
     average and ``n`` the number of groups::
 
         Sigma_b = 1/(n-1) sum_g (mu_g - mu)(mu_g - mu)^T
@@ -231,10 +244,17 @@ def lidar(Z: Any, groups: Any, delta: float = 1e-4, eps: float = 1e-8) -> float:
     ValueError
         Fewer than 2 groups, a group with a single view, NaN/Inf, mismatched lengths, all group means
         equal (``Sigma_b = 0``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[1.1, 0], [0.9, 0], [-0.9, 0], [-1.1, 0], [0, 0.6], [0, 0.4], [0, -0.4], [0, -0.6]])
+    >>> round(lidar(z, [0, 0, 1, 1, 2, 2, 3, 3]), 4)   # means (+-1, 0), (0, +-0.5), isotropic within: exp(H(.8, .2))
+    1.6494
     """
     delta = _check_nonneg(delta, "delta")
     eps = _check_nonneg(eps, "eps")
-    z = as_2d_tensor(Z, "Z", min_rows=4)
+    z = as_2d_tensor(x, "x", min_rows=4)
     n_rows, d = z.shape
     values, inv, counts = _encode(groups, n_rows, "groups", z.device)
     if float(counts.min()) < 2:

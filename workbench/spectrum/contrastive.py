@@ -50,16 +50,16 @@ def _normalized(z: torch.Tensor, name: str, normalize: bool) -> torch.Tensor:
     return z / norms
 
 
-def alignment(z1: Any, z2: Any, alpha: float = 2.0, *, normalize: bool = True) -> float:
+def alignment(a: Any, b: Any, *, alpha: float = 2.0, normalize: bool = True) -> float:
     """Alignment of positive pairs (Wang & Isola 2020, ICML, Sec. 4.1): ``E ||f(x) - f(y)||_2^alpha``.
 
-    Row ``i`` of ``z1`` and row ``i`` of ``z2`` are the embeddings of a positive pair (two views of one
+    Row ``i`` of ``a`` and row ``i`` of ``b`` are the embeddings of a positive pair (two views of one
     input); the expectation is the mean over the ``N`` pairs. With ``normalize=True`` (default) each row
     is divided by its L2 norm first, as the paper's features live on the unit sphere.
 
     Parameters
     ----------
-    z1, z2 : array or tensor [N, D], same shape
+    a, b : array or tensor [N, D], same shape
     alpha : float > 0
         Exponent (paper default 2, the squared distance).
     normalize : bool
@@ -68,20 +68,26 @@ def alignment(z1: Any, z2: Any, alpha: float = 2.0, *, normalize: bool = True) -
     Returns
     -------
     float in ``[0, 2^alpha]`` for normalized features; 0 iff every pair coincides.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(alignment(np.array([[1.0, 0], [0, 1]]), np.array([[0.0, 1], [0, 1]])), 6)   # squared distances 2, 0
+    1.0
     """
     alpha = _positive(alpha, "alpha")
     normalize = _flag(normalize, "normalize")
-    a = as_2d_tensor(z1, "z1", min_rows=1)
-    b = as_2d_tensor(z2, "z2", min_rows=1)
-    if a.shape != b.shape:
-        raise ValueError(f"z1 and z2 must have the same shape (row i of each = one positive pair), got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    b = b.to(a.device)
-    a, b = _normalized(a, "z1", normalize), _normalized(b, "z2", normalize)
-    return float((a - b).norm(dim=1).pow(alpha).mean())
+    x = as_2d_tensor(a, "a", min_rows=1)
+    y = as_2d_tensor(b, "b", min_rows=1)
+    if x.shape != y.shape:
+        raise ValueError(f"a and b must have the same shape (row i of each = one positive pair), got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    y = y.to(x.device)
+    x, y = _normalized(x, "a", normalize), _normalized(y, "b", normalize)
+    return float((x - y).norm(dim=1).pow(alpha).mean())
 
 
-def uniformity(z: Any, t: float = 2.0, *, normalize: bool = True, block_size: int | None = None) -> float:
+def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, block_size: int | None = None) -> float:
     """Uniformity (Wang & Isola 2020, ICML, Sec. 4.1): ``log E_{x != y} exp(-t ||f(x) - f(y)||_2^2)``.
 
     The expectation runs over all ``N(N-1)/2`` distinct pairs ``i < j`` of rows (as the paper's
@@ -92,7 +98,7 @@ def uniformity(z: Any, t: float = 2.0, *, normalize: bool = True, block_size: in
 
     Parameters
     ----------
-    z : array or tensor [N, D], ``N >= 2``
+    x : array or tensor [N, D], ``N >= 2``
     t : float > 0
         Temperature of the Gaussian potential (paper default 2).
     normalize : bool
@@ -105,10 +111,17 @@ def uniformity(z: Any, t: float = 2.0, *, normalize: bool = True, block_size: in
     float in ``[-4t, 0]`` for normalized features (squared chord distances are at most 4): 0 when all
     points coincide, more negative the more uniformly they cover the sphere; ``-4t`` only for two
     antipodal points.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> square = np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1]])    # 4 pairs at squared distance 2, 2 pairs at 4
+    >>> round(uniformity(square), 4)                                # log((4 exp(-4) + 2 exp(-8)) / 6)
+    -4.3963
     """
     t = _positive(t, "t")
     normalize = _flag(normalize, "normalize")
-    x = _normalized(as_2d_tensor(z, "z", min_rows=2), "z", normalize)
+    x = _normalized(as_2d_tensor(x, "x", min_rows=2), "x", normalize)
     n = x.shape[0]
     if block_size is None:
         block = max(1, _BLOCK_ELEMENTS // n)
@@ -129,11 +142,11 @@ def uniformity(z: Any, t: float = 2.0, *, normalize: bool = True, block_size: in
     return float(total) - math.log(n * (n - 1) / 2.0)
 
 
-def tolerance(z: Any, labels: Any, *, normalize: bool = True) -> float:
+def tolerance(x: Any, labels: Any, *, normalize: bool = True) -> float:
     """Tolerance to semantically similar samples (Wang & Liu 2021, "Understanding the behaviour of
     contrastive loss", CVPR): mean cosine similarity of pairs of samples of the same class.
 
-    ``T = sum_c sum_{i != j in c} s_i . s_j / sum_c n_c (n_c - 1)`` with ``s_i = z_i / ||z_i||``: the
+    ``T = sum_c sum_{i != j in c} s_i . s_j / sum_c n_c (n_c - 1)`` with ``s_i = x_i / ||x_i||``: the
     average over all ordered pairs of *distinct* samples sharing a label (self-pairs, whose similarity is
     1, are excluded). The paper writes ``T = E_{x,y}[(s(x)^T s(y)) I(l(x) = l(y))]``; we read the
     expectation as conditional on the pair sharing a class (otherwise the value would scale with the
@@ -143,7 +156,7 @@ def tolerance(z: Any, labels: Any, *, normalize: bool = True) -> float:
 
     Parameters
     ----------
-    z : array or tensor [N, D]
+    x : array or tensor [N, D]
     labels : integer class per row
     normalize : bool
         L2-normalize rows first (default, the paper's definition); ``False`` averages raw inner products.
@@ -156,12 +169,19 @@ def tolerance(z: Any, labels: Any, *, normalize: bool = True) -> float:
     ------
     ValueError
         No class with at least 2 samples, NaN/Inf, mismatched lengths, an all-zero row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[1.0, 0], [1, 1], [0, 1], [0, 2]])
+    >>> round(tolerance(z, [0, 0, 1, 1]), 4)         # mean same-class cosine: (cos 45 deg + 1) / 2
+    0.8536
     """
     normalize = _flag(normalize, "normalize")
-    x = _normalized(as_2d_tensor(z, "z", min_rows=2), "z", normalize)
+    x = _normalized(as_2d_tensor(x, "x", min_rows=2), "x", normalize)
     y = check_labels(labels, "labels", min_classes=1)
     if len(y) != x.shape[0]:
-        raise ValueError(f"mismatched number of samples: z has {x.shape[0]} rows, labels has {len(y)}")
+        raise ValueError(f"mismatched number of samples: x has {x.shape[0]} rows, labels has {len(y)}")
     _, inv = np.unique(y, return_inverse=True)
     inv_t = torch.as_tensor(inv, dtype=torch.long, device=x.device)
     counts = torch.bincount(inv_t).to(torch.float64)

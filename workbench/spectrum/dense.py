@@ -76,7 +76,7 @@ class DSEResult:
     n_images: int
     n_tokens: int
 
-    def with_lambda(self, lam: float) -> "DSEResult":
+    def with_lambda(self, lam: float) -> DSEResult:
         """The same components recombined as ``m_inter - m_intra + lam * m_dim``."""
         lam = float(lam)
         return replace(self, lam=lam, dse=self.m_inter - self.m_intra + lam * self.m_dim)
@@ -225,22 +225,22 @@ def _flatten_tokens(tokens: Any, image_ids: Any) -> tuple[torch.Tensor, np.ndarr
             raise ValueError("image_ids is only for [M, D] tokens; [B, T, D] tokens already say which image "
                              "each token belongs to")
         b, t, d = tokens.shape
-        x = as_2d_tensor(tokens.reshape(b * t, d), "tokens", min_rows=1)
+        x = as_2d_tensor(tokens.reshape(b * t, d), "x", min_rows=1)
         return x, np.repeat(np.arange(b), t), (b, t)
     if ndim == 2:
         if image_ids is None:
             raise ValueError("[M, D] tokens need image_ids (one image id per token); or pass [B, T, D]")
-        x = as_2d_tensor(tokens, "tokens", min_rows=1)
+        x = as_2d_tensor(tokens, "x", min_rows=1)
         ids = check_labels(image_ids, "image_ids", min_classes=1)
         if len(ids) != x.shape[0]:
-            raise ValueError(f"mismatched number of tokens: tokens has {x.shape[0]} rows, image_ids has {len(ids)}")
+            raise ValueError(f"mismatched number of tokens: x has {x.shape[0]} rows, image_ids has {len(ids)}")
         _, img = np.unique(ids, return_inverse=True)
         return x, img, (x.shape[0],)
-    raise ValueError(f"tokens must be [B, T, D] (images x tokens x features) or [M, D] with image_ids, "
+    raise ValueError(f"x must be [B, T, D] tokens (images x tokens x features) or [M, D] with image_ids, "
                      f"got {ndim}-D input")
 
 
-def dse(tokens: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: int = 24,
+def dse(x: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: int = 24,
         n_local_clusters: int = 3, images_per_group: int = 8, lam: float = 1.0, normalize: bool = True,
         seed: int = 0, kmeans_iters: int = 20) -> DSEResult:
     """Dense representation Structure Estimator (Dai et al. 2025, NeurIPS; see the module docstring for
@@ -253,7 +253,7 @@ def dse(tokens: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: i
 
     Parameters
     ----------
-    tokens : array or tensor [B, T, D] (images x tokens x features), or [M, D] with ``image_ids``
+    x : array or tensor [B, T, D] of tokens (images x tokens x features), or [M, D] with ``image_ids``
     labels : None or integer class per token ([B, T] or [M])
         Use these classes instead of k-means pseudo-labels (within each image and each group of images).
     image_ids : integer image id per token, for [M, D] input. Images are ordered by id.
@@ -282,6 +282,14 @@ def dse(tokens: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: i
     ValueError
         Fewer than 2 images, NaN/Inf, an all-zero token with ``normalize``, all tokens identical, no
         image/group with two pseudo-classes, mismatched label/image-id lengths.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = [[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]]       # 4 tokens: two of class 0 at e1, two of class 1 at e2
+    >>> r = dse(np.array([image, image]), [[0, 0, 1, 1], [0, 0, 1, 1]])
+    >>> round(r.m_inter, 6), round(r.m_intra, 6)   # ||e1 - e2|| / ||e1 - (e1 + e2)/2|| = 2; classes are points: 0
+    (2.0, 0.0)
     """
     for name, value, minimum in (("n_clusters", n_clusters, 2), ("n_local_clusters", n_local_clusters, 1),
                                  ("images_per_group", images_per_group, 1), ("kmeans_iters", kmeans_iters, 1)):
@@ -291,7 +299,7 @@ def dse(tokens: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: i
         raise TypeError(f"normalize must be True or False, got {type(normalize).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
-    x, img, _ = _flatten_tokens(tokens, image_ids)
+    x, img, _ = _flatten_tokens(x, image_ids)
     m, d = x.shape
     n_img = int(img.max()) + 1 if m else 0
     if n_img < 2:
@@ -306,7 +314,7 @@ def dse(tokens: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: i
     if normalize:
         norms = x.norm(dim=1, keepdim=True)
         if not float(norms.min()) > 0.0:
-            raise ValueError("tokens has an all-zero token that cannot be L2-normalized; remove it or pass "
+            raise ValueError("x has an all-zero token that cannot be L2-normalized; remove it or pass "
                              "normalize=False")
         x = x / norms
     scale = float((x - x.mean(dim=0)).norm(dim=1).mean())

@@ -80,7 +80,7 @@ class Moments:
     singular_values: torch.Tensor | None
     method: str
     abs_max: float
-    name: str = "Z"
+    name: str = "x"
 
     @property
     def covariance_eigenvalues(self) -> torch.Tensor:
@@ -134,13 +134,13 @@ def _gram_eigenvalues(gram: torch.Tensor, n: int, d: int) -> torch.Tensor:
     return _clip_gram_eigenvalues(torch.linalg.eigvalsh(gram).flip(-1), n, d)
 
 
-def second_moments(Z: Any, *, centered: bool = True, uncentered: bool = False, method: str = "auto",
-                   name: str = "Z") -> Moments:
-    """Center ``Z`` once and decompose its second moments for all spectrum measures.
+def second_moments(x: Any, *, centered: bool = True, uncentered: bool = False, method: str = "auto",
+                   name: str = "x") -> Moments:
+    """Center ``x`` (``Z`` in the formulas) once and decompose its second moments for all spectrum measures.
 
     Parameters
     ----------
-    Z : array or tensor [N, D]
+    x : array or tensor [N, D]
         Integer/bool input is converted to float64; NaN/Inf and 1-D input are errors. A torch tensor
         stays on its device (the computation runs there; nothing is copied to the host).
     centered : bool
@@ -161,6 +161,14 @@ def second_moments(Z: Any, *, centered: bool = True, uncentered: bool = False, m
     -------
     Moments
         At most one centered and one uncentered decomposition, each of length ``min(N, D)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> m = second_moments(z, uncentered=True)
+    >>> m.scatter_eigenvalues.tolist(), m.singular_values.square().round(decimals=6).tolist()     # Zc^T Zc; sigma^2
+    ([8.0, 2.0], [8.0, 2.0])
     """
     centered = _check_flag(centered, "centered")
     uncentered = _check_flag(uncentered, "uncentered")
@@ -168,7 +176,7 @@ def second_moments(Z: Any, *, centered: bool = True, uncentered: bool = False, m
         raise ValueError("second_moments needs centered=True and/or uncentered=True")
     check_choice(method, METHODS, "method")
     method = "gram" if method == "auto" else method
-    z = as_2d_tensor(Z, name, min_rows=2 if centered else 1)
+    z = as_2d_tensor(x, name, min_rows=2 if centered else 1)
     n, d = z.shape
     mean = z.mean(dim=0)
     abs_max = float(z.abs().max()) if z.numel() else 0.0

@@ -25,13 +25,15 @@ All computations run in float64 in torch on the input's device; only the final s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .._validation import check_choice, check_layers_and_measures
+from ..activations import as_layers
+from ..results import tidy
 from .moments import METHODS, Moments, second_moments
 
 __all__ = ["rankme", "effective_rank", "participation_ratio", "stable_rank", "alpha_req", "AlphaReqResult",
@@ -66,11 +68,11 @@ def _check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _moments(Z: Any, *, centered: bool, uncentered: bool, method: str = "auto", name: str = "Z") -> Moments:
+def _moments(x: Any, *, centered: bool, uncentered: bool, method: str = "auto", name: str = "x") -> Moments:
     """Use a given :class:`Moments` as is, or compute the decompositions a measure needs."""
-    if isinstance(Z, Moments):
-        return Z
-    return second_moments(Z, centered=centered, uncentered=uncentered, method=method, name=name)
+    if isinstance(x, Moments):
+        return x
+    return second_moments(x, centered=centered, uncentered=uncentered, method=method, name=name)
 
 
 def _sigma(m: Moments, centered: bool, what: str) -> torch.Tensor:
@@ -116,7 +118,7 @@ def _lsvr_value(m: Moments, centered: bool, negative_log: bool) -> float:
 
 
 # --------------------------------------------------------------------------------- public measures
-def rankme(Z: Any, eps: float = 1e-7, *, method: str = "auto") -> float:
+def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     """RankMe of an embedding matrix (Garrido et al. 2023, "RankMe: assessing the downstream performance
     of pretrained self-supervised representations by their rank", ICML, Eq. 1).
 
@@ -132,7 +134,7 @@ def rankme(Z: Any, eps: float = 1e-7, *, method: str = "auto") -> float:
 
     Parameters
     ----------
-    Z : array or tensor [N, D], or :class:`Moments` computed with ``uncentered=True``
+    x : array or tensor [N, D] (``Z`` above), or :class:`Moments` computed with ``uncentered=True``
     eps : float
         Added to every normalized singular value (paper default 1e-7).
     method : {"auto", "gram", "svd"}
@@ -141,12 +143,19 @@ def rankme(Z: Any, eps: float = 1e-7, *, method: str = "auto") -> float:
     Returns
     -------
     float in ``[1, min(N, D)]`` (up to the ``eps`` term).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> round(rankme(z), 4)          # exp(entropy of sigma / sum(sigma) = [2/3, 1/3])
+    1.8899
     """
     eps = _check_eps(eps)
-    return _rankme_value(_moments(Z, centered=False, uncentered=True, method=method), eps)
+    return _rankme_value(_moments(x, centered=False, uncentered=True, method=method), eps)
 
 
-def effective_rank(Z: Any, *, method: str = "auto") -> float:
+def effective_rank(x: Any, *, method: str = "auto") -> float:
     """Effective rank of the covariance of ``Z`` (Roy & Vetterli 2007, "The effective rank: a measure of
     effective dimensionality", EUSIPCO, Def. 1, applied to the covariance matrix).
 
@@ -166,11 +175,18 @@ def effective_rank(Z: Any, *, method: str = "auto") -> float:
     ------
     ValueError
         ``N < 2`` or constant data (zero covariance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> round(effective_rank(z), 4)    # exp(entropy of lambda / sum(lambda) = [0.8, 0.2])
+    1.6494
     """
-    return _effective_rank_value(_moments(Z, centered=True, uncentered=False, method=method))
+    return _effective_rank_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
-def participation_ratio(Z: Any, *, method: str = "auto") -> float:
+def participation_ratio(x: Any, *, method: str = "auto") -> float:
     """Participation ratio ``(sum_k lambda_k)^2 / sum_k lambda_k^2`` of the covariance eigenvalues.
 
     Same ``lambda_k`` as :func:`effective_rank` (centered data); it is the exponential of the Renyi-2
@@ -186,11 +202,18 @@ def participation_ratio(Z: Any, *, method: str = "auto") -> float:
     ------
     ValueError
         ``N < 2`` or constant data (zero covariance).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> round(participation_ratio(z), 4)   # (8 + 2)^2 / (8^2 + 2^2) = 25 / 17
+    1.4706
     """
-    return _participation_ratio_value(_moments(Z, centered=True, uncentered=False, method=method))
+    return _participation_ratio_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
-def stable_rank(Z: Any, centered: bool = True, *, method: str = "auto") -> float:
+def stable_rank(x: Any, *, centered: bool = True, method: str = "auto") -> float:
     """Stable (numerical) rank ``||A||_F^2 / ||A||_2^2 = sum_k sigma_k(A)^2 / sigma_1(A)^2``.
 
     Rudelson & Vershynin 2007 ("Sampling from large matrices: an approach through geometric functional
@@ -213,9 +236,16 @@ def stable_rank(Z: Any, centered: bool = True, *, method: str = "auto") -> float
     ------
     ValueError
         ``N < 2`` or constant data (centered); all-zero data (uncentered).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> stable_rank(z)        # (8 + 2) / 8
+    1.25
     """
     centered = _check_bool(centered, "centered")
-    return _stable_rank_value(_moments(Z, centered=centered, uncentered=not centered, method=method), centered)
+    return _stable_rank_value(_moments(x, centered=centered, uncentered=not centered, method=method), centered)
 
 
 @dataclass(frozen=True)
@@ -239,7 +269,7 @@ class AlphaReqResult:
         return asdict(self)
 
 
-def alpha_req(Z: Any, k_range: tuple[int, int] = ALPHA_K_RANGE, weighting: str = "uniform", *,
+def alpha_req(x: Any, *, k_range: tuple[int, int] = ALPHA_K_RANGE, weighting: str = "uniform",
               method: str = "auto") -> AlphaReqResult:
     """Eigenspectrum decay coefficient alpha (Agrawal et al. 2022, "alpha-ReQ: assessing representation
     quality in self-supervised learning by measuring eigenspectrum decay", NeurIPS).
@@ -270,10 +300,19 @@ def alpha_req(Z: Any, k_range: tuple[int, int] = ALPHA_K_RANGE, weighting: str =
     ------
     ValueError
         Bad ``k_range``, fewer than 3 non-zero eigenvalues in the range, ``N < 2`` or constant data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.random.default_rng(0).normal(size=(300, 120)); a -= a.mean(0)
+    >>> q, _ = np.linalg.qr(a)                               # 120 centered orthonormal columns
+    >>> fit = alpha_req(q * np.arange(1, 121) ** -0.75)      # covariance eigenvalues exactly k^-1.5
+    >>> round(fit.alpha, 6), round(fit.r2, 6)
+    (1.5, 1.0)
     """
     k_min, k_max = _check_k_range(k_range)
     check_choice(weighting, ("uniform", "inverse_rank"), "weighting")
-    m = _moments(Z, centered=True, uncentered=False, method=method)
+    m = _moments(x, centered=True, uncentered=False, method=method)
     return _alpha_req_value(m, k_min, k_max, weighting)
 
 
@@ -312,7 +351,7 @@ def _alpha_req_value(m: Moments, k_min: int, k_max: int, weighting: str) -> Alph
                           log_c=float(intercept))
 
 
-def singular_value_entropy(Z: Any, centered: bool = False, *, method: str = "auto") -> float:
+def singular_value_entropy(x: Any, *, centered: bool = False, method: str = "auto") -> float:
     """Singular value entropy (SVE) of a feature matrix, as used in NMTune (Chen et al. 2024,
     "Understanding and mitigating the label noise in pre-training on downstream tasks", ICLR).
 
@@ -331,12 +370,19 @@ def singular_value_entropy(Z: Any, centered: bool = False, *, method: str = "aut
     Returns
     -------
     float in ``[0, log min(N, D)]``: 0 for a rank-1 matrix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> round(singular_value_entropy(z), 4)   # entropy (nats) of [2/3, 1/3]
+    0.6365
     """
     centered = _check_bool(centered, "centered")
-    return _sve_value(_moments(Z, centered=centered, uncentered=not centered, method=method), centered)
+    return _sve_value(_moments(x, centered=centered, uncentered=not centered, method=method), centered)
 
 
-def largest_singular_value_ratio(Z: Any, centered: bool = False, negative_log: bool = False, *,
+def largest_singular_value_ratio(x: Any, *, centered: bool = False, negative_log: bool = False,
                                  method: str = "auto") -> float:
     """Largest singular value ratio (LSVR) of a feature matrix (NMTune, Chen et al. 2024, ICLR).
 
@@ -353,14 +399,21 @@ def largest_singular_value_ratio(Z: Any, centered: bool = False, negative_log: b
     Returns
     -------
     float in ``[1 / min(N, D), 1]`` (ratio) or ``[0, log min(N, D)]`` (``negative_log``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> round(largest_singular_value_ratio(z), 4)   # 2*sqrt(2) / (2*sqrt(2) + sqrt(2)) = 2/3
+    0.6667
     """
     centered = _check_bool(centered, "centered")
     negative_log = _check_bool(negative_log, "negative_log")
-    m = _moments(Z, centered=centered, uncentered=not centered, method=method)
+    m = _moments(x, centered=centered, uncentered=not centered, method=method)
     return _lsvr_value(m, centered, negative_log)
 
 
-def spectrum(Z: Any, centered: bool = True, *, method: str = "auto") -> np.ndarray:
+def spectrum(x: Any, *, centered: bool = True, method: str = "auto") -> np.ndarray:
     """The eigen-spectrum a spectrum plot draws, largest first.
 
     ``centered=True``: eigenvalues of the sample covariance ``Zc^T Zc / (N - 1)`` (``np.cov``
@@ -371,9 +424,16 @@ def spectrum(Z: Any, centered: bool = True, *, method: str = "auto") -> np.ndarr
     -------
     numpy.ndarray, float64, shape ``[min(N, D)]``, sorted in decreasing order (the remaining
     ``D - min(N, D)`` eigenvalues are exactly zero and are not listed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> spectrum(z).round(4)      # covariance eigenvalues [8, 2] / (N - 1)
+    array([2.6667, 0.6667])
     """
     centered = _check_bool(centered, "centered")
-    m = _moments(Z, centered=centered, uncentered=not centered, method=method)
+    m = _moments(x, centered=centered, uncentered=not centered, method=method)
     if centered:
         lam = m.covariance_eigenvalues
     else:
@@ -381,14 +441,14 @@ def spectrum(Z: Any, centered: bool = True, *, method: str = "auto") -> np.ndarr
     return lam.cpu().numpy().copy()
 
 
-def layer_spectrum_table(acts: Mapping[str, Any], measures: Iterable[str] = ("rankme", "effective_rank"),
-                         *, eps: float = 1e-7, alpha_k_range: tuple[int, int] = ALPHA_K_RANGE,
-                         method: str = "auto") -> pd.DataFrame:
-    """Second-moment measures for every layer, as a tidy table.
+def layer_spectrum_table(x: Any, measures: Iterable[str] = ("rankme", "effective_rank"), *, eps: float = 1e-7,
+                         alpha_k_range: tuple[int, int] = ALPHA_K_RANGE, method: str = "auto") -> pd.DataFrame:
+    """Second-moment measures for every layer, as a table in the results schema (:mod:`workbench.results`).
 
     Parameters
     ----------
-    acts : mapping layer name -> array or tensor [N, d_layer]
+    x : array or tensor [N, D] (the one layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
         Widths and even ``N`` may differ between layers.
     measures : iterable of names in :data:`MEASURES`
         ``rankme``, ``effective_rank``, ``participation_ratio``, ``stable_rank`` (centered),
@@ -404,10 +464,21 @@ def layer_spectrum_table(acts: Mapping[str, Any], measures: Iterable[str] = ("ra
 
     Returns
     -------
-    pandas.DataFrame with columns ``layer, index, measure, value`` (``index`` = position of the layer in
-    ``acts``), one row per layer and measure. Per layer the data are centered once and at most one
-    centered and one uncentered decomposition is computed, whatever the number of measures.
+    pandas.DataFrame in the results schema: one row per layer and measure, ``layer``, ``layer_index`` (the
+    position of the layer in ``x``), ``measure``, ``value``; ``run``, ``step``, ``split`` and the CIs NaN.
+    Per layer the data are centered once and at most one centered and one uncentered decomposition is
+    computed, whatever the number of measures.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[2.0, 0], [-2, 0], [0, 1], [0, -1]])    # centered; singular values 2*sqrt(2), sqrt(2)
+    >>> iso = np.kron(np.eye(3), [[1.0], [-1.0]])                # three equal covariance eigenvalues
+    >>> t = layer_spectrum_table({"z": z, "iso": iso}, measures=["participation_ratio", "stable_rank"])
+    >>> t.value.round(4).tolist()     # z: 25/17, 10/8; iso: 3, 3
+    [1.4706, 1.25, 3.0, 3.0]
     """
+    acts, _ = as_layers(x, "x")
     measures = check_layers_and_measures(acts, measures, MEASURES)
     eps = _check_eps(eps)
     k_min, k_max = _check_k_range(alpha_k_range)
@@ -415,8 +486,8 @@ def layer_spectrum_table(acts: Mapping[str, Any], measures: Iterable[str] = ("ra
     need_c = any(m in _CENTERED for m in measures)
     need_u = any(m in _UNCENTERED for m in measures)
     rows = []
-    for idx, (layer, x) in enumerate(acts.items()):
-        mom = second_moments(x, centered=need_c, uncentered=need_u, method=method, name=f"acts[{layer!r}]")
+    for idx, (layer, data) in enumerate(acts.items()):
+        mom = second_moments(data, centered=need_c, uncentered=need_u, method=method, name=f"x[{layer!r}]")
         for m in measures:
             if m == "rankme":
                 rows.append((layer, idx, m, _rankme_value(mom, eps)))
@@ -434,4 +505,4 @@ def layer_spectrum_table(acts: Mapping[str, Any], measures: Iterable[str] = ("ra
                 rows.append((layer, idx, m, _sve_value(mom, False)))
             else:
                 rows.append((layer, idx, m, _lsvr_value(mom, False, False)))
-    return pd.DataFrame(rows, columns=["layer", "index", "measure", "value"])
+    return tidy(pd.DataFrame(rows, columns=["layer", "layer_index", "measure", "value"]))

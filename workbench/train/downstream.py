@@ -1,9 +1,10 @@
 """Downstream evaluation of any checkpoint of a run: frozen probes, fine-tuning, label fractions, ID vs OOD,
 and a dense (per-pixel) probe on the ``shapes`` masks.
 
-``evaluate(run, task)`` returns a tidy table (columns :data:`DOWNSTREAM_COLUMNS`) and stores it with the run
-(``downstream.csv`` in the run directory, merged by key, written atomically), so ``run.downstream()`` and
-``Run.history(downstream=True)`` see every evaluation ever made.
+``evaluate(run, task)`` returns a table in the results schema (:mod:`workbench.results`) with the extra
+columns ``task``, ``method``, ``label_fraction``, and stores it with the run (``downstream.csv`` in the run
+directory, columns :data:`DOWNSTREAM_COLUMNS`, merged by key, written atomically), so ``run.downstream()``
+sees every evaluation ever made.
 
 Methods
 -------
@@ -35,13 +36,15 @@ from torch import nn
 
 from .. import data as wb_data
 from .._validation import check_choice, check_fraction
+from ..results import tidy
 from ..runs import Run, atomic_write_bytes
 
 __all__ = ["evaluate", "METHODS", "DOWNSTREAM_COLUMNS"]
 
 METHODS = ("linear", "knn", "finetune", "dense")
-DOWNSTREAM_COLUMNS = ["step", "task", "method", "label_fraction", "layer", "split", "metric", "value"]
-_KEY = ["step", "task", "method", "label_fraction", "layer", "split", "metric"]
+#: columns of a run's stored ``downstream.csv`` (:meth:`workbench.runs.Run.downstream` reads it in the results schema)
+DOWNSTREAM_COLUMNS = ["step", "task", "method", "label_fraction", "layer", "layer_index", "split", "measure", "value"]
+_KEY = ["step", "task", "method", "label_fraction", "layer", "split", "measure"]
 
 
 def _resolve_task(run: Run, task: Any) -> tuple[str, wb_data.Dataset, str | None]:
@@ -115,11 +118,14 @@ def evaluate(run: Run, task: Any = None, *, step: int | str = "final", methods: 
 
     Returns
     -------
-    DataFrame with :data:`DOWNSTREAM_COLUMNS` plus ``run`` (display name), one row per
-    (method, label fraction, split, metric); metrics "accuracy" (and "loss" for linear) or "pixel_accuracy"
-    and "miou" for dense.
+    DataFrame in the results schema (``run`` = the run's display name, ``step``, ``layer``, ``layer_index`` =
+    the probe point's position in the model (NaN for ``"embed"``, the fine-tuned representation),
+    ``measure``, ``split``, ``value``) with the extra columns ``task``, ``method``, ``label_fraction``; one row
+    per (method, label fraction, split, measure); measures "accuracy" (and "loss" for linear) or
+    "pixel_accuracy" and "miou" for dense.
     """
     from ..activations import extract
+    from ..models import probe_points
     from .trainer import auto_device
 
     methods = list(methods)
@@ -143,10 +149,11 @@ def evaluate(run: Run, task: Any = None, *, step: int | str = "final", methods: 
 
     y_train_full = _labels(ds["train"], target, "train")
     rows: list[dict[str, Any]] = []
+    order = {name: i for i, name in enumerate(probe_points(model))}
 
-    def add(method: str, frac: float, lay: str, split: str, metric: str, value: float) -> None:
+    def add(method: str, frac: float, lay: str, split: str, measure: str, value: float) -> None:
         rows.append({"step": step_n, "task": task_name, "method": method, "label_fraction": frac, "layer": lay,
-                     "split": split, "metric": metric, "value": float(value)})
+                     "layer_index": order.get(lay), "split": split, "measure": measure, "value": float(value)})
 
     frozen = [m for m in methods if m in ("linear", "knn")]
     if frozen:
@@ -161,13 +168,13 @@ def evaluate(run: Run, task: Any = None, *, step: int | str = "final", methods: 
                 kwargs = {"C": C} if C is not None else {"folds": min(5, int(np.bincount(ytr).min()))}
                 res = linear_probe(xtr, ytr, evals=evals, **kwargs)
                 for r in res[res.split != "train"].itertuples():
-                    add("linear", frac, layer, r.split, r.metric, r.value)
+                    add("linear", frac, layer, r.split, r.measure, r.value)
             if "knn" in frozen:
                 from ..probing import knn_probe
 
                 res = knn_probe(xtr, ytr, evals=evals, ks=(min(20, len(ytr) - 1),), n_boot=0)
-                for r in res[(res.split != "train") & (res.metric == "accuracy")].itertuples():
-                    add("knn", frac, layer, r.split, r.metric, r.value)
+                for r in res[(res.split != "train") & (res.measure == "accuracy")].itertuples():
+                    add("knn", frac, layer, r.split, r.measure, r.value)
     if "finetune" in methods:
         for frac in fractions:
             idx = _fraction_index(y_train_full, frac, seed)
@@ -179,19 +186,19 @@ def evaluate(run: Run, task: Any = None, *, step: int | str = "final", methods: 
         dl = dense_layer or _dense_default(model)
         for frac in fractions:
             idx = _fraction_index(y_train_full, frac, seed)
-            for split, metrics in _dense_probe(model, ds, idx, splits, dl, dense_pixels, seed, device).items():
-                for metric, value in metrics.items():
-                    add("dense", frac, dl, split, metric, value)
+            for split, scores in _dense_probe(model, ds, idx, splits, dl, dense_pixels, seed, device).items():
+                for measure, value in scores.items():
+                    add("dense", frac, dl, split, measure, value)
     table = pd.DataFrame(rows, columns=DOWNSTREAM_COLUMNS)
     _store(run, table)
-    return table.assign(run=run.name)
+    return tidy(table, run=run.name)
 
 
 def _store(run: Run, table: pd.DataFrame) -> None:
     with run.lock():
         old = run.downstream()
         if len(old):
-            old = old.drop(columns="run")
+            old = old[DOWNSTREAM_COLUMNS]
             merged = pd.concat([old, table], ignore_index=True).drop_duplicates(_KEY, keep="last")
         else:
             merged = table

@@ -1,11 +1,12 @@
 """Recorders: what training writes into a run's tidy history besides loss and accuracy.
 
-Each recorder is switched on by name in ``RunConfig.recorders`` and adds rows ``(step, metric, split,
-layer, value)``. Per-step recorders run on the logged steps (every ``steps // 100``), per-checkpoint
+Each recorder is switched on by name in ``RunConfig.recorders`` and adds rows ``(step, measure, split,
+layer, layer_index, value)`` (:data:`workbench.runs.HISTORY_COLUMNS`; ``layer_index`` is the probe point's
+position in the model, empty for the model's representation ``embed`` and for model-level rows). Per-step recorders run on the logged steps (every ``steps // 100``), per-checkpoint
 recorders on the checkpoint schedule (log-spaced), so the cost stays small by default.
 
 ==============  ===========  =======================================================================
-name            when         rows (metric / split / layer)
+name            when         rows (measure / split / layer)
 ==============  ===========  =======================================================================
 grad_norm       logged step  ``grad_norm`` / ``train_batch`` / each probe point: ‖∂L/∂θ‖₂ over the
                              parameters inside that module (after backward, before the update)
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_labels
-from ..models import param_groups, predict
+from ..models import param_groups, predict, probe_points
 
 __all__ = ["Recorders", "el2n", "PROBE_SET_SIZE", "N_EIGS"]
 
@@ -72,6 +73,7 @@ class Recorders:
         self.names = set(names)
         self.model, self.dataset, self.labels, self.flipped, self.device = model, dataset, labels, flipped, device
         self.augment = augment
+        self._order = {name: i for i, name in enumerate(probe_points(model))}
         self._handles: list[Any] = []
         self._act: dict[str, float] = {}
         if "act_var" in self.names:
@@ -104,11 +106,11 @@ class Recorders:
             for name, params in param_groups(self.model).items():
                 grads = [p.grad.detach().double().square().sum() for p in params if p.grad is not None]
                 if grads:
-                    rows.append({"step": step, "metric": "grad_norm", "split": "train_batch", "layer": name,
-                                 "value": float(torch.stack(grads).sum().sqrt())})
+                    rows.append({"step": step, "measure": "grad_norm", "split": "train_batch", "layer": name,
+                                 "layer_index": self._order.get(name), "value": float(torch.stack(grads).sum().sqrt())})
         if "act_var" in self.names:
-            rows += [{"step": step, "metric": "act_var", "split": "train_batch", "layer": name, "value": float(v)}
-                     for name, v in self._act.items()]
+            rows += [{"step": step, "measure": "act_var", "split": "train_batch", "layer": name,
+                      "layer_index": self._order.get(name), "value": float(v)} for name, v in self._act.items()]
             self._armed = False
         return rows
 
@@ -158,10 +160,10 @@ class Recorders:
         pred = self._train_logits().argmax(1).numpy()
         f, noisy, true = self.flipped, self.labels, self.dataset["train"].labels
         return [
-            {"step": step, "metric": "accuracy", "split": "train_clean", "value": float((pred[~f] == noisy[~f]).mean())},
+            {"step": step, "measure": "accuracy", "split": "train_clean", "value": float((pred[~f] == noisy[~f]).mean())},
             # fraction of flipped examples predicted as their *noisy* label: memorization (Arpit et al. 2017)
-            {"step": step, "metric": "memorized", "split": "train_flipped", "value": float((pred[f] == noisy[f]).mean())},
-            {"step": step, "metric": "accuracy", "split": "train_flipped_true",
+            {"step": step, "measure": "memorized", "split": "train_flipped", "value": float((pred[f] == noisy[f]).mean())},
+            {"step": step, "measure": "accuracy", "split": "train_flipped_true",
              "value": float((pred[f] == true[f]).mean())},
         ]
 
@@ -169,11 +171,11 @@ class Recorders:
 
         scores = el2n(self._train_logits(), self.labels)
         run.save_artifact(f"el2n_{step:08d}", scores=scores)
-        rows = [{"step": step, "metric": "el2n_mean", "split": "train", "value": float(scores.mean())}]
+        rows = [{"step": step, "measure": "el2n_mean", "split": "train", "value": float(scores.mean())}]
         if self.flipped is not None and self.flipped.any():
-            rows += [{"step": step, "metric": "el2n_mean", "split": "train_clean",
+            rows += [{"step": step, "measure": "el2n_mean", "split": "train_clean",
                       "value": float(scores[~self.flipped].mean())},
-                     {"step": step, "metric": "el2n_mean", "split": "train_flipped",
+                     {"step": step, "measure": "el2n_mean", "split": "train_flipped",
                       "value": float(scores[self.flipped].mean())}]
         return rows
 
@@ -183,12 +185,12 @@ class Recorders:
         z = self._embed(self._probe_split())
         zc = z - z.mean(0)
         lam = torch.linalg.eigvalsh(zc.T @ zc / max(len(z) - 1, 1)).flip(0).clamp_min(0)
-        rows = [{"step": step, "metric": f"eig_{k + 1}", "split": "probe", "layer": "embed", "value": float(v)}
+        rows = [{"step": step, "measure": f"eig_{k + 1}", "split": "probe", "layer": "embed", "value": float(v)}
                 for k, v in enumerate(lam[:N_EIGS])]
         if float(lam.sum()) > 0:
-            rows += [{"step": step, "metric": "effective_rank", "split": "probe", "layer": "embed",
+            rows += [{"step": step, "measure": "effective_rank", "split": "probe", "layer": "embed",
                       "value": effective_rank(z)},
-                     {"step": step, "metric": "rankme", "split": "probe", "layer": "embed", "value": rankme(z)}]
+                     {"step": step, "measure": "rankme", "split": "probe", "layer": "embed", "value": rankme(z)}]
         return rows
 
     def _align_unif(self, step: int) -> list[dict[str, Any]]:
@@ -199,5 +201,5 @@ class Recorders:
         split = self._probe_split()
         z1, z2 = self._embed(split, self.augment), self._embed(split, self.augment)
         align, unif = alignment(z1, z2), 0.5 * (uniformity(z1) + uniformity(z2))  # both views, as the paper
-        return [{"step": step, "metric": "alignment", "split": "probe", "layer": "embed", "value": align},
-                {"step": step, "metric": "uniformity", "split": "probe", "layer": "embed", "value": unif}]
+        return [{"step": step, "measure": "alignment", "split": "probe", "layer": "embed", "value": align},
+                {"step": step, "measure": "uniformity", "split": "probe", "layer": "embed", "value": unif}]

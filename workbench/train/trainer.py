@@ -286,7 +286,7 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
             if logged:
                 means = {k: float(torch.stack(v).mean()) for k, v in running.items()}
                 running.clear()
-                history += [{"step": step, "metric": k, "split": "train_batch", "layer": "", "value": v}
+                history += [{"step": step, "measure": k, "split": "train_batch", "value": v}
                             for k, v in means.items()] + step_rows
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(means.items())[:3]})
                 if callback is not None:
@@ -311,11 +311,11 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
 
 def _checkpoint_metrics(model: nn.Module, ds: wb_data.Dataset, step: int,
                         device: torch.device) -> list[dict[str, Any]]:
-    """Held-out accuracy/loss of the classifier head on every labelled non-train split."""
+    """Held-out accuracy/loss of the classifier head on every labelled non-train split (model-level rows)."""
     rows = []
     for split_name, split in ds.items():
         if split.labels is None or split_name == "train":
             continue
-        for metric, value in evaluate_accuracy(model, split, device=device).items():
-            rows.append({"step": step, "metric": metric, "split": split_name, "layer": "", "value": value})
+        for measure, value in evaluate_accuracy(model, split, device=device).items():
+            rows.append({"step": step, "measure": measure, "split": split_name, "value": value})
     return rows

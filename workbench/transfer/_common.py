@@ -10,7 +10,7 @@ from .._validation import check_labels
 
 
 def class_index(labels: Any, name: str, n: int | None = None, *, min_classes: int = 2,
-                other: str = "features") -> tuple[np.ndarray, np.ndarray]:
+                other: str = "x") -> tuple[np.ndarray, np.ndarray]:
     """Integer labels -> (codes 0..C-1 as int64 numpy, sorted distinct labels). Checks the length against
     ``n`` when given."""
     y = check_labels(labels, name, min_classes=min_classes)

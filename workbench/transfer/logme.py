@@ -182,7 +182,7 @@ def _maximise(sp: _Spectrum, tol: float, max_iter: int) -> dict[str, np.ndarray]
     # 1) grid over log t, spanning the spectrum with a margin
     g_lo = math.log(float(sp.lam.min())) - _GRID_MARGIN_DECADES * math.log(10.0)
     g_hi = math.log(float(sp.lam.max())) + _GRID_MARGIN_DECADES * math.log(10.0)
-    n_grid = max(3, int(math.ceil((g_hi - g_lo) / math.log(10.0) * _GRID_PER_DECADE)) + 1)
+    n_grid = max(3, math.ceil((g_hi - g_lo) / math.log(10.0) * _GRID_PER_DECADE) + 1)
     grid = torch.linspace(g_lo, g_hi, n_grid, dtype=torch.float64, device=device)
     best_val = torch.full((n_cols,), -math.inf, dtype=torch.float64, device=device)
     best_k = torch.zeros(n_cols, dtype=torch.long, device=device)
@@ -281,7 +281,7 @@ def _targets(labels: Any, n: int, regression: bool, device: torch.device) -> tup
             arr = arr.reshape(-1, 1)
         y = as_2d_tensor(arr, "labels", min_rows=1).to(device)
         if y.shape[0] != n:
-            raise ValueError(f"mismatched number of samples: features has {n} rows, labels has {y.shape[0]}; "
+            raise ValueError(f"mismatched number of samples: x has {n} rows, labels has {y.shape[0]}; "
                              "pass targets for the same examples, in the same order")
         zero = (y == 0).all(dim=0)
         if bool(zero.any()):
@@ -293,14 +293,14 @@ def _targets(labels: Any, n: int, regression: bool, device: torch.device) -> tup
     return one_hot(codes, len(classes), device), classes.tolist()
 
 
-def _fit(features: Any, labels: Any, regression: bool, tol: float, max_iter: int):
+def _fit(x: Any, labels: Any, regression: bool, tol: float, max_iter: int):
     tol = check_eps(tol, "tol")
     max_iter = check_positive_int(max_iter, "max_iter")
-    f = as_2d_tensor(features, "features", min_rows=2)
+    f = as_2d_tensor(x, "x", min_rows=2)
     y, names = _targets(labels, f.shape[0], regression, f.device)
     sp = _spectrum(f, y)
     if sp.r == 0:
-        raise ValueError("features is all zeros (rank 0), so LogME is undefined; check the activations")
+        raise ValueError("x is all zeros (rank 0), so LogME is undefined; check the activations")
     if sp.r < sp.n:
         exact = sp.res0 <= _RES0_REL * sp.yy
         if bool(exact.any()):
@@ -313,7 +313,7 @@ def _fit(features: Any, labels: Any, regression: bool, tol: float, max_iter: int
     return _maximise(sp, tol, max_iter), names, sp
 
 
-def logme(features: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
+def logme(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
           max_iter: int = 100) -> float:
     """LogME: mean over targets of the maximum Bayesian linear-regression log evidence per sample.
 
@@ -330,8 +330,8 @@ def logme(features: Any, labels: Any, *, regression: bool = False, tol: float = 
 
     Parameters
     ----------
-    features : array or tensor [N, D]
-        Integer input is converted; computation is float64 on the tensor's device.
+    x : array or tensor [N, D]
+        The features ``F``. Integer input is converted; computation is float64 on the tensor's device.
     labels : array [N]
         Integer class ids (classification; each distinct value is one target column, at least two
         classes), or, with ``regression=True``, real targets [N] or [N, K].
@@ -359,12 +359,20 @@ def logme(features: Any, labels: Any, *, regression: bool = False, tol: float = 
         NaN/Inf, 1-D features, mismatched ``N``, fewer than two classes, all-zero features or an
         all-zero regression target, a target that is an exact linear function of the features when
         ``N > rank(F)`` (unbounded evidence).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1, 2], 30); f = rng.normal(size=(90, 8)) + 2 * np.eye(8)[labels]
+    >>> round(logme(f, labels), 4), round(logme(rng.normal(size=(90, 8)), labels), 4)   # class signal vs none
+    (-0.4981, -0.8633)
     """
-    out, _, _ = _fit(features, labels, regression, tol, max_iter)
+    out, _, _ = _fit(x, labels, regression, tol, max_iter)
     return float(np.mean(out["log_evidence"]))
 
 
-def logme_targets(features: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
+def logme_targets(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
                   max_iter: int = 100) -> pd.DataFrame:
     """The per-target pieces of :func:`logme`, one row per target column.
 
@@ -372,10 +380,18 @@ def logme_targets(features: Any, labels: Any, *, regression: bool = False, tol: 
     evidence / N; :func:`logme` is their mean), ``alpha``, ``beta`` (the maximiser; ``alpha = inf``
     when the supremum is the no-signal limit, ``beta = inf`` for the noise-free limit possible when
     ``rank(F) = N``), ``gamma`` (effective number of well-determined parameters), ``iterations``
-    (accelerated fixed-point iterations used) and ``converged`` (the fixed point met ``tol`` or ran into a limit; if not,
-    the value comes from the golden-section search). Same arguments as :func:`logme`.
+    (accelerated fixed-point iterations used) and ``converged`` (the fixed point met ``tol`` or ran into a
+    limit; if not, the value comes from the golden-section search). Same arguments as :func:`logme`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> labels = np.repeat([0, 1, 2], 30); f = rng.normal(size=(90, 8)) + 2 * np.eye(8)[labels]
+    >>> logme_targets(f, labels).log_evidence.round(4).tolist()       # one per class; logme is their mean
+    [-0.446, -0.5136, -0.5348]
     """
-    out, names, _ = _fit(features, labels, regression, tol, max_iter)
+    out, names, _ = _fit(x, labels, regression, tol, max_iter)
     return pd.DataFrame({"target": names, **{k: out[k] for k in
                                              ("log_evidence", "alpha", "beta", "gamma", "iterations",
                                               "converged")}})

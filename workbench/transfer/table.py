@@ -1,13 +1,13 @@
-"""Feature-based transferability scores for every layer, as one tidy table."""
+"""Feature-based transferability scores for every layer, as one table in the results schema."""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
-import torch
 
 from .._validation import check_layers_and_measures
+from ..activations import as_layers
+from ..results import tidy
 from .logme import logme
 from .scores import hscore, transrate
 
@@ -16,14 +16,15 @@ __all__ = ["transfer_table", "MEASURES"]
 MEASURES = ("logme", "hscore", "hscore_shrinkage", "transrate")
 
 
-def transfer_table(acts: Any, labels: Any, measures: Iterable[str] = MEASURES, *,
+def transfer_table(x: Any, labels: Any, *, measures: Iterable[str] = MEASURES,
                    transrate_eps: float = 1e-4) -> pd.DataFrame:
-    """Transferability scores of each layer's features for one labelled target task, tidy.
+    """Transferability scores of each layer's features for one labelled target task, in the results schema.
 
     Parameters
     ----------
-    acts : mapping layer name -> array or tensor [N, d_layer], or a single [N, D] array
-        (reported as layer ``"features"``). All layers must hold the same ``N`` examples as ``labels``.
+    x : array or tensor [N, D] (reported as layer ``"features"``), ``Activations``, or mapping layer name ->
+        array or tensor [N, d_layer]
+        All layers must hold the same ``N`` examples as ``labels``.
     labels : array [N]
         Integer target class ids (at least two classes).
     measures : iterable of {"logme", "hscore", "hscore_shrinkage", "transrate"}
@@ -37,25 +38,32 @@ def transfer_table(acts: Any, labels: Any, measures: Iterable[str] = MEASURES, *
 
     Returns
     -------
-    pandas.DataFrame with columns ``layer, index, measure, value`` (``index`` = position of the layer in
-    ``acts``), one row per layer and measure, in the order given.
+    pandas.DataFrame in the results schema (:mod:`workbench.results`): one row per layer and measure, in the
+    order given, with ``layer``, ``layer_index`` (the position of the layer in ``x``), ``measure`` and
+    ``value``; ``run``, ``step``, ``split`` and the CIs NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> f = np.array([[-1.1], [-0.9], [0.9], [1.1]])
+    >>> transfer_table({"f": f, "2f": 2 * f}, [0, 0, 1, 1], measures=["hscore"]).value.round(4).tolist()   # 1/1.01
+    [0.9901, 0.9901]
     """
-    if isinstance(acts, (np.ndarray, torch.Tensor, list, tuple)):
-        acts = {"features": acts}
+    acts, _ = as_layers(x, "x")
     measures = check_layers_and_measures(acts, measures, MEASURES)
     rows = []
-    for idx, (layer, x) in enumerate(acts.items()):
+    for idx, (layer, data) in enumerate(acts.items()):
         for m in measures:
             try:
                 if m == "logme":
-                    value = logme(x, labels)
+                    value = logme(data, labels)
                 elif m == "hscore":
-                    value = hscore(x, labels)
+                    value = hscore(data, labels)
                 elif m == "hscore_shrinkage":
-                    value = hscore(x, labels, shrinkage=True)
+                    value = hscore(data, labels, shrinkage=True)
                 else:
-                    value = transrate(x, labels, eps=transrate_eps)
+                    value = transrate(data, labels, eps=transrate_eps)
             except ValueError as err:
                 raise ValueError(f"layer {layer!r}, {m}: {err}") from err
             rows.append((layer, idx, m, float(value)))
-    return pd.DataFrame(rows, columns=["layer", "index", "measure", "value"])
+    return tidy(pd.DataFrame(rows, columns=["layer", "layer_index", "measure", "value"]))
