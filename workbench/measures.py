@@ -45,6 +45,7 @@ RETURNS = {
     "per_layer": "one value per layer",
     "layer_pair": "one value per pair of layers (layer × layer_b)",
     "per_model": "one value for the whole model",
+    "per_example": "one value per example (``example`` column)",
 }
 
 
@@ -61,6 +62,11 @@ class Measure:
     fn: Callable[..., Any] = field(repr=False)
     exact: bool = True
     description: str = ""
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """The public function that computes the measure (what the adapter ``fn`` calls)."""
+        return getattr(self.fn, "source", self.fn)
 
 
 REGISTRY: dict[str, Measure] = {}
@@ -95,7 +101,8 @@ def names(*, takes: str | None = None, family: str | None = None) -> list[str]:
 def measures_table() -> pd.DataFrame:
     """One row per registered measure: name, family, takes, returns, exact, reference (``workbench measures``)."""
     return pd.DataFrame([{"name": m.name, "family": m.family, "takes": m.takes, "returns": m.returns,
-                          "exact": m.exact, "reference": m.reference} for m in REGISTRY.values()])
+                          "exact": m.exact, "function": f"{m.function.__module__}.{m.function.__name__}",
+                          "reference": m.reference} for m in REGISTRY.values()])
 
 
 @dataclass
@@ -189,6 +196,7 @@ def _value(fn: Callable[..., Any], *, extra: Mapping[str, Any] | None = None, la
     def adapter(one: _One, **options: Any) -> dict:
         args = [one.x] + ([one.labels] if labels else []) + ([one.views] if views else [])
         return {"value": float(fn(*args, **{**(extra or {}), **options}))}
+    adapter.source = fn
     return adapter
 
 
@@ -197,6 +205,7 @@ def _item(fn: Callable[..., Any], key: str, *, labels: bool = True) -> Callable[
     def adapter(one: _One, **options: Any) -> dict:
         out = fn(one.x, one.labels, **options) if labels else fn(one.x, **options)
         return {"value": float(out[key] if isinstance(out, Mapping) else getattr(out, key))}
+    adapter.source = fn
     return adapter
 
 
@@ -205,14 +214,17 @@ def _alpha_req(one: _One, **options: Any) -> list[dict]:
     return [{"value": float(res.alpha)}, {"measure": "alpha_req_r2", "value": float(res.r2)}]
 
 
+_alpha_req.source = spectrum.alpha_req
+
+
 def _probe(fn: Callable[..., pd.DataFrame]) -> Callable[..., dict]:
     """A per-layer adapter: fit the probe on ``fit`` and report its accuracy on ``x`` (with its CI)."""
     def adapter(one: _One, **options: Any) -> dict:
         (x_fit, y_fit), ev = one.fit, "evaluated"
         table = fn(x_fit, y_fit, evals={ev: (one.x, one.labels)}, **options)
-        col = "measure" if "measure" in table else "metric"
-        row = table[(table["split"] == ev) & (table[col] == "accuracy")].iloc[0]
+        row = table[(table["split"] == ev) & (table["measure"] == "accuracy")].iloc[0]
         return {"value": float(row["value"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"])}
+    adapter.source = fn
     return adapter
 
 
@@ -224,12 +236,14 @@ def _pairs(fn: Callable[..., pd.DataFrame], **fixed: Any) -> Callable[..., list[
         order_b = {n: i for i, n in enumerate(names_b)}
         return [{"layer": str(la), "layer_b": str(lb), "layer_index_b": order_b[str(lb)],
                  "value": float(mat.loc[la, lb])} for la in mat.index for lb in mat.columns]
+    adapter.source = fn
     return adapter
 
 
 def _source(fn: Callable[..., float]) -> Callable[..., list[dict]]:
     def adapter(inputs: Inputs, **options: Any) -> list[dict]:
         return [{"value": float(fn(inputs.outputs, inputs.labels, **options))}]
+    adapter.source = fn
     return adapter
 
 
@@ -237,12 +251,13 @@ def _model(fn: Callable[..., pd.DataFrame], how: str, name: str) -> Callable[...
     """A model-level adapter: ``fn(model, loss | data, **options)`` → its rows of measure ``name``."""
     def adapter(inputs: Inputs, **options: Any) -> list[dict]:
         frame = fn(inputs.model, inputs.loss if how == "loss" else inputs.data, **options)
-        keep = [c for c in ("layer", "layer_index", "measure", "value") if c in frame]
+        keep = [c for c in ("layer", "layer_index", "example", "measure", "value") if c in frame]
         rows = [r for r in frame[keep].to_dict("records") if r.get("measure", name) == name]
         for r in rows:
             if r.get("layer") == "":
                 r["layer"], r["layer_index"] = np.nan, np.nan
         return rows
+    adapter.source = fn
     return adapter
 
 
@@ -334,3 +349,9 @@ register("output_variance", "dynamics", "model, data", "per_layer", "variance of
 register("angular_distance", "dynamics", "model, data", "per_layer",
          "Gromov et al. 2024, The unreasonable ineffectiveness of the deeper layers",
          _model(dynamics.layer_angular_distance, "data", "angular_distance"))
+register("el2n", "dynamics", "model, data", "per_example",
+         "Paul, Ganguli & Dziugaite 2021, Deep learning on a data diet, NeurIPS (‖softmax − onehot‖₂)",
+         _model(dynamics.el2n_scores, "data", "el2n"))
+register("grand", "dynamics", "model, data", "per_example",
+         "Paul, Ganguli & Dziugaite 2021 (expected norm of the per-example loss gradient)",
+         _model(dynamics.grand_scores, "data", "grand"))
