@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from workbench._validation import Data, Rule
+from workbench._validation import Rule
 
 PACKAGES = ["workbench.similarity", "workbench.spectrum", "workbench.transfer", "workbench.probing"]
 DECLARED_PACKAGES = PACKAGES + ["workbench.dynamics", "workbench.figures", "workbench.measures", "workbench.results",
@@ -52,8 +52,6 @@ def _valid_call(fn):
 def _cases():
     for qual, fn in DECLARED:
         for name, rule in fn.__declared__.items():
-            if isinstance(rule, Data) and rule.kind == "any":
-                continue
             for i, bad in enumerate(rule.invalid()):
                 yield pytest.param(fn, name, bad, id=f"{qual}-{name}-{i}")
 

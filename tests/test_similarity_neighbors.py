@@ -130,7 +130,7 @@ def test_bad_inputs(data):
         mutual_knn(x, y, k=150)
     with pytest.raises(ValueError, match="k <= 4"):
         nb.mutual_knn_matrix({"a": x[:5], "b": y[:5]}, k=5)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
         knn_indices(x, k=0)
     with pytest.raises(TypeError, match="k must be an integer"):
         knn_indices(x, k=2.5)

@@ -106,7 +106,7 @@ def test_torch_input_and_errors():
         uniformity(zero)
     with pytest.raises(ValueError, match="at least 2 samples"):
         uniformity(z[:1])
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="t must be a number > 0"):
         uniformity(z, t=0.0)
     with pytest.raises(ValueError, match="block_size"):
         uniformity(z, block_size=0)

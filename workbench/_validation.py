@@ -261,7 +261,8 @@ class Instance(Rule):
 
     def describe(self) -> str:
         names = " or ".join(t.__name__ for t in self.types)
-        return f"a {names}" + (" or None" if self.none else "")
+        article = "an" if names[0] in "AEIOUaeiou" else "a"
+        return f"{article} {names}" + (" or None" if self.none else "")
 
     def check(self, value: Any, name: str) -> None:
         if value is None and self.none:

@@ -48,14 +48,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_choice
-from ._pairs import pairwise, same_device
+from .._validation import Data, Instance, Interval, Options, as_2d_tensor, check_choice, declare
+from ._pairs import OUTPUTS, pairwise, same_device
 
 __all__ = ["canonical_correlations", "cca", "svcca", "pwcca", "cca_matrix", "svcca_matrix", "pwcca_matrix"]
 
 _SUMMARIES = ("mean", "r2")
 _EPS64 = float(np.finfo(np.float64).eps)
 _VARIANCE_SLACK = 1e-10  # cumulative variance fractions within this of the threshold count as reaching it
+_RTOL = Interval(float, 0, 1, closed="left", none=True)  # the declared rule of every ``rtol``
+_VARIANCE = Interval(float, 0, 1, closed="right", none=True)
+_DIMS = Instance(numbers.Integral, tuple, list, none=True)  # svcca_matrix refuses a pair itself (its message)
 
 
 @dataclass
@@ -193,6 +196,7 @@ def _check_svcca_args(variance: Any, dims: Any) -> tuple[float | None, tuple[int
     return float(variance), None
 
 
+@declare(a=Data("x"), b=Data("x"), rtol=_RTOL)
 def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.ndarray:
     """All canonical correlations of two representations of the same examples, largest first.
 
@@ -234,6 +238,7 @@ def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.n
     return _correlations(pa, pb).cpu().numpy()
 
 
+@declare(a=Data("x"), b=Data("x"), summary=Options(*_SUMMARIES), rtol=_RTOL)
 def cca(a: Any, b: Any, *, summary: str = "mean", rtol: float | None = None) -> float:
     """CCA similarity of two representations: mean canonical correlation or ``R^2_CCA``.
 
@@ -278,6 +283,7 @@ def cca(a: Any, b: Any, *, summary: str = "mean", rtol: float | None = None) -> 
     return _summary(_correlations(pa, pb), summary)
 
 
+@declare(a=Data("x"), b=Data("x"), variance=_VARIANCE, dims=_DIMS, rtol=_RTOL)
 def svcca(a: Any, b: Any, *, variance: float | None = None, dims: int | tuple[int, int] | None = None,
           rtol: float | None = None) -> float:
     """Singular vector CCA (Raghu et al. 2017, "SVCCA", NeurIPS): truncated SVD of each, then mean CCA.
@@ -332,6 +338,7 @@ def svcca(a: Any, b: Any, *, variance: float | None = None, dims: int | tuple[in
     return _summary(_correlations(pa, pb), "mean")
 
 
+@declare(a=Data("x"), b=Data("x"), rtol=_RTOL)
 def pwcca(a: Any, b: Any, *, rtol: float | None = None) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018, NeurIPS; Kornblith et al. 2019, Table 1).
 
@@ -383,6 +390,8 @@ def pwcca(a: Any, b: Any, *, rtol: float | None = None) -> float:
 # ---------------------------------------------------------------- all pairs of layers
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), summary=Options(*_SUMMARIES), rtol=_RTOL,
+         output=Options(*OUTPUTS))
 def cca_matrix(a: Any, b: Any = None, *, summary: str = "mean", rtol: float | None = None,
                output: str = "tidy") -> pd.DataFrame:
     """:func:`cca` for every layer of ``a`` against every layer of ``b`` (``b=None``: ``a`` against itself).
@@ -427,6 +436,8 @@ def cca_matrix(a: Any, b: Any = None, *, summary: str = "mean", rtol: float | No
     return pairwise(a, b, lambda x, name: _decompose(x, name, rtol), compare, f"cca_{summary}", output=output)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), variance=_VARIANCE, dims=_DIMS, rtol=_RTOL,
+         output=Options(*OUTPUTS))
 def svcca_matrix(a: Any, b: Any = None, *, variance: float | None = None, dims: int | None = None,
                  rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`svcca` for every layer pair; each layer is decomposed and truncated exactly once.
@@ -462,6 +473,7 @@ def svcca_matrix(a: Any, b: Any = None, *, variance: float | None = None, dims: 
     return pairwise(a, b, prepare, compare, measure, output=output)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), rtol=_RTOL, output=Options(*OUTPUTS))
 def pwcca_matrix(a: Any, b: Any = None, *, rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`pwcca` for every layer pair, weights from the **row** layer: ``value[i, j] = pwcca(a[i], b[j])``.
 

@@ -65,7 +65,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_choice
+from .._validation import Data, Flag, Interval, Options, as_2d_tensor, check_choice, declare
 from ._pairs import OUTPUTS, check_same_rows, layer_dict, same_device, to_frame
 
 __all__ = ["cka", "cka_matrix", "MinibatchCKA", "minibatch_cka"]
@@ -286,6 +286,8 @@ def _min_rows(debiased: bool) -> int:
     return 4 if debiased else 2
 
 
+@declare(a=Data("x"), b=Data("x"), kernel=Options(*_KERNELS), debiased=Flag(),
+         sigma=Interval(float, 0, None, closed="neither"))
 def cka(a: Any, b: Any, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5) -> float:
     """Centered kernel alignment between two representations of the same ``N`` examples.
 
@@ -601,6 +603,8 @@ def _check_self(values: np.ndarray, names: list[str], debiased: bool) -> None:
             raise _self_error(name, float(value), debiased)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), kernel=Options(*_KERNELS), debiased=Flag(),
+         sigma=Interval(float, 0, None, closed="neither"), output=Options(*OUTPUTS))
 def cka_matrix(a: Any, b: Any = None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
                output: str = "tidy") -> pd.DataFrame:
     """CKA between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` against itself).
@@ -827,6 +831,9 @@ class MinibatchCKA:
         return to_frame(names_a, names_b, values, self.measure, output)
 
 
+@declare(batches=Data("any", example=lambda: [(x, 2 * x) for x in np.split(Data().example(), 4)],
+                      bad=[[(np.ones((8, 2)),) * 3], "batches"]),
+         kernel=Options("linear"), output=Options(*OUTPUTS))
 def minibatch_cka(batches: Iterable[Any], *, kernel: str = "linear", output: str = "tidy") -> pd.DataFrame:
     """Minibatch CKA (Nguyen, Raghu & Kornblith 2021, ICLR, Sec. 3.1, Eq. 2-3) over an iterable of batches.
 

@@ -49,8 +49,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_choice
-from ._pairs import pairwise, same_device
+from .._validation import Data, Interval, Options, as_2d_tensor, check_choice, declare
+from ._pairs import OUTPUTS, pairwise, same_device
 from .rsa import _grid_shift
 
 __all__ = ["knn_indices", "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jaccard_knn_matrix", "KNN_METRICS"]
@@ -58,6 +58,8 @@ __all__ = ["knn_indices", "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jac
 KNN_METRICS = ("cosine", "euclidean")
 _TILE = 1 << 23  # score entries per [block, N] tile (64 MiB of float64)
 _OVERLAP_TILE = 1 << 24  # booleans per [rows, k, k] overlap comparison
+_K = Interval(int, 1)  # the declared rule of every ``k`` (k <= N - 1 is checked against the data)
+_BLOCK = Interval(int, 1, none=True)
 
 
 def _check_k(k: Any, n: int, name: str) -> int:
@@ -130,6 +132,7 @@ def _knn(x: torch.Tensor, name: str, k: int, metric: str, block_size: int | None
     return out
 
 
+@declare(x=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def knn_indices(x: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> torch.Tensor:
     """Indices of each example's ``k`` nearest neighbours among the other examples.
 
@@ -208,6 +211,7 @@ def _pair(a: Any, b: Any, k: Any, metric: str, block_size: Any) -> tuple[torch.T
     return _knn(x, "a", k, metric, block_size), _knn(y, "b", k, metric, block_size)
 
 
+@declare(a=Data("x"), b=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def mutual_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mutual k-nearest-neighbour alignment (Huh et al. 2024).
 
@@ -247,6 +251,7 @@ def mutual_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_siz
     return _mutual(na, nb)
 
 
+@declare(a=Data("x"), b=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def jaccard_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mean Jaccard similarity of the two k-NN sets of each example (k-NN Jaccard; Klabunde et al. 2023).
 
@@ -285,6 +290,8 @@ def _matrix(a, b, k, metric, block_size, output, name, fn) -> pd.DataFrame:
     return pairwise(a, b, prepare, fn, f"{name}_{metric}_k{k}", output=output, symmetric=True, min_rows=2)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
+         output=Options(*OUTPUTS))
 def mutual_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
                       block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`mutual_knn` between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` with itself).
@@ -321,6 +328,8 @@ def mutual_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosi
     return _matrix(a, b, k, metric, block_size, output, "mutual_knn", _mutual)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
+         output=Options(*OUTPUTS))
 def jaccard_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
                        block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`jaccard_knn` between every layer pair; as :func:`mutual_knn_matrix` with

@@ -68,8 +68,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_choice
-from ._pairs import pairwise, same_device
+from .._validation import Data, Flag, Interval, Options, as_2d_tensor, check_choice, declare
+from ._pairs import OUTPUTS, pairwise, same_device
 
 __all__ = ["rdm", "rsa", "rsa_matrix", "METRICS", "COMPARISONS"]
 
@@ -227,6 +227,7 @@ def _check_metric_args(metric: str, max_n: Any) -> int:
     return int(max_n)
 
 
+@declare(x=Data("x"), metric=Options(*METRICS), square=Flag(), max_n=Interval(int, 3))
 def rdm(x: Any, *, metric: str = "correlation", square: bool = False, max_n: int = _MAX_N) -> torch.Tensor:
     """Representational dissimilarity matrix of one representation (Kriegeskorte et al. 2008).
 
@@ -371,6 +372,8 @@ def _measure_name(metric: str, compare: str) -> str:
     return f"rsa_{metric}_{compare.replace('-', '_')}"
 
 
+@declare(a=Data("x"), b=Data("x"), metric=Options(*METRICS), compare=Options(*COMPARISONS),
+         max_n=Interval(int, 3))
 def rsa(a: Any, b: Any, *, metric: str = "correlation", compare: str = "spearman", max_n: int = _MAX_N) -> float:
     """Representational similarity analysis: correlation between the RDMs of two representations.
 
@@ -426,6 +429,8 @@ def rsa(a: Any, b: Any, *, metric: str = "correlation", compare: str = "spearman
     return _compare(pa, pb, compare)
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), metric=Options(*METRICS), compare=Options(*COMPARISONS),
+         output=Options(*OUTPUTS), max_n=Interval(int, 3))
 def rsa_matrix(a: Any, b: Any = None, *, metric: str = "correlation", compare: str = "spearman",
                output: str = "tidy", max_n: int = _MAX_N) -> pd.DataFrame:
     """:func:`rsa` between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` against itself).

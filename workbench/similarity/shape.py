@@ -65,9 +65,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_choice
-from ._pairs import pairwise, same_device
-from .cca import _check_rtol, _decompose
+from .._validation import Data, Interval, Options, as_2d_tensor, check_choice, declare
+from ._pairs import OUTPUTS, pairwise, same_device
+from .cca import _RTOL, _check_rtol, _decompose
 
 __all__ = ["shape_distance", "shape_matrix"]
 
@@ -143,6 +143,8 @@ def _measure_name(alpha: float, metric: str, shrinkage: float) -> str:
     return f"shape_{metric}_alpha{alpha:g}" + (f"_shrinkage{shrinkage:g}" if shrinkage > 0 else "")
 
 
+@declare(a=Data("x"), b=Data("x"), alpha=Interval(float, 0, 1), metric=Options(*_METRICS),
+         shrinkage=Interval(float, 0, 1), rtol=_RTOL)
 def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
                    rtol: float | None = None) -> float:
     """Generalized shape metric of Williams et al. 2021 between two representations of the same examples.
@@ -210,6 +212,8 @@ def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular
     return _distance(pa, pb, metric, cca_limit=(alpha == 0.0 and shrinkage == 0.0))
 
 
+@declare(a=Data("layers"), b=Data("layers", none=True), alpha=Interval(float, 0, 1), metric=Options(*_METRICS),
+         shrinkage=Interval(float, 0, 1), rtol=_RTOL, output=Options(*OUTPUTS))
 def shape_matrix(a: Any, b: Any = None, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
                  rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`shape_distance` for every layer of ``a`` against every layer of ``b`` (``b=None``: ``a`` vs itself).

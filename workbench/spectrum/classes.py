@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_2d_tensor, check_labels
+from .._validation import Data, Interval, as_2d_tensor, check_labels, declare
 
 __all__ = ["neural_collapse", "cdnv", "lidar"]
 
@@ -62,6 +62,8 @@ def _geometry(vectors: torch.Tensor, what: str) -> tuple[float, float, float]:
     return equinorm, equiangular, max_angle
 
 
+@declare(x=Data("x"), labels=Data("labels"), weights=Data("x", none=True), bias=Data("any", none=True),
+         logits=Data("x", none=True))
 def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = None,
                     logits: Any = None) -> dict[str, float]:
     """Neural-collapse statistics NC1-NC4 (Papyan, Han & Donoho 2020, "Prevalence of neural collapse
@@ -161,6 +163,7 @@ def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = Non
     return out
 
 
+@declare(x=Data("x"), labels=Data("labels"))
 def cdnv(x: Any, labels: Any) -> float:
     """Class-distance normalized variance (Galanti, Gyorgy & Hutter 2022, "On the role of neural collapse
     in transfer learning", ICLR), averaged over all pairs of classes.
@@ -211,6 +214,7 @@ def _check_nonneg(value: Any, name: str) -> float:
     return float(value)
 
 
+@declare(x=Data("x"), groups=Data("labels"), delta=Interval(float, 0), eps=Interval(float, 0))
 def lidar(x: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> float:
     """LiDAR, the effective rank of the LDA matrix of the self-supervised surrogate task (Thilak et al.
     2024, "LiDAR: sensing linear probing performance in joint embedding SSL architectures", ICLR).

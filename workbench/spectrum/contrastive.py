@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_2d_tensor, check_labels
+from .._validation import Data, Flag, Interval, as_2d_tensor, check_labels, declare
 
 __all__ = ["alignment", "uniformity", "tolerance"]
 
@@ -50,6 +50,7 @@ def _normalized(z: torch.Tensor, name: str, normalize: bool) -> torch.Tensor:
     return z / norms
 
 
+@declare(a=Data("x"), b=Data("x"), alpha=Interval(float, 0, None, closed="neither"), normalize=Flag())
 def alignment(a: Any, b: Any, *, alpha: float = 2.0, normalize: bool = True) -> float:
     """Alignment of positive pairs (Wang & Isola 2020, ICML, Sec. 4.1): ``E ||f(x) - f(y)||_2^alpha``.
 
@@ -87,6 +88,8 @@ def alignment(a: Any, b: Any, *, alpha: float = 2.0, normalize: bool = True) -> 
     return float((x - y).norm(dim=1).pow(alpha).mean())
 
 
+@declare(x=Data("x"), t=Interval(float, 0, None, closed="neither"), normalize=Flag(),
+         block_size=Interval(int, 1, none=True))
 def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, block_size: int | None = None) -> float:
     """Uniformity (Wang & Isola 2020, ICML, Sec. 4.1): ``log E_{x != y} exp(-t ||f(x) - f(y)||_2^2)``.
 
@@ -142,6 +145,7 @@ def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, block_size: in
     return float(total) - math.log(n * (n - 1) / 2.0)
 
 
+@declare(x=Data("x"), labels=Data("labels"), normalize=Flag())
 def tolerance(x: Any, labels: Any, *, normalize: bool = True) -> float:
     """Tolerance to semantically similar samples (Wang & Liu 2021, "Understanding the behaviour of
     contrastive loss", CVPR): mean cosine similarity of pairs of samples of the same class.

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_2d_tensor, check_labels, check_positive_int
+from .._validation import Data, Flag, Interval, as_2d_tensor, check_labels, check_positive_int, declare
 from .moments import _clip_gram_eigenvalues
 
 __all__ = ["dse", "DSEResult"]
@@ -240,6 +240,16 @@ def _flatten_tokens(tokens: Any, image_ids: Any) -> tuple[torch.Tensor, np.ndarr
                      f"got {ndim}-D input")
 
 
+def _tokens() -> np.ndarray:
+    """Valid tokens for the declared rule of ``x``: 4 images x 10 tokens x 6 features."""
+    return np.random.default_rng(0).normal(size=(4, 10, 6))
+
+
+@declare(x=Data("any", example=_tokens, bad=[_tokens()[0, 0], np.where(_tokens() > 2, np.nan, _tokens()), "tokens"]),
+         labels=Data("labels", none=True, bad=[np.zeros(39, int), np.full(40, 0.5)]),
+         image_ids=Data("labels", none=True, bad=[np.zeros(40, int)]), n_clusters=Interval(int, 2),
+         n_local_clusters=Interval(int, 1), images_per_group=Interval(int, 1), lam=Interval(float), normalize=Flag(),
+         seed=Interval(int), kmeans_iters=Interval(int, 1))
 def dse(x: Any, labels: Any = None, *, image_ids: Any = None, n_clusters: int = 24,
         n_local_clusters: int = 3, images_per_group: int = 8, lam: float = 1.0, normalize: bool = True,
         seed: int = 0, kmeans_iters: int = 20) -> DSEResult:

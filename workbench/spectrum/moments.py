@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_2d_tensor, check_choice
+from .._validation import Data, Flag, Instance, Options, as_2d_tensor, check_choice, declare
 
 __all__ = ["Moments", "second_moments", "METHODS"]
 
@@ -134,6 +134,7 @@ def _gram_eigenvalues(gram: torch.Tensor, n: int, d: int) -> torch.Tensor:
     return _clip_gram_eigenvalues(torch.linalg.eigvalsh(gram).flip(-1), n, d)
 
 
+@declare(x=Data("x"), centered=Flag(), uncentered=Flag(), method=Options(*METHODS), name=Instance(str))
 def second_moments(x: Any, *, centered: bool = True, uncentered: bool = False, method: str = "auto",
                    name: str = "x") -> Moments:
     """Center ``x`` (``Z`` in the formulas) once and decompose its second moments for all spectrum measures.

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice, check_layers_and_measures
+from .._validation import (Data, Flag, Instance, Interval, Options, check_choice, check_layers_and_measures,
+                           declare)
 from ..activations import as_layers
 from ..results import tidy
 from .moments import METHODS, Moments, second_moments
@@ -46,6 +47,12 @@ MEASURES = ("rankme", "effective_rank", "participation_ratio", "stable_rank", "a
 _CENTERED = {"effective_rank", "participation_ratio", "stable_rank", "alpha_req"}
 _UNCENTERED = {"rankme", "singular_value_entropy", "largest_singular_value_ratio"}
 ALPHA_K_RANGE = (6, 100)
+# declared rules (:func:`~workbench._validation.declare`): ``x`` is data or a :class:`Moments`; the body checks
+# the pair of ranks of ``k_range`` itself
+_METHOD = Options(*METHODS)
+_EPS_RULE = Interval(float, 0)
+_K_RANGE = Instance(tuple, list)
+_WIDE = Data("x", example=lambda: np.random.default_rng(0).normal(size=(200, 20)))  # alpha_req fits ranks 6..20
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -118,6 +125,7 @@ def _lsvr_value(m: Moments, centered: bool, negative_log: bool) -> float:
 
 
 # --------------------------------------------------------------------------------- public measures
+@declare(x=Data("x"), eps=_EPS_RULE, method=_METHOD)
 def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     """RankMe of an embedding matrix (Garrido et al. 2023, "RankMe: assessing the downstream performance
     of pretrained self-supervised representations by their rank", ICML, Eq. 1).
@@ -155,6 +163,7 @@ def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     return _rankme_value(_moments(x, centered=False, uncentered=True, method=method), eps)
 
 
+@declare(x=Data("x"), method=_METHOD)
 def effective_rank(x: Any, *, method: str = "auto") -> float:
     """Effective rank of the covariance of ``Z`` (Roy & Vetterli 2007, "The effective rank: a measure of
     effective dimensionality", EUSIPCO, Def. 1, applied to the covariance matrix).
@@ -186,6 +195,7 @@ def effective_rank(x: Any, *, method: str = "auto") -> float:
     return _effective_rank_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
+@declare(x=Data("x"), method=_METHOD)
 def participation_ratio(x: Any, *, method: str = "auto") -> float:
     """Participation ratio ``(sum_k lambda_k)^2 / sum_k lambda_k^2`` of the covariance eigenvalues.
 
@@ -213,6 +223,7 @@ def participation_ratio(x: Any, *, method: str = "auto") -> float:
     return _participation_ratio_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
+@declare(x=Data("x"), centered=Flag(), method=_METHOD)
 def stable_rank(x: Any, *, centered: bool = True, method: str = "auto") -> float:
     """Stable (numerical) rank ``||A||_F^2 / ||A||_2^2 = sum_k sigma_k(A)^2 / sigma_1(A)^2``.
 
@@ -269,6 +280,7 @@ class AlphaReqResult:
         return asdict(self)
 
 
+@declare(x=_WIDE, k_range=_K_RANGE, weighting=Options("uniform", "inverse_rank"), method=_METHOD)
 def alpha_req(x: Any, *, k_range: tuple[int, int] = ALPHA_K_RANGE, weighting: str = "uniform",
               method: str = "auto") -> AlphaReqResult:
     """Eigenspectrum decay coefficient alpha (Agrawal et al. 2022, "alpha-ReQ: assessing representation
@@ -351,6 +363,7 @@ def _alpha_req_value(m: Moments, k_min: int, k_max: int, weighting: str) -> Alph
                           log_c=float(intercept))
 
 
+@declare(x=Data("x"), centered=Flag(), method=_METHOD)
 def singular_value_entropy(x: Any, *, centered: bool = False, method: str = "auto") -> float:
     """Singular value entropy (SVE) of a feature matrix, as used in NMTune (Chen et al. 2024,
     "Understanding and mitigating the label noise in pre-training on downstream tasks", ICLR).
@@ -382,6 +395,7 @@ def singular_value_entropy(x: Any, *, centered: bool = False, method: str = "aut
     return _sve_value(_moments(x, centered=centered, uncentered=not centered, method=method), centered)
 
 
+@declare(x=Data("x"), centered=Flag(), negative_log=Flag(), method=_METHOD)
 def largest_singular_value_ratio(x: Any, *, centered: bool = False, negative_log: bool = False,
                                  method: str = "auto") -> float:
     """Largest singular value ratio (LSVR) of a feature matrix (NMTune, Chen et al. 2024, ICLR).
@@ -413,6 +427,7 @@ def largest_singular_value_ratio(x: Any, *, centered: bool = False, negative_log
     return _lsvr_value(m, centered, negative_log)
 
 
+@declare(x=Data("x"), centered=Flag(), method=_METHOD)
 def spectrum(x: Any, *, centered: bool = True, method: str = "auto") -> np.ndarray:
     """The eigen-spectrum a spectrum plot draws, largest first.
 
@@ -441,6 +456,8 @@ def spectrum(x: Any, *, centered: bool = True, method: str = "auto") -> np.ndarr
     return lam.cpu().numpy().copy()
 
 
+@declare(x=Data("layers"), measures=Instance(Iterable), eps=_EPS_RULE,
+         alpha_k_range=_K_RANGE, method=_METHOD)
 def layer_spectrum_table(x: Any, measures: Iterable[str] = ("rankme", "effective_rank"), *, eps: float = 1e-7,
                          alpha_k_range: tuple[int, int] = ALPHA_K_RANGE, method: str = "auto") -> pd.DataFrame:
     """Second-moment measures for every layer, as a table in the results schema (:mod:`workbench.results`).
