@@ -263,11 +263,11 @@ def test_errors():
         linear_probe({"a": x, "b": x}, y, {"test": ({"a": x}, y)}, C=1.0)
     with pytest.raises(ValueError, match="4 features"):
         linear_probe(x, y, {"test": (x[:, :4], y)}, C=1.0)
-    with pytest.raises(ValueError, match="C must be > 0"):
+    with pytest.raises(ValueError, match="C must be a number > 0"):
         linear_probe(x, y, C=0.0)
     with pytest.raises(ValueError, match=r"Cs\[1\] must be > 0"):
         linear_probe(x, y, Cs=(1.0, -1.0))
-    with pytest.raises(ValueError, match="folds must be >= 2"):
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
         linear_probe(x, y, folds=1)
     with pytest.raises(TypeError, match="integer class ids"):
         linear_probe(x, y + 0.5, C=1.0)
@@ -275,9 +275,9 @@ def test_errors():
         linear_probe(x, y, C=1.0, return_cv=True)
     with pytest.raises(ValueError, match="cv_precision"):
         linear_probe(x, y, cv_precision="float16")
-    with pytest.raises(ValueError, match="n_boot must be >= 0"):
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 0"):
         linear_probe(x, y, C=1.0, n_boot=-1)
-    with pytest.raises(TypeError, match="evals must be a mapping"):
+    with pytest.raises(TypeError, match="evals must be a Mapping"):
         linear_probe(x, y, [(x, y)], C=1.0)
     with pytest.raises(ValueError, match="empty mapping"):
         linear_probe({}, y, C=1.0)

@@ -27,12 +27,36 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_labels
+from .._validation import Data, Instance, Interval, as_2d_tensor, check_labels
 from ..activations import SINGLE_LAYER, as_layers
 from ..results import tidy
 from .stats import bootstrap_ci
 
 STD_FLOOR_REL = 1e-10
+
+# Declared rules (:func:`workbench._validation.declare`) of the arguments every probe shares.
+PROBE_RULES = {"x": Data("layers"), "labels": Data("labels"), "evals": Instance(Mapping, none=True),
+               "n_boot": Interval(int, 0), "ci_level": Interval(float, 0, 1, closed="neither"),
+               "seed": Interval(int, 0)}
+
+
+# ------------------------------------------------------------------------------------ declared examples
+def example_labels(n: int, n_classes: int = 2) -> np.ndarray:
+    """Valid example labels of the declarations: row ``i`` has class ``i % n_classes``."""
+    return np.arange(n) % n_classes
+
+
+def example_layers(n: int, n_classes: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Valid example layers ``"l0"``, ``"l1"`` [n, 6] of the declarations, separating :func:`example_labels`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)) + 3 * np.eye(n_classes, 6)[example_labels(n, n_classes)]
+    return {"l0": x, "l1": np.tanh(x @ rng.normal(size=(6, 6)))}
+
+
+def example_table(value: float, layer: str = "l0") -> pd.DataFrame:
+    """A valid example probe table (one accuracy row) of the declarations."""
+    return tidy([{"layer": layer, "measure": "accuracy", "split": "test", "value": value, "target": "label",
+                  "method": "linear"}])
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -25,6 +25,7 @@ import copy
 import inspect
 import math
 import warnings
+from collections.abc import Collection, Iterable
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -32,10 +33,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._validation import check_labels
+from .._validation import Data, Instance, Interval, Options, check_labels, declare
 from ..activations import as_layers
 from ..results import check_tidy, tidy
-from ._common import check_ci, check_int, check_target_name, table, to_numpy
+from ._common import (PROBE_RULES, check_ci, check_int, check_target_name, example_labels, example_layers,
+                      example_table, table, to_numpy)
 from .linear import linear_probe
 from .probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
 from .stats import bootstrap_ci
@@ -48,6 +50,9 @@ PROBES: dict[str, Callable[..., pd.DataFrame]] = {
     "gaussian_nb": gaussian_nb_probe, "mlp": mlp_probe,
 }
 _KEYS = ["layer", "measure", "split", "target", "method"]
+# declared rules (workbench._validation.declare): input types [N] (48 examples in the valid example) and the probe
+_TYPES = Data("any", example=lambda: np.arange(Data.N) % 12, bad=[np.zeros((Data.N, 2)), np.arange(Data.N - 1)])
+_PROBE = Instance(str, Callable, example="linear")
 
 
 # ------------------------------------------------------------------------------------------ probe runner
@@ -120,6 +125,7 @@ def _types_array(types: Any, name: str, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- control tasks
+@declare(types=_TYPES, labels=Data("labels"), seed=Interval(int, 0))
 def control_task(types: Any, labels: Any, *, seed: int = 0) -> np.ndarray:
     """Control-task labels (Hewitt & Liang 2019, Sec. 2): one fixed random label per input type.
 
@@ -157,6 +163,8 @@ def control_task(types: Any, labels: Any, *, seed: int = 0) -> np.ndarray:
     return per_type[inverse.reshape(-1)].astype(np.int64)
 
 
+@declare(**PROBE_RULES, types=_TYPES, probe=_PROBE, probe_options=Instance(Mapping, none=True),
+         control_seed=Interval(int, 0), target=Instance(str))
 def selectivity(x: Any, labels: Any, types: Any, evals: Mapping[str, tuple[Any, Any, Any]] | None = None,
                 *, probe: Any = "linear", probe_options: Mapping[str, Any] | None = None, control_seed: int = 0,
                 target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -266,6 +274,8 @@ def _subset(x: Any, idx: np.ndarray) -> Any:
 
 
 # ------------------------------------------------------------------------------------- random-init twin
+@declare(model=Data("any", example=lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)),
+                    bad=["model", None]), seed=Interval(int, 0))
 def random_init_twin(model: nn.Module, *, seed: int = 0) -> nn.Module:
     """An untrained model with the architecture of ``model``: fresh, seeded initialisation.
 
@@ -339,6 +349,10 @@ def random_init_twin(model: nn.Module, *, seed: int = 0) -> nn.Module:
     return twin
 
 
+@declare(results=Data("any", example=lambda: example_table(0.9), bad=[pd.DataFrame({"value": [0.9]}), "results"]),
+         baseline=Data("any", example=lambda: example_table(0.6),
+                       bad=[pd.DataFrame({"value": [0.6]}), "baseline"]),
+         on=Instance(Iterable))
 def with_baseline(results: pd.DataFrame, baseline: pd.DataFrame, *, on: Sequence[str] = ()) -> pd.DataFrame:
     """Attach a baseline (e.g. the random-init twin's scores) to a results table.
 
@@ -381,6 +395,8 @@ def with_baseline(results: pd.DataFrame, baseline: pd.DataFrame, *, on: Sequence
 
 
 # ----------------------------------------------------------------------------------- label efficiency
+@declare(labels=Data("labels", bad=[np.zeros((Data.N, 1), dtype=int), np.full(Data.N, 0.5), "labels"]),
+         per_class=Interval(int, 1), seed=Interval(int, 0))
 def stratified_subsample(labels: Any, *, per_class: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of ``per_class`` examples of every class, drawn without replacement.
 
@@ -408,6 +424,12 @@ def stratified_subsample(labels: Any, *, per_class: int, seed: int = 0) -> np.nd
     return np.sort(np.concatenate(chosen))
 
 
+@declare(x=Data("layers", example=lambda: example_layers(100)),
+         labels=Data("labels", example=lambda: example_labels(100)),
+         evals=Instance(Mapping, example={"test": (example_layers(40, seed=1), example_labels(40))}),
+         per_class=Instance(Collection), seeds=Instance(Collection), probe=_PROBE,
+         probe_options=Instance(Mapping, none=True), target=Instance(str), n_boot=Interval(int, 0),
+         ci_level=Interval(float, 0, 1, closed="neither"))
 def label_efficiency(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]], *,
                      per_class: Sequence[int | str] = (1, 2, 5, 10, 20, 50, "all"), seeds: Sequence[int] = (0, 1, 2),
                      probe: Any = "linear", probe_options: Mapping[str, Any] | None = None, target: str = "label",
@@ -493,6 +515,10 @@ def label_efficiency(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]], 
 
 
 # ------------------------------------------------------------------------------------------------- seeds
+@declare(results=Data("any", example=lambda: [example_table(0.8), example_table(0.9)],
+                      bad=[example_table(0.8), {0: pd.DataFrame({"value": [0.8]})}, "results"]),
+         on=Instance(Iterable), method=Options("t", "bootstrap"), ci_level=Interval(float, 0, 1, closed="neither"),
+         n_boot=Interval(int, 0), seed=Interval(int, 0))
 def combine_seeds(results: Any, *, on: Sequence[str] = (), method: str = "t", ci_level: float = 0.95,
                   n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean over seeds (runs) of per-seed result tables, with an interval over seeds.

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Collection
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -90,9 +91,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .._validation import as_2d_tensor, check_labels, check_positive_int
+from .._validation import Flag, Instance, Interval, Options, as_2d_tensor, check_labels, check_positive_int, declare
 from ..activations import SINGLE_LAYER, as_layers
-from ._common import STD_FLOOR_REL, check_number, encode_eval_labels, standardizer, table
+from ._common import PROBE_RULES, STD_FLOOR_REL, check_number, encode_eval_labels, standardizer, table
 from .stats import bootstrap_ci
 
 __all__ = ["linear_probe", "DEFAULT_CS"]
@@ -464,6 +465,10 @@ def _interval(values: np.ndarray, n_boot: int, ci_level: float, seed: int) -> tu
 
 
 # ----------------------------------------------------------------------------------------------- public
+@declare(**PROBE_RULES, C=Interval(float, 0, closed="neither", none=True), Cs=Instance(Collection, none=True),
+         folds=Interval(int, 2), target=Instance(str), max_iter=Interval(int, 1),
+         tol=Interval(float, 0, closed="neither"), cv_tol=Interval(float, 0, closed="neither"),
+         cv_precision=Options("float32", "float64"), return_cv=Flag())
 def linear_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                  C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, folds: int = 5, seed: int = 0,
                  target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, max_iter: int = 1000,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Collection
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +39,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .._validation import as_2d_tensor, check_labels
+from .._validation import Data, Flag, Instance, Interval, as_2d_tensor, check_labels, declare
 from ..activations import as_layers
 from ._common import check_int, check_number, check_target_name, standardizer, table
 
@@ -47,6 +48,7 @@ __all__ = ["online_codelength", "block_ends", "VOITA_TITOV_FRACTIONS"]
 VOITA_TITOV_FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
 
 
+@declare(n=Interval(int, 2), fractions=Instance(Collection))
 def block_ends(n: int, *, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS) -> list[int]:
     """Block boundaries ``t_i = max(1, floor(f_i n))`` (duplicates dropped); the last is ``n``.
 
@@ -98,6 +100,10 @@ def _fit(x: torch.Tensor, y: torch.Tensor, k: int, lam: float, init: tuple[torch
     return w.detach(), b.detach(), converged
 
 
+@declare(x=Data("layers"), labels=Data("labels"), fractions=Instance(Collection),
+         C=Interval(float, 0, closed="neither"), n_classes=Interval(int, 2, none=True), shuffle=Flag(),
+         seed=Interval(int, 0), target=Instance(str), max_iter=Interval(int, 1),
+         tol=Interval(float, 0, closed="neither"))
 def online_codelength(x: Any, labels: Any, *, fractions: Sequence[float] = VOITA_TITOV_FRACTIONS,
                       C: float = 1.0, n_classes: int | None = None, shuffle: bool = True, seed: int = 0,
                       target: str = "label", max_iter: int = 500, tol: float = 1e-9) -> pd.DataFrame:

@@ -25,6 +25,7 @@ the rows made by :func:`workbench.probing.tokens.sentence_split`.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,10 +33,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice
-from ._common import (Problem, check_ci, check_int, check_number, check_regression_split, check_target_name,
-                      classification_rows, prepare, regression_rows, standardizer, stratified_indices, table,
-                      target_names)
+from .._validation import Flag, Instance, Interval, Options, check_choice, declare
+from ._common import (PROBE_RULES, Problem, check_ci, check_int, check_number, check_regression_split,
+                      check_target_name, classification_rows, prepare, regression_rows, standardizer,
+                      stratified_indices, table, target_names)
 
 __all__ = ["ridge_probe", "knn_probe", "prototype_probe", "gaussian_nb_probe", "mlp_probe", "DEFAULT_ALPHAS"]
 
@@ -108,6 +109,8 @@ class _RidgeEigen:
         return self.y_mean + proj @ (self.coef * filt)
 
 
+@declare(**PROBE_RULES, task=Options("classification", "regression"), alphas=Instance(Collection),
+         all_alphas=Flag(), target=Instance(str, Iterable, none=True))
 def ridge_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                 task: str = "classification", alphas: Sequence[float] = DEFAULT_ALPHAS, all_alphas: bool = False,
                 target: str | Sequence[str] | None = None, n_boot: int = 1000, ci_level: float = 0.95,
@@ -268,6 +271,8 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
+@declare(**PROBE_RULES, ks=Instance(Collection), metric=Options("cosine", "euclidean"),
+         block_size=Interval(int, 1, none=True), target=Instance(str))
 def knn_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
               ks: Sequence[int] = (1, 5, 20), metric: str = "cosine", block_size: int | None = None,
               target: str = "label", n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -343,6 +348,7 @@ def knn_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None =
 
 
 # ===================================================================================== nearest class mean
+@declare(**PROBE_RULES, metric=Options("cosine", "euclidean"), center=Flag(), target=Instance(str))
 def prototype_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                     metric: str = "euclidean", center: bool = False, target: str = "label", n_boot: int = 1000,
                     ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -399,6 +405,7 @@ def prototype_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | 
 
 
 # ================================================================================= Gaussian naive Bayes
+@declare(**PROBE_RULES, var_smoothing=Interval(float, 0), target=Instance(str))
 def gaussian_nb_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
                       var_smoothing: float = 1e-9, target: str = "label", n_boot: int = 1000,
                       ci_level: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -528,6 +535,10 @@ def _train_mlp(x: torch.Tensor, y: torch.Tensor, fit_idx: np.ndarray, val_idx: n
     return best_state, best_epoch, epoch
 
 
+@declare(**PROBE_RULES, task=Options("classification", "regression"), hidden=Interval(int, 1),
+         lr=Interval(float, 0, closed="neither"), weight_decay=Interval(float, 0), batch_size=Interval(int, 1),
+         max_epochs=Interval(int, 1), patience=Interval(int, 1), val_fraction=Interval(float, 0, 0.5, closed="right"),
+         target=Instance(str, Iterable, none=True))
 def mlp_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None = None, *,
               task: str = "classification", hidden: int = 64, lr: float = 1e-2, weight_decay: float = 0.0,
               batch_size: int = 128, max_epochs: int = 200, patience: int = 20, val_fraction: float = 0.1,

@@ -16,9 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import Data, Interval, declare
+
 __all__ = ["bootstrap_ci"]
 
 
+@declare(scores=Data("any", example=lambda: np.r_[np.zeros(24), np.ones(24)],
+                     bad=[np.zeros((4, 2)), np.array([0.0, np.nan]), np.array([])]),
+         n_boot=Interval(int, 1), alpha=Interval(float, 0, 1, closed="neither"), seed=Interval(int, 0),
+         chunk=Interval(int, 1))
 def bootstrap_ci(scores: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
                  chunk: int = 256) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of per-example ``scores`` (module docstring).

@@ -11,10 +11,22 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 import torch
 
+from .._validation import Data, Interval, declare
 from ..activations import as_layers
 from ._common import check_int, check_number, to_numpy
 
 __all__ = ["TokenRows", "token_rows", "sentence_split"]
+
+
+# declared rules of the token arguments (10 sentences x 4 tokens x 3 features in the valid example)
+_TOKEN_RULES = {
+    "x": Data("layers", example=lambda: np.random.default_rng(0).normal(size=(10, 4, 3)),
+              bad=[np.zeros((10, 4)), "features"]),
+    "labels": Data("any", example=lambda: np.tile([0, 1, 2, 3], (10, 1)),
+                   bad=[np.zeros(10, dtype=int), np.zeros((10, 3), dtype=int), np.full((10, 4), "a")]),
+    "attention_mask": Data("any", none=True, bad=[np.full((10, 4), 2), np.ones((10, 3))]),
+    "types": Data("any", none=True, bad=[np.zeros((10, 3), dtype=int)]),
+    "ignore_index": Interval(int, none=True)}
 
 
 class TokenRows(NamedTuple):
@@ -65,6 +77,7 @@ def _keep_mask(x: Any, labels: Any, attention_mask: Any, types: Any,
     return layers, is_mapping, y, keep, t
 
 
+@declare(**_TOKEN_RULES)
 def token_rows(x: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
                ignore_index: int | None = -100) -> TokenRows:
     """Flatten token representations ``x`` ``[N, T, D]`` and token labels ``[N, T]`` into rows, dropping padding.
@@ -116,6 +129,8 @@ def _take(x: Any, rows: np.ndarray) -> Any:
     return one(x)
 
 
+@declare(**_TOKEN_RULES, test_fraction=Interval(float, 0, 1, closed="neither"),
+         val_fraction=Interval(float, 0, 1, closed="left"), seed=Interval(int, 0))
 def sentence_split(x: Any, labels: Any, attention_mask: Any = None, *, types: Any = None,
                    test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0,
                    ignore_index: int | None = -100) -> tuple:

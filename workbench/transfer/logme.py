@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import as_2d_tensor, check_positive_int
+from .._validation import Data, Flag, Interval, as_2d_tensor, check_positive_int, declare
 from ._common import check_eps, class_index, one_hot, rank_tolerance
 
 __all__ = ["logme", "logme_targets"]
@@ -313,6 +313,8 @@ def _fit(x: Any, labels: Any, regression: bool, tol: float, max_iter: int):
     return _maximise(sp, tol, max_iter), names, sp
 
 
+@declare(x=Data("x"), labels=Data("labels"), regression=Flag(), tol=Interval(float, 0, closed="neither"),
+         max_iter=Interval(int, 1))
 def logme(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
           max_iter: int = 100) -> float:
     """LogME: mean over targets of the maximum Bayesian linear-regression log evidence per sample.
@@ -372,6 +374,8 @@ def logme(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
     return float(np.mean(out["log_evidence"]))
 
 
+@declare(x=Data("x"), labels=Data("labels"), regression=Flag(), tol=Interval(float, 0, closed="neither"),
+         max_iter=Interval(int, 1))
 def logme_targets(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
                   max_iter: int = 100) -> pd.DataFrame:
     """The per-target pieces of :func:`logme`, one row per target column.

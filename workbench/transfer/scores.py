@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_2d_tensor
+from .._validation import Data, Flag, Interval, as_2d_tensor, declare
 from ._common import check_eps, class_index, one_hot, rank_tolerance
 
 __all__ = ["leep", "nce", "hscore", "transrate"]
@@ -25,6 +25,10 @@ _ROW_SUM_ATOL = 1e-3
 
 
 # ------------------------------------------------------------------------------------------------ LEEP
+@declare(source_probs=Data("x", example=lambda: np.full((Data.N, 4), 0.25),
+                         bad=[np.full(Data.N, 0.25), np.full((Data.N, 4), np.nan), np.full((Data.N, 4), -0.25),
+                              np.full((Data.N, 4), 0.5), "probabilities"]),
+         labels=Data("labels"))
 def leep(source_probs: Any, labels: Any) -> float:
     """Log expected empirical prediction (Nguyen, Hassner, Seeger & Archambeau 2020, "LEEP: a new measure
     to evaluate transferability of learned representations", ICML).
@@ -90,6 +94,7 @@ def leep(source_probs: Any, labels: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- NCE
+@declare(source_labels=Data("labels"), target_labels=Data("labels"))
 def nce(source_labels: Any, target_labels: Any) -> float:
     """Negative conditional entropy ``-H(Y | Z)`` (Tran, Nguyen & Hassner 2019, "Transferability and
     hardness of supervised classification tasks", ICCV), from the empirical joint distribution.
@@ -165,6 +170,7 @@ def _ledoit_wolf(xc: torch.Tensor, gram_eigs: torch.Tensor) -> tuple[float, floa
     return min(max(b2, 0.0), delta2) / delta2, mu
 
 
+@declare(x=Data("x"), labels=Data("labels"), shrinkage=Flag())
 def hscore(x: Any, labels: Any, *, shrinkage: bool = False) -> float:
     """H-score ``tr( cov(f)^+ cov(E[f | y]) )`` (Bao, Li, Huang & Zheng 2019, "An information-theoretic
     approach to transferability in task transfer learning", ICIP); with ``shrinkage=True`` the
@@ -254,6 +260,7 @@ def _coding_rate(z: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.log(torch.diagonal(chol)).sum()
 
 
+@declare(x=Data("x"), labels=Data("labels"), eps=Interval(float, 0, closed="neither"))
 def transrate(x: Any, labels: Any, *, eps: float = 1e-4) -> float:
     """TransRate (Huang, Huang, Rong, Yang & Wei 2022, "Frustratingly easy transferability estimation",
     ICML): the coding rate of all features minus the mean coding rate of each class::

@@ -1,11 +1,12 @@
 """Feature-based transferability scores for every layer, as one table in the results schema."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
-from .._validation import check_layers_and_measures
+from .._validation import Data, Instance, Interval, check_layers_and_measures, declare
 from ..activations import as_layers
 from ..results import tidy
 from .logme import logme
@@ -16,6 +17,8 @@ __all__ = ["transfer_table", "MEASURES"]
 MEASURES = ("logme", "hscore", "hscore_shrinkage", "transrate")
 
 
+@declare(x=Data("layers"), labels=Data("labels"), measures=Instance(str, Iterable),
+         transrate_eps=Interval(float, 0, closed="neither"))
 def transfer_table(x: Any, labels: Any, *, measures: Iterable[str] = MEASURES,
                    transrate_eps: float = 1e-4) -> pd.DataFrame:
     """Transferability scores of each layer's features for one labelled target task, in the results schema.
