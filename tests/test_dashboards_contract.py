@@ -11,10 +11,10 @@ import pytest
 import torch
 
 pytest.importorskip("ipywidgets")
-import workbench.dashboards as dashboards  # noqa: E402
-from workbench.activations import Activations  # noqa: E402
-from workbench.dashboards._base import CONTRACT, Dashboard  # noqa: E402
-from workbench.results import tidy  # noqa: E402
+import workbench.dashboards as dashboards
+from workbench.activations import Activations
+from workbench.dashboards._base import CONTRACT, Dashboard
+from workbench.results import tidy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,7 +108,7 @@ EXPORTED = sorted(name for name in dashboards.__all__
 
 def test_every_exported_dashboard_is_covered():
     """A new dashboard must be added here (and so honour the contract); every class with a figure is one."""
-    assert EXPORTED == sorted(FACTORIES)
+    assert sorted(FACTORIES) == EXPORTED
     widgets = [name for name in dashboards.__all__ if inspect.isclass(getattr(dashboards, name))
                and "figure" in getattr(getattr(dashboards, name), "__annotations__", {})]
     assert set(widgets) <= set(EXPORTED)

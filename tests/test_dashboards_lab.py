@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("ipywidgets")
-from workbench.dashboards import PretrainingLab, TrainingJob  # noqa: E402
-from workbench.results import COLUMNS  # noqa: E402
-from workbench.runs import RunStore  # noqa: E402
+from workbench.dashboards import PretrainingLab, TrainingJob
+from workbench.results import COLUMNS
+from workbench.runs import RunStore
 
 TINY = dict(dataset="gaussian-mixture", dataset_options={"n_train": 96, "n_test": 48, "n_ood": 48, "dim": 8},
             model="mlp", model_options={"hidden": [16]}, steps=30, batch_size=16, checkpoints=2, lr=1e-3)

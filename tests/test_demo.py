@@ -48,7 +48,8 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     probe = res[res.measure == "probe_accuracy"].set_index(["run", "split", "layer"])["value"]
     # the direction S1 predicts at the last conv stage: clean > noisy > random init, in and out of distribution
     for split in ("test", "ood"):
-        assert probe["clean", split, "stage3"] > probe["noise-30%", split, "stage3"] > probe["random-init", split, "stage3"]
+        assert (probe["clean", split, "stage3"] > probe["noise-30%", split, "stage3"]
+                > probe["random-init", split, "stage3"])
     # every probe accuracy carries its bootstrap interval
     acc = res[res.measure == "probe_accuracy"]
     assert (acc.ci_low <= acc.value + 1e-12).all() and (acc.value <= acc.ci_high + 1e-12).all()
@@ -59,9 +60,9 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     assert wide.loc[("clean", "stage3"), "probe_selectivity"] > 0.3
     assert wide.loc[("random-init", "stage3"), "probe_selectivity"] < 0.1
     hist = pd.read_csv(out / "history.csv")
-    assert list(hist.columns) == list(COLUMNS) and set(hist["run"]) == {"clean", "noise-30%", "random-init"}
+    assert list(hist.columns) == list(COLUMNS)  # the random-init twin trains nothing: it has no history
     last = hist[(hist.measure == "accuracy") & (hist.split == "test")].groupby("run")["step"].max()
-    assert last["clean"] == last["noise-30%"] == 300 and last["random-init"] == 0
+    assert last.to_dict() == {"clean": 300, "noise-30%": 300}
     cka = pd.read_csv(out / "cka.csv")
     assert len(cka) == res[res.run == "clean"].layer.nunique() ** 2
     assert cka["value"].between(0, 1 + 1e-9).all()
@@ -71,7 +72,7 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     # second run: cached runs and activations — no training, no model forward; checkpoints untouched
     ckpts = {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")}
     acts = set(Path(store).glob("activations/*.npy"))
-    proc2, second = _demo(tmp_path / "b", store)
+    _, second = _demo(tmp_path / "b", store)
     assert {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")} == ckpts
     assert set(Path(store).glob("activations/*.npy")) == acts
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "results.csv"), res)

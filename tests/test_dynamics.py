@@ -394,7 +394,7 @@ def test_bad_input_is_named(lang, gmm):
     model = _lm(lang)
     tokens, mask = _batch(lang)
     loss = lambda m: _clm_loss_by_hand(m, tokens, mask)  # noqa: E731
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         dynamics.layer_grad_norms("model", loss)
     with pytest.raises(TypeError, match="loss must be a callable"):
         dynamics.layer_skip_loss(model, 3.0)
@@ -417,11 +417,11 @@ def test_bad_input_is_named(lang, gmm):
     mlp = models.build("mlp", input_shape=(6,), num_classes=gmm.num_classes, hidden=(8, 8))
     with pytest.raises(ValueError, match="no Transformer Block or ResBlock"):
         dynamics.layer_skip_loss(mlp, dynamics.cross_entropy_loss(torch.randn(4, 6), [0, 1, 0, 1]))
-    with pytest.raises(ValueError, match="output has their input's shape|input's shape"):
+    with pytest.raises(ValueError, match=r"output has their input's shape|input's shape"):
         dynamics.layer_skip_loss(mlp, dynamics.cross_entropy_loss(torch.randn(4, 6), [0, 1, 0, 1]), blocks=["fc1"])
     with pytest.raises(ValueError, match="labels has 3 entries"):
         dynamics.el2n(np.zeros((4, 2)), [0, 1, 0])
-    with pytest.raises(ValueError, match="class ids in 0..1"):
+    with pytest.raises(ValueError, match=r"class ids in 0\.\.1"):
         dynamics.el2n(np.zeros((2, 2)), [0, 2])
     with pytest.raises(TypeError, match="models must be a non-empty list"):
         dynamics.el2n_scores([], gmm["train"])
@@ -462,9 +462,10 @@ def test_grand_over_a_parameter_subset(gmm):
 
 
 def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
-    from workbench.studies import _NormPlacementStudy, _summary
+    from workbench.studies import _NormPlacementStudy, _s3_figures, _summary
 
-    study = _NormPlacementStudy(TINY_CLM.replace(steps=4), ("pre", "post"), 8, downstream=[], measures=[], store=tmp_path, name="s3")
+    study = _NormPlacementStudy(TINY_CLM.replace(steps=4), ("pre", "post"), 8, downstream=[], measures=[],
+                                store=tmp_path, name="s3")
     table = study.run(progress=False)
     assert not study.failures
     meas = table[table.kind == "measure"]
@@ -479,3 +480,7 @@ def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
     final = meas[(meas.norm == "post") & (meas.step == 4) & (meas.measure == "skip_loss_increase")]
     assert row["skip_loss_increase"] == pytest.approx(final.set_index("layer").loc["layer2", "value"])
     assert list(summary[summary.norm == "pre"]["layer"]) == ["embed", "layer1", "layer2", "final_norm"]
+    figs = _s3_figures(table, summary)
+    assert set(figs) == {"grad_norm_over_steps", "depth_profiles"}
+    assert {a.text.split("=")[-1] for a in figs["depth_profiles"].layout.annotations} >= {"skip_loss_increase",
+                                                                                           "output_variance"}

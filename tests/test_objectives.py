@@ -401,7 +401,7 @@ def test_transformer_hidden_and_pooled(task):
         torch.testing.assert_close(out, model.head(h) if task == "lm" else model.head(pooled), rtol=0, atol=0)
         torch.testing.assert_close(representation(model, tokens, am), pooled, rtol=0, atol=0)
         torch.testing.assert_close(model.pooled(tokens), model.hidden(tokens).mean(1))
-    assert list(wm.probe_points(model))[0] == "embed"  # the token-embedding probe point is unchanged
+    assert next(iter(wm.probe_points(model))) == "embed"  # the token-embedding probe point is unchanged
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -8,6 +8,7 @@ never with the code's own output. All runs are tiny (a few steps of a 4-channel 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,8 @@ def test_every_objective_trains_and_logs_a_finite_loss(tmp_path, objective, base
     ds = wb_data.load(cfg.dataset, **cfg.dataset_options)
     x = torch.as_tensor(ds["test"].inputs[:4])
     with torch.no_grad():
-        out = model(x) if ds.kind != "tokens" else model(x, attention_mask=torch.as_tensor(ds["test"].attention_mask[:4]))
+        mask = torch.as_tensor(ds["test"].attention_mask[:4]) if ds.kind == "tokens" else None
+        out = model(x) if mask is None else model(x, attention_mask=mask)
     assert torch.isfinite(out).all()
     if objective in ("simclr", "barlow", "vicreg", "distill", "mae", "autoencoder"):
         assert (run.checkpoint_dir(cfg.steps) / "objective.safetensors").exists()  # head / decoder saved
@@ -132,7 +134,7 @@ def test_objective_none_is_a_zero_step_baseline(tmp_path):
     assert all(torch.equal(saved[k], ref[k]) for k in saved)
 
 
-# ------------------------------------------------------------------------------------------ 3, 4 label noise, data fraction
+# ---------------------------------------------------------------------------------- 3, 4 label noise, data fraction
 def test_pairflip_noise_and_data_fraction_in_a_run(tmp_path):
     frac, rate = 0.3, 0.25
     cfg = {**GMM, "dataset_options": {**GMM["dataset_options"], "n_train": 150}, "data_fraction": frac,
@@ -276,7 +278,7 @@ def test_grad_norm_and_act_var_match_autograd_on_the_step0_weights(recorded_run)
 
 
 def test_el2n_eigs_and_clean_flipped_rows(recorded_run):
-    cfg, run, ds = recorded_run
+    _, run, ds = recorded_run
     art = run.load_artifact("label_noise")
     noisy, flipped = art["noisy_labels"], art["flipped"]
     hist = run.history()
@@ -488,13 +490,54 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     row = res.iloc[0]
     assert row["n_runs"] == 3 and row["value"] == pytest.approx(rho, abs=1e-12)
     assert row["ci_low"] <= row["value"] <= row["ci_high"]
-    assert -1 <= row["ci_low"] and row["ci_high"] <= 1
+    assert row["ci_low"] >= -1 and row["ci_high"] <= 1
     with pytest.raises(ValueError, match="several rows"):
         grid3.correlate({"kind": "measure", "measure": "rankme"}, sel_d)
     # a quantity that is constant across runs has no rank correlation: a clear error, not NaN
     grid3.table = t3.assign(value=np.where((t3.kind == "measure") & (t3.measure == "rankme"), 5.0, t3["value"]))
-    with pytest.raises(ValueError, match="same .* for all 3 runs"):
+    with pytest.raises(ValueError, match=r"same .* for all 3 runs"):
         grid3.correlate(sel_m, sel_d)
+
+
+def test_named_study_summaries_and_figures_on_a_tiny_grid(tmp_path, monkeypatch):
+    """The headless study pipeline (results.csv, summary.csv, figures, report.html) of S1 and S12, run on
+    tiny grids in place of the published ones: the summary is the study table reduced by hand here."""
+    from workbench import studies
+    from workbench.results import check_tidy
+    from workbench.study import Study
+
+    store = RunStore(tmp_path / "store")
+    base = {**STUDY_BASE, "steps": 8, "checkpoints": 2}
+    monkeypatch.setitem(studies.STUDIES, "s1", lambda quick, _store: Study(
+        base, vary={"label_noise": [0.0, 0.3]}, downstream=["linear"], measures=["effective_rank"],
+        layers=["fc1"], store=store, name="s1"))
+    monkeypatch.setitem(studies.STUDIES, "s12", lambda quick, _store: Study(
+        {**base, "label_noise": 0.4, "recorders": ("clean_flipped", "el2n")}, downstream=[], measures=[],
+        store=store, name="s12"))
+    from workbench import figures
+
+    export = figures.export  # the figures' data and spec only (no Chromium needed)
+    monkeypatch.setattr(figures, "export", lambda fig, path, **kw: export(fig, Path(path).with_suffix(".csv")))
+    s1 = studies.run_named_study("s1", tmp_path / "s1")
+    table = check_tidy(s1["table"], "s1 table")
+    assert len(pd.read_csv(tmp_path / "s1" / "results.csv")) == len(table)
+    last = table[table.step == table.groupby("run")["step"].transform("max")]
+    acc = last[(last.kind == "downstream") & (last.measure == "accuracy")]
+    want = acc.pivot_table(index="label_noise", columns="split", values="value")
+    summary = s1["summary"].set_index("label_noise")
+    np.testing.assert_allclose(summary["probe_acc_ood"], want["ood"])
+    er = last[(last.kind == "measure") & (last.measure == "effective_rank")].set_index("label_noise")["value"]
+    np.testing.assert_allclose(summary["effective_rank"], er.loc[summary.index])
+    assert {"effect.csv", "report.html", "summary.csv"} <= {p.name for p in (tmp_path / "s1").iterdir()}
+
+    s12 = studies.run_named_study("s12", tmp_path / "s12")
+    hist = s12["table"][s12["table"].kind == "history"]
+    clean = hist[(hist.measure == "accuracy") & (hist.split == "train_clean")].set_index("step")["value"]
+    summary = s12["summary"].set_index("step")
+    np.testing.assert_allclose(summary["accuracy[train_clean]"], clean.loc[summary.index])
+    assert summary["el2n_auroc_flipped"].between(0, 1).all()
+    drawn = pd.read_csv(tmp_path / "s12" / "clean_vs_flipped.csv")
+    assert set(drawn["series"]) == {"accuracy / train_clean", "memorized / train_flipped"}
 
 
 def test_study_rejects_bad_grids(tmp_path):
@@ -512,7 +555,7 @@ def test_study_rejects_bad_grids(tmp_path):
     assert RunStore(tmp_path).ids() == []
 
 
-# ------------------------------------------------------------------------------------------ 10 bad configs at train time
+# ---------------------------------------------------------------------------------- 10 bad configs at train time
 @pytest.mark.parametrize("changes, match", [
     ({"objective": "mlm"}, r"objective='mlm' does not apply to image data"),
     ({"objective": "clm"}, r"objective='clm' does not apply to image data"),

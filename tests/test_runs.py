@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,7 +78,8 @@ def test_checkpoint_schedule_is_log_spaced_with_zero_and_final():
     s = checkpoint_schedule(1000, 4)
     assert s == [0, 1, 10, 100, 1000]
     assert checkpoint_schedule(0, 5) == [0]
-    assert checkpoint_schedule(7, 20)[-1] == 7 and len(set(checkpoint_schedule(7, 20))) == len(checkpoint_schedule(7, 20))
+    short = checkpoint_schedule(7, 20)
+    assert short[-1] == 7 and len(set(short)) == len(short)
 
 
 # ------------------------------------------------------------------------------------------ atomic io
@@ -208,7 +208,7 @@ def test_two_processes_on_one_store(tmp_path):
     cfg = {**TINY, "steps": 40}
     procs = [_child(tmp_path, cfg) for _ in range(2)]
     for p in procs:
-        out, err = p.communicate(timeout=180)
+        _, err = p.communicate(timeout=180)
         assert p.returncode == 0, err.decode()[-2000:]
     store = RunStore(tmp_path)
     assert len(store.ids()) == 1
@@ -253,6 +253,7 @@ def test_history_and_downstream_stored_by_older_versions_still_load(tmp_path):
     assert down[["run", "step", "layer", "measure", "split", "value", "method", "label_fraction"]].values.tolist() == [
         ["old", 30, "fc1", "accuracy", "test", 0.75, "linear", 1.0],
         ["old", 30, "embed", "accuracy", "test", 0.5, "finetune", 0.5]]
+    assert down["layer_index"].isna().all()  # not stored by older versions: unknown
 
 
 def test_history_rows_keep_their_layers(tmp_path):

@@ -17,7 +17,7 @@ from workbench.runs import RunConfig
 from workbench.train import train
 
 pytest.importorskip("captum")
-from workbench.saliency import (  # noqa: E402
+from workbench.saliency import (
     METHODS, Attribution, attribute, attribute_checkpoints, completeness_gap, cosine_to,
     curve_auc, drift, infidelity, linear_head, localization, mask_mass, perturbation_curves, pointing_game,
     rank_correlation, sensitivity_max, topk_overlap)
@@ -388,7 +388,7 @@ def test_bad_input_gives_clear_errors():
     torch.manual_seed(0)
     model = wm.build("cnn", input_shape=(3, 8, 8), num_classes=4, width=4, depth=1)
     x = torch.rand(2, 3, 8, 8)
-    with pytest.raises(ValueError, match="valid methods: .*integrated_gradients.*saliency"):
+    with pytest.raises(ValueError, match=r"valid methods: .*integrated_gradients.*saliency"):
         attribute(model, x, method="gradcam")
     with pytest.raises(ValueError, match="pass layer="):
         attribute(model, x, method="grad_cam")

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from . import data as wb_data
+from .results import tidy
 from .runs import RunConfig, RunStore
 from .study import cross_run_similarity, layer_measures, run_activations
 
@@ -67,7 +68,7 @@ def analyze(store: RunStore, configs: dict[str, RunConfig], *, quick: bool = Tru
                        control_types=("shape", "color"))
         for name, run in runs.items()], ignore_index=True)
     cka = cross_run_similarity(acts["clean"]["test"], acts["noise-30%"]["test"], run_a="clean", run_b="noise-30%")
-    history = pd.concat([r.history() for r in runs.values()], ignore_index=True)
+    history = tidy(pd.concat([h for h in (r.history() for r in runs.values()) if len(h)], ignore_index=True))
     from .spectrum import spectrum
 
     # covariance spectrum of the pooled features (the layer before the classifier head)

@@ -199,7 +199,7 @@ class RunConfig:
             object.__setattr__(self, "steps", 0)  # a random-init baseline trains for zero steps, whatever asked
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
         """Build from a dict; unknown keys are an error that lists the accepted ones."""
         if isinstance(d, RunConfig):
             return d
@@ -211,7 +211,7 @@ class RunConfig:
             raise ValueError(f"unknown config field(s) {unknown}; accepted: {fields}")
         return cls(**dict(d))
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
@@ -285,7 +285,7 @@ def _read_json(path: Path) -> Any:
 class Run:
     """A handle on one run directory. Cheap to create; reads files on demand."""
 
-    def __init__(self, store: "RunStore", run_id: str):
+    def __init__(self, store: RunStore, run_id: str):
         self.store = store
         self.id = run_id
         self.path = store.root / "runs" / run_id
@@ -395,12 +395,12 @@ class Run:
     def downstream(self) -> pd.DataFrame:
         """Every downstream evaluation stored with this run (:func:`workbench.train.evaluate`), in the results
         schema with the extra columns ``task``, ``method``, ``label_fraction``. Tables stored by older versions
-        (a ``metric`` column) are read alike."""
+        (a ``metric`` column, no ``layer_index``: NaN) are read alike."""
         p = self.path / "downstream.csv"
         if not p.exists():
             return tidy([], run=self.name).assign(task=pd.Series(dtype=object), method=pd.Series(dtype=object),
                                                   label_fraction=pd.Series(dtype=float))
-        return tidy(_read_stored(p, dtype={"task": str, "method": str}), run=self.name)
+        return tidy(_read_stored(p, dtype={"task": str, "method": str}, order_layers=False), run=self.name)
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         """Store ``rows`` (dicts with the keys of :data:`HISTORY_COLUMNS`; a missing key is empty) atomically."""
@@ -451,19 +451,22 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_stored(path: Path, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def _read_stored(path: Path, dtype: Mapping[str, Any] | None = None, *, order_layers: bool = True) -> pd.DataFrame:
     """A stored history / downstream table, with the layout of older versions brought to today's: the column
-    ``metric`` is ``measure``, an empty ``layer`` is NaN, and a missing ``layer_index`` is each layer's order
-    of first appearance within its measure (the order the recorders write the layers in)."""
+    ``metric`` is ``measure``, an empty ``layer`` is NaN, and a missing ``layer_index`` is, with
+    ``order_layers``, each layer's order of first appearance within its measure (the order the recorders write
+    the layers in), else NaN (unknown)."""
     df = pd.read_csv(path, keep_default_na=False, na_values=[""],
                      dtype={"split": str, "layer": str, "measure": str, "metric": str, **(dtype or {})})
     df = df.rename(columns={"metric": "measure"})
     if "layer" not in df:
         df["layer"] = np.nan
     df["layer"] = df["layer"].replace("", np.nan)
-    if "layer_index" not in df:
+    if "layer_index" not in df and order_layers:
         df["layer_index"] = df.groupby("measure", sort=False)["layer"].transform(
             lambda s: s.map({name: i for i, name in enumerate(pd.unique(s.dropna()))}))
+    elif "layer_index" not in df:
+        df["layer_index"] = np.nan
     return df
 
 
@@ -531,7 +534,8 @@ class RunStore:
                          "n_checkpoints": len(run.checkpoints()), "created": meta.get("created", ""),
                          **{k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
                             for k, v in cfg.items()}})
-        cols = ["id", "name", "state", "step", "n_checkpoints", "created"] + [f.name for f in dataclasses.fields(RunConfig)]
+        fields = [f.name for f in dataclasses.fields(RunConfig)]
+        cols = ["id", "name", "state", "step", "n_checkpoints", "created", *fields]
         return pd.DataFrame(rows, columns=cols)
 
     def delete(self, run: str | Run) -> None:

@@ -221,10 +221,11 @@ def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: An
     summary.to_csv(out / "summary.csv", index=False)
     figs = {}
     if name.lower() == "s12":
-        hist = table[(table.kind == "history") & (((table.metric == "accuracy") & (table.split == "train_clean")) |
-                                                  ((table.metric == "memorized") & (table.split == "train_flipped")))]
-        figs["clean_vs_flipped"] = figures.step_curve(hist.assign(series=hist.metric + " / " + hist.split).drop(columns="metric"),
-                                                      color="series", dash=None,
+        hist = table[(table.kind == "history") & (((table.measure == "accuracy") & (table.split == "train_clean")) |
+                                                  ((table.measure == "memorized") & (table.split == "train_flipped")))]
+        # both curves are fractions of training examples, drawn on one axis: one line per measure / split
+        curves = hist.assign(series=hist.measure + " / " + hist.split, measure="fraction of examples")
+        figs["clean_vs_flipped"] = figures.step_curve(curves, color="series", dash=None,
                                                       title="S12: clean labels are fit first, flipped ones later")
     elif name.lower() == "s3":
         figs = _s3_figures(table, summary)
@@ -241,7 +242,7 @@ def run_named_study(name: str, out: str | Path, *, quick: bool = True, store: An
         if static:
             try:
                 figures.export(fig, out / f"{fname}.svg")
-            except Exception as err:  # noqa: BLE001 — static export needs Chromium; HTML + CSV are enough
+            except Exception as err:  # static export needs Chromium; HTML + CSV are enough
                 print(f"static export skipped ({type(err).__name__}: {err})")
     if study.failures:
         print(f"failed runs: {study.failures}")

@@ -184,7 +184,7 @@ class InProcessExecutor:
         for job in jobs:
             try:
                 yield job, fn(job)
-            except Exception as err:  # noqa: BLE001 — a failed run is reported, the others go on
+            except Exception as err:  # a failed run is reported, the others go on
                 yield job, err
 
 
@@ -310,7 +310,7 @@ class Study:
         table = pd.concat([p for p in parts if len(p)] or parts, ignore_index=True)
         first = [c for c in table.columns if c in COLUMNS] + [c for c in _STUDY_EXTRAS if c in table.columns]
         table = table[[*first, *[c for c in table.columns if c not in first]]]
-        choices = {k: v if not isinstance(v, (list, tuple)) else str(v) for k, v in {**changes, "seed": cfg.seed}.items()}
+        choices = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in {**changes, "seed": cfg.seed}.items()}
         return tidy(table, run=label, **choices)
 
     def run(self, progress: bool = True) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import plotly.io as pio
 from .. import figures
 
 try:  # plotly >= 6 builds FigureWidget on anywidget
-    import anywidget as _anywidget  # noqa: F401
+    import anywidget as _anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
@@ -38,7 +38,7 @@ ERROR_STYLE = "color:#D55E00"
 
 def _widgets():
     """ipywidgets, imported on first use (``import workbench`` stays free of it)."""
-    import ipywidgets as W  # noqa: PLC0415
+    import ipywidgets as W
 
     if _anywidget is None:
         raise ImportError("the dashboards need plotly's FigureWidget, which (plotly >= 6) needs anywidget: "
@@ -210,7 +210,7 @@ class Snapshot:
         return f"<style>{', '.join(rules)} {{ display: none !important; }}</style>"
 
     def show(self) -> None:
-        from IPython.display import display  # noqa: PLC0415
+        from IPython.display import display
 
         display({"text/html": f'<div class="{self.id}"></div>'}, raw=True)
         for fw in self._figures_of():
@@ -277,7 +277,7 @@ class Dashboard(abc.ABC):
 
     # ------------------------------------------------------------------ the contract
     @abc.abstractmethod
-    def select(self, **choices: Any) -> "Dashboard":
+    def select(self, **choices: Any) -> Dashboard:
         """Set controls from code (None keeps a control's value) and redraw once; returns the dashboard."""
 
     @abc.abstractmethod
@@ -318,7 +318,7 @@ class Dashboard(abc.ABC):
             return
         try:
             written = self.export(path)
-        except Exception as e:  # noqa: BLE001 — show it in the widget instead of losing it in a callback
+        except Exception as e:  # show it in the widget instead of losing it in a callback
             self.status.value = f"<span style='{ERROR_STYLE}'>export failed: {html.escape(str(e))}</span>"
             return
         self.status.value = "wrote " + ", ".join(html.escape(str(p)) for p in written.values())
@@ -328,7 +328,7 @@ class Dashboard(abc.ABC):
         return [self.figure]
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display  # noqa: PLC0415
+        from IPython.display import display
 
         snapshot = _snapshot_of(self)
         display(self.widget)
@@ -366,7 +366,8 @@ class Combined:
         if layout == "tabs":
             self.widget = W.Tab(children=children, titles=tuple(str(t) for t in titles))
         else:
-            self.widget = W.VBox([w for t, c in zip(titles, children) for w in (W.HTML(f"<h3>{html.escape(str(t))}</h3>"), c)])
+            self.widget = W.VBox([w for t, c in zip(titles, children)
+                                  for w in (W.HTML(f"<h3>{html.escape(str(t))}</h3>"), c)])
 
     def __getitem__(self, i: int) -> Any:
         return self.dashboards[i]
@@ -375,7 +376,7 @@ class Combined:
         return len(self.dashboards)
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display  # noqa: PLC0415
+        from IPython.display import display
 
         snapshots = [_snapshot_of(d) for d in self.dashboards if hasattr(d, "_figures")]
         display(self.widget)

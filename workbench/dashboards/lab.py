@@ -54,20 +54,20 @@ class TrainingJob:
     """
 
     def __init__(self, config: Any, store: Any = None, *, name: str | None = None, device: Any = None):
-        from ..runs import RunConfig, RunStore  # noqa: PLC0415
+        from ..runs import RunConfig, RunStore
 
         self.config = RunConfig.from_dict(config)
         self.store = store if isinstance(store, RunStore) else RunStore(store)
         self.name, self.device = name, device
         self.state, self.error, self.run = "pending", None, None
         self.step, self.total = 0, self.config.steps
-        self.listeners: list[Callable[["TrainingJob"], None]] = []
+        self.listeners: list[Callable[[TrainingJob], None]] = []
         self._rows: list[dict] = []
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "TrainingJob":
+    def start(self) -> TrainingJob:
         if self._thread is not None:
             raise RuntimeError("this job was already started; make a new TrainingJob")
         self.state = "running"
@@ -110,11 +110,11 @@ class TrainingJob:
         for f in list(self.listeners):
             try:
                 f(self)
-            except Exception:  # noqa: BLE001 — a display error must not kill the training
+            except Exception:  # a display error must not kill the training
                 traceback.print_exc()
 
     def _main(self) -> None:
-        from ..train import train  # noqa: PLC0415
+        from ..train import train
 
         try:
             self.run = train(self.config, self.store, name=self.name, device=self.device, progress=False,
@@ -125,7 +125,7 @@ class TrainingJob:
         except TrainingCancelled:
             self.run = self.store.get(self.config.id)
             self.state = "cancelled"
-        except Exception as e:  # noqa: BLE001 — reported through state / error
+        except Exception as e:  # reported through state / error
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
             try:
                 self.run = self.store.get(self.config.id)
@@ -155,9 +155,9 @@ class PretrainingLab(Dashboard):
 
     def __init__(self, store: Any = None, base: Any = None, *, device: Any = None, refresh_every: float = 0.3,
                  export_path: str = "training_loss.svg"):
-        from .. import data as wb_data  # noqa: PLC0415
-        from .. import models as wb_models  # noqa: PLC0415
-        from ..runs import AUGMENTATIONS, OBJECTIVES, RunConfig, RunStore  # noqa: PLC0415
+        from .. import data as wb_data
+        from .. import models as wb_models
+        from ..runs import AUGMENTATIONS, OBJECTIVES, RunConfig, RunStore
 
         self._init_base(export_path)
         W = self._W
@@ -172,13 +172,18 @@ class PretrainingLab(Dashboard):
         datasets = [d for d in wb_data.available() if d not in ("arrays", "hf-disk", "torch")]
         st = {"description_width": "90px"}
         self.controls = {
-            "dataset": W.Dropdown(options=sorted(set(datasets) | {b.dataset}), value=b.dataset, description="dataset", style=st),
-            "model": W.Dropdown(options=sorted(set(wb_models.available()) | {b.model}), value=b.model, description="model", style=st),
+            "dataset": W.Dropdown(options=sorted(set(datasets) | {b.dataset}), value=b.dataset, description="dataset",
+                                  style=st),
+            "model": W.Dropdown(options=sorted(set(wb_models.available()) | {b.model}), value=b.model,
+                                description="model", style=st),
             "norm": W.Dropdown(description="norm", style=st),
             "objective": W.Dropdown(options=list(OBJECTIVES), value=b.objective, description="objective", style=st),
-            "label_noise": W.FloatSlider(value=b.label_noise, min=0.0, max=0.9, step=0.05, description="label noise", style=st),
-            "temperature": W.FloatLogSlider(value=b.temperature, base=10, min=-2, max=1, step=0.05, description="temperature", style=st),
-            "augment": W.SelectMultiple(options=list(AUGMENTATIONS), value=tuple(b.augment), rows=4, description="augment", style=st),
+            "label_noise": W.FloatSlider(value=b.label_noise, min=0.0, max=0.9, step=0.05, description="label noise",
+                                         style=st),
+            "temperature": W.FloatLogSlider(value=b.temperature, base=10, min=-2, max=1, step=0.05,
+                                            description="temperature", style=st),
+            "augment": W.SelectMultiple(options=list(AUGMENTATIONS), value=tuple(b.augment), rows=4,
+                                        description="augment", style=st),
             "steps": W.BoundedIntText(value=b.steps, min=1, max=1_000_000, description="steps", style=st),
             "lr": W.FloatLogSlider(value=b.lr, base=10, min=-5, max=0, step=0.1, description="lr", style=st),
             "seed": W.BoundedIntText(value=b.seed, min=0, max=2**31 - 1, description="seed", style=st),
@@ -222,19 +227,21 @@ class PretrainingLab(Dashboard):
             fields["dataset_options"] = {}
         return self.base.replace(**fields)
 
-    def set(self, **changes: Any) -> "PretrainingLab":
+    def set(self, **changes: Any) -> PretrainingLab:
         """Set choice widgets programmatically, e.g. ``lab.set(objective="simclr", augment=["crop", "noise"])``."""
         unknown = sorted(set(changes) - set(self.CHOICES) - {"name"})
         if unknown:
             raise ValueError(f"unknown choice(s) {unknown}; the lab sets {list(self.CHOICES)} and name")
         if "model" in changes:
-            self.controls["model"].value = self._check_choice(changes["model"], list(self.controls["model"].options), "model")
+            self.controls["model"].value = self._check_choice(changes["model"], list(self.controls["model"].options),
+                                                              "model")
         for k, v in changes.items():
             if k == "name":
                 self.name_w.value = "" if v is None else str(v)
             elif k == "norm":
                 v = "(none)" if v is None else v
-                self.controls["norm"].value = self._check_choice(v, [o for _l, o in self.controls["norm"].options], "norm")
+                options = [o for _l, o in self.controls["norm"].options]
+                self.controls["norm"].value = self._check_choice(v, options, "norm")
             elif k == "augment":
                 self.controls["augment"].value = tuple([v] if isinstance(v, str) else v)
             elif k in ("dataset", "objective"):
@@ -243,7 +250,7 @@ class PretrainingLab(Dashboard):
                 self.controls[k].value = v
         return self
 
-    def select(self, *, run: Any = None, **choices: Any) -> "PretrainingLab":
+    def select(self, *, run: Any = None, **choices: Any) -> PretrainingLab:
         """Set pretraining choices (as :meth:`set`) and/or show a stored run, then redraw once.
 
         ``run``: a run of the store (id, unique id prefix, display name, config or Run — :meth:`RunStore.get`);
@@ -337,7 +344,8 @@ class PretrainingLab(Dashboard):
                                      "from there when started again")
             else:
                 self.progress.bar_style = "danger"
-                self.status.value = f"<span style='{ERROR_STYLE}'><b>{label}</b> {job.state}: {html.escape(str(job.error))}</span>"
+                self.status.value = (f"<span style='{ERROR_STYLE}'><b>{label}</b> {job.state}: "
+                                     f"{html.escape(str(job.error))}</span>")
             self.refresh_runs()
 
     def current_frame(self) -> pd.DataFrame:

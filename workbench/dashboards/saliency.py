@@ -27,7 +27,7 @@ DEFAULT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 
 def _default_attribute(target: Any) -> Callable[[Any, Any, str], Any]:
     def attribute_fn(model, inputs, method):
-        from ..saliency import attribute  # noqa: PLC0415 — optional: only when no attribute_fn is given
+        from ..saliency import attribute  # optional: only when no attribute_fn is given
 
         return attribute(model, inputs, method=method, target=target)
     return attribute_fn
@@ -45,7 +45,8 @@ class SaliencyDashboard(Dashboard):
     methods:      names offered by the method chooser (passed through to ``attribute_fn``).
     """
 
-    def __init__(self, models: Mapping[str, Any], inputs: Any, *, attribute_fn: Callable[[Any, Any, str], Any] | None = None,
+    def __init__(self, models: Mapping[str, Any], inputs: Any, *,
+                 attribute_fn: Callable[[Any, Any, str], Any] | None = None,
                  methods: Sequence[str] = DEFAULT_METHODS, method: str | None = None, index: int = 0,
                  labels: Any = None, selected: Sequence[str] | None = None, export_path: str = "saliency.svg"):
         self._init_base(export_path)
@@ -98,7 +99,7 @@ class SaliencyDashboard(Dashboard):
 
     def attributions(self, name: str) -> np.ndarray:
         """The attribution of the current example under model ``name`` (cached per model, example, method)."""
-        import torch  # noqa: PLC0415
+        import torch
 
         idx, method = self.index_w.value, self.method_w.value
         key = (name, idx, method)
@@ -122,7 +123,7 @@ class SaliencyDashboard(Dashboard):
             return {n: self.attributions(n) for n in self.models_w.value}
         except ImportError as e:
             raise ValueError(f"{e} (or pass attribute_fn=...)") from None
-        except Exception as e:  # noqa: BLE001 — an attribution method failing is shown, not raised in a callback
+        except Exception as e:  # an attribution method failing is shown, not raised in a callback
             raise ValueError(f"attribution failed: {type(e).__name__}: {e}") from None
 
     def current_frame(self) -> pd.DataFrame:
@@ -153,7 +154,7 @@ class SaliencyDashboard(Dashboard):
                                      title=f"example {idx}{label} · {self.method_w.value}")
 
     def select(self, *, index: int | None = None, method: str | None = None,
-               models: Sequence[str] | None = None) -> "SaliencyDashboard":
+               models: Sequence[str] | None = None) -> SaliencyDashboard:
         """Set controls programmatically (None keeps a control's value) and redraw once."""
         with self._hold():
             if index is not None:

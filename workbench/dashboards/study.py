@@ -49,7 +49,8 @@ class StudyDashboard(Dashboard):
         table = getattr(study, "table", study)
         if not isinstance(table, pd.DataFrame):
             raise TypeError("StudyDashboard needs a Study after .run() or its table (a DataFrame), got "
-                            f"{type(study).__name__}" + (" without a table: call .run() first" if hasattr(study, "vary") else ""))
+                            f"{type(study).__name__}"
+                            + (" without a table: call .run() first" if hasattr(study, "vary") else ""))
         check_tidy(table, "StudyDashboard(study)", require=["kind"])
         if method not in figures.study.RANK_METHODS:
             raise ValueError(f"method must be one of {figures.study.RANK_METHODS}, got {method!r}")
@@ -82,8 +83,8 @@ class StudyDashboard(Dashboard):
         self._update()
         for w in [self.measure_w, self.layer_w, self.downstream_w, self.color_w]:
             w.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HBox([W.VBox([self.measure_w, self.layer_w]), W.VBox([self.downstream_w, self.color_w])]),
-                              self.figure, self.export_row, self.status])
+        controls = W.HBox([W.VBox([self.measure_w, self.layer_w]), W.VBox([self.downstream_w, self.color_w])])
+        self.widget = W.VBox([controls, self.figure, self.export_row, self.status])
 
     def _default_downstream(self) -> int:
         """The first combination scored by accuracy on a test split, else the first one."""
@@ -133,7 +134,7 @@ class StudyDashboard(Dashboard):
         return figures.study_scatter(self.table, m, d, color=self.color_w.value, method=self.method)
 
     def select(self, *, measure: str | None = None, layer: Any = None, downstream: Mapping[str, Any] | None = None,
-               color: str | None = None) -> "StudyDashboard":
+               color: str | None = None) -> StudyDashboard:
         """Set controls programmatically (None keeps a control's value) and redraw once."""
         with self._hold():
             if measure is not None:

@@ -95,8 +95,8 @@ def grad_norm_history(run: Any, *, layers: Any = None) -> pd.DataFrame:
         if unknown:
             raise ValueError(f"layers {unknown} have no recorded gradient norms; recorded: {list(order)}")
         rows = rows[rows["layer"].isin(list(layers))]
-    out = tidy(pd.DataFrame({"run": rows["run"] if "run" in rows else np.nan, "step": rows["step"].astype(int),
+    out = tidy(pd.DataFrame({"run": rows.get("run", np.nan), "step": rows["step"].astype(int),
                              "layer": rows["layer"], "layer_index": rows["layer"].map(order).astype(int),
-                             "measure": "grad_norm", "split": rows["split"] if "split" in rows else "train_batch",
+                             "measure": "grad_norm", "split": rows.get("split", "train_batch"),
                              "value": rows["value"].astype(float)}))
     return out.sort_values(["step", "layer_index"], kind="stable").reset_index(drop=True)

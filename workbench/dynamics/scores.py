@@ -98,7 +98,7 @@ def _per_example_grad_norms(model: nn.Module, args: tuple, kwargs: dict, y: torc
         names = {id(p): n for n, p in model.named_parameters()}
         chosen = {names[id(p)]: p.detach() for p in params}
         frozen = {n: p.detach() for n, p in model.named_parameters() if n not in chosen}
-        buffers = {n: b for n, b in model.named_buffers()}
+        buffers = dict(model.named_buffers())
 
         def one(theta, xi, yi, mi):
             kw = {} if mi is None else {"attention_mask": mi[None]}

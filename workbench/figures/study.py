@@ -52,7 +52,7 @@ def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: M
     same selections) to show its value and bootstrap interval instead. Fewer than 3 runs, or a constant
     coordinate, give no correlation ("n/a" in the title).
     """
-    from scipy import stats  # noqa: PLC0415
+    from scipy import stats
 
     if method not in RANK_METHODS:
         raise ValueError(f"method must be one of {RANK_METHODS}, got {method!r}")

@@ -9,7 +9,8 @@
 try:
     import captum  # noqa: F401
 except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError("workbench.saliency is built on captum; install it with pip install 'workbench[saliency]'") from err
+    raise ImportError("workbench.saliency is built on captum; install it with "
+                      "pip install 'workbench[saliency]'") from err
 
 from .attribute import attribute
 from .checkpoints import attribute_checkpoints

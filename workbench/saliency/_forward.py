@@ -147,7 +147,7 @@ def run_batched(fn: Callable[[int, int], Any], n: int, batch_size: int) -> tuple
         hi = min(n, lo + size)
         try:
             out.append(fn(lo, hi))
-        except Exception as err:  # noqa: BLE001 - only out-of-memory errors are handled
+        except Exception as err:  # only out-of-memory errors are handled
             if not is_oom(err):
                 raise
             if size == 1:

@@ -224,9 +224,9 @@ def perturbation_curves(model: nn.Module, inputs: Any, method: str = "integrated
     for curve in curves:
         p = torch.cat([part[curve] for part in parts], dim=1).numpy()  # [k+1, N]
         j, e = np.meshgrid(np.arange(steps + 1), np.arange(n), indexing="ij")
+        n_j = counts.numpy()[j.ravel()]
         frames.append(pd.DataFrame({"measure": measure, "value": p.ravel(), "example": e.ravel(),
-                                    "target": tgt[e.ravel()], "curve": curve,
-                                    "fraction": counts.numpy()[j.ravel()] / F, "n_features": counts.numpy()[j.ravel()]}))
+                                    "target": tgt[e.ravel()], "curve": curve, "fraction": n_j / F, "n_features": n_j}))
     return a._schema(pd.concat(frames, ignore_index=True))
 
 

@@ -59,7 +59,7 @@ def pointing_game(attributions: Any, masks: Any, tolerance: float = 0.0, channel
     if not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"tolerance must be a number of pixels >= 0, got {tolerance!r}")
     m, mk = _maps_and_masks(attributions, masks, channels)
-    n, h, w = m.shape
+    n, _, w = m.shape
     flat = m.reshape(n, -1).argmax(1)
     r, c = np.divmod(flat, w)
     hits = np.zeros(n, dtype=bool)

@@ -188,7 +188,7 @@ def blur(x: torch.Tensor, strength: float, kind: str = "image") -> torch.Tensor:
     n = len(x)
     extent = min(x.shape[-2:]) if kind == "image" else x.shape[-1]
     sigma = strength * _uniform(n, 0.1, 2.0, x) * extent / 32
-    radius = max(1, min(int(math.ceil(3 * float(sigma.max()))), extent - 1))
+    radius = max(1, min(math.ceil(3 * float(sigma.max())), extent - 1))
     kernels = _gaussian_kernels(sigma, radius)
     if kind == "image":
         out = _blur_last_axis(x, kernels)  # along width

@@ -35,7 +35,7 @@ def symmetric_label_noise(labels, rate: float, num_classes: int, seed: int = 0) 
     """
     y, rate = _check_noise_args(labels, rate, num_classes)
     rng = np.random.default_rng([seed, 0x5EED])
-    n_flip = int(round(rate * len(y)))
+    n_flip = round(rate * len(y))
     flipped = np.zeros(len(y), dtype=bool)
     flipped[rng.choice(len(y), size=n_flip, replace=False)] = True
     noisy = y.copy()
@@ -55,7 +55,7 @@ def pairflip_label_noise(labels, rate: float, num_classes: int, seed: int = 0) -
     y, rate = _check_noise_args(labels, rate, num_classes)
     rng = np.random.default_rng([seed, 0x5EED, 1])
     flipped = np.zeros(len(y), dtype=bool)
-    flipped[rng.choice(len(y), size=int(round(rate * len(y))), replace=False)] = True
+    flipped[rng.choice(len(y), size=round(rate * len(y)), replace=False)] = True
     noisy = y.copy()
     noisy[flipped] = (y[flipped] + 1) % num_classes
     return noisy, flipped

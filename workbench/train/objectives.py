@@ -297,7 +297,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, stude
 
 
 def _round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 def patch_mask(n: int, spatial: tuple[int, ...], patch: int, ratio: float,
@@ -754,8 +754,8 @@ def make_objective(config: RunConfig, dataset, model: nn.Module) -> Objective | 
     cls = OBJECTIVE_CLASSES[name]
     kind = dataset.kind
     if kind not in cls.kinds:
-        hint = _KIND_HINT.get(name) or (f"it trains on augmented views and augmentations exist for images, "
-                                        f"signals and vectors only" if name in CONTRASTIVE else "")
+        hint = _KIND_HINT.get(name) or ("it trains on augmented views and augmentations exist for images, "
+                                        "signals and vectors only" if name in CONTRASTIVE else "")
         raise ValueError(f"objective={name!r} does not apply to {kind} data (dataset {dataset.name!r}): {hint}; "
                          f"it supports {list(cls.kinds)}")
     if config.augment and kind in ("tokens", "text"):

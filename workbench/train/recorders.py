@@ -2,8 +2,9 @@
 
 Each recorder is switched on by name in ``RunConfig.recorders`` and adds rows ``(step, measure, split,
 layer, layer_index, value)`` (:data:`workbench.runs.HISTORY_COLUMNS`; ``layer_index`` is the probe point's
-position in the model, empty for the model's representation ``embed`` and for model-level rows). Per-step recorders run on the logged steps (every ``steps // 100``), per-checkpoint
-recorders on the checkpoint schedule (log-spaced), so the cost stays small by default.
+position in the model, empty for the model's representation ``embed`` and for model-level rows). Per-step
+recorders run on the logged steps (every ``steps // 100``), per-checkpoint recorders on the checkpoint schedule
+(log-spaced), so the cost stays small by default.
 
 ==============  ===========  =======================================================================
 name            when         rows (measure / split / layer)
@@ -13,8 +14,9 @@ grad_norm       logged step  ``grad_norm`` / ``train_batch`` / each probe point:
 act_var         logged step  ``act_var`` / ``train_batch`` / each probe point: variance of the module's
                              output over all its elements in the batch (``torch.var``, unbiased)
 eigs            checkpoint   ``eig_k`` (k = 1..16) / ``probe`` / ``embed``: top eigenvalues of the
-                             covariance of the model's representation (``workbench.train.objectives.representation``); plus
-                             ``effective_rank`` and ``rankme`` of the same features
+                             covariance of the model's representation
+                             (``workbench.train.objectives.representation``); plus ``effective_rank`` and
+                             ``rankme`` of the same features
 align_unif      checkpoint   ``alignment`` and ``uniformity`` (Wang & Isola 2020) / ``probe`` /
                              ``embed``: two augmented views of the probe set (needs ``augment``)
 clean_flipped   checkpoint   with label noise: ``accuracy`` on ``train_clean``, ``memorized`` on
@@ -160,9 +162,11 @@ class Recorders:
         pred = self._train_logits().argmax(1).numpy()
         f, noisy, true = self.flipped, self.labels, self.dataset["train"].labels
         return [
-            {"step": step, "measure": "accuracy", "split": "train_clean", "value": float((pred[~f] == noisy[~f]).mean())},
+            {"step": step, "measure": "accuracy", "split": "train_clean",
+             "value": float((pred[~f] == noisy[~f]).mean())},
             # fraction of flipped examples predicted as their *noisy* label: memorization (Arpit et al. 2017)
-            {"step": step, "measure": "memorized", "split": "train_flipped", "value": float((pred[f] == noisy[f]).mean())},
+            {"step": step, "measure": "memorized", "split": "train_flipped",
+             "value": float((pred[f] == noisy[f]).mean())},
             {"step": step, "measure": "accuracy", "split": "train_flipped_true",
              "value": float((pred[f] == true[f]).mean())},
         ]
