@@ -107,14 +107,15 @@ def _direct(name, x, labels, views):
             "hscore": transfer.hscore, "transrate": transfer.transrate}[name](x, labels)
 
 
-PER_LAYER = [n for n in measures.names() if measures.get(n).takes in ("x", "x, labels", "x, views")
+PER_LAYER = [n for n in measures.names() if measures.get(n).takes in ("x", "x, labels", "x, groups", "x, views")
              and n not in ("nc3", "nc4", "dse")]
 
 
 @pytest.mark.parametrize("name", PER_LAYER)
 def test_per_layer_measure_by_name_equals_its_function(name, data):
     options = {"k_range": (1, 5)} if name == "alpha_req" else {}  # 6-wide layers: fit ranks 1..5
-    table = check_tidy(measures.compute(name, data["x"], data["labels"], views=data["views"], **options))
+    table = check_tidy(measures.compute(name, data["x"], data["labels"], groups=data["labels"], views=data["views"],
+                                        **options))
     assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS)
     assert table["layer"].unique().tolist() == ["stem", "head"]
     assert table.groupby("layer")["layer_index"].first().to_dict() == {"stem": 0, "head": 1}
@@ -194,3 +195,25 @@ def test_measures_table_lists_references():
     table = measures.measures_table()
     assert {"name", "family", "takes", "returns", "exact", "function", "reference"} <= set(table.columns)
     assert isinstance(table, pd.DataFrame) and (table["name"] == "cka").sum() == 1
+
+
+def test_cli_lists_every_measure_with_its_reference(capsys):
+    import json
+
+    from workbench.cli import main
+
+    assert main(["measures", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in listed] == measures.names()
+    assert all(m["reference"] == measures.get(m["name"]).reference for m in listed)
+    assert main(["measures", "--family", "similarity"]) == 0
+    out = capsys.readouterr().out
+    assert "Kornblith et al. 2019" in out and "rankme" not in out
+
+
+def test_a_measure_needing_an_option_says_which():
+    x, y = np.random.default_rng(0).normal(size=(30, 4)), np.arange(30) % 3
+    with pytest.raises(ValueError, match=r"'nc3' needs the option weights="):
+        measures.compute("nc3", x, y)
+    with pytest.raises(ValueError, match=r"'nc4' needs the option weights= or logits="):
+        measures.compute("nc4", x, y)

@@ -4,6 +4,7 @@
     workbench demo --out DIR [--quick] [--store DIR]
     workbench study NAME --out DIR [--quick] [--store DIR]
     workbench runs list [--store DIR] [--format table|csv|json]
+    workbench measures [--family NAME] [--format table|csv|json]
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="run store directory (default: $WORKBENCH_HOME or ~/.workbench)")
     demo.add_argument("--no-static", action="store_true", help="skip SVG/PDF/PNG export (HTML + CSV only)")
 
-    study = sub.add_parser("study", help="run a named study from STUDIES.md headless (s1, s3, s4, s12)")
+    study = sub.add_parser("study", help="run a named study from assets/STUDIES.md headless (s1, s3, s4, s12)")
     study.add_argument("name", help="study name: s1 | s3 | s4 | s12")
     study.add_argument("--out", required=True, type=Path, help="directory for results, summary and figures")
     study.add_argument("--quick", action="store_true", help="CPU-sized version (a few minutes on 2 cores)")
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     lst = runs_sub.add_parser("list", help="one line per run")
     lst.add_argument("--store", type=Path, default=None, help="run store directory")
     lst.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    meas = sub.add_parser("measures", help="the registered measures: what each takes and returns, its reference")
+    meas.add_argument("--family", default=None, help="only this family (spectrum, similarity, probe, …)")
+    meas.add_argument("--format", choices=["table", "csv", "json"], default="table")
     return p
 
 
@@ -75,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
             cols = ["id", "name", "state", "step", "n_checkpoints", "dataset", "model", "objective",
                     "label_noise", "seed", "steps"]
             print(df[cols].to_string(index=False))
+        return 0
+    if args.command == "measures":
+        from .measures import measures_table
+
+        df = measures_table()
+        if args.family is not None:
+            if args.family not in set(df["family"]):
+                parser.error(f"--family {args.family!r} is not one of {sorted(set(df['family']))}")
+            df = df[df["family"] == args.family]
+        if args.format == "csv":
+            sys.stdout.write(df.to_csv(index=False))
+        elif args.format == "json":
+            sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+        else:
+            print(df.drop(columns="function").to_string(index=False, max_colwidth=70))
         return 0
     parser.error(f"unknown command {args.command!r}")
     return 2

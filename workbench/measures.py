@@ -33,6 +33,8 @@ __all__ = ["Measure", "TAKES", "RETURNS", "REGISTRY", "register", "get", "names"
 TAKES = {
     "x": "one representation [N, D] per layer",
     "x, labels": "one representation per layer and the examples' class labels",
+    "x, groups": "one representation per layer and the group of each row (the augmented views of one input)",
+    "tokens": "token features [B, T, D] of a dense layer (or [M, D] with image_ids=)",
     "x, views": "two representations of the same examples under two augmentations (positive pairs)",
     "x, fit": "a representation to evaluate and a labelled training representation to fit a probe on",
     "a, b": "two representations of the same examples (layers of one run, or of two runs)",
@@ -62,6 +64,7 @@ class Measure:
     fn: Callable[..., Any] = field(repr=False)
     exact: bool = True
     description: str = ""
+    requires: tuple[str, ...] = ()  # options the caller must pass (e.g. the classifier's weights for nc3)
 
     @property
     def function(self) -> Callable[..., Any]:
@@ -73,7 +76,7 @@ REGISTRY: dict[str, Measure] = {}
 
 
 def register(name: str, family: str, takes: str, returns: str, reference: str, fn: Callable[..., Any], *,
-             exact: bool = True, description: str = "") -> Measure:
+             exact: bool = True, description: str = "", requires: tuple[str, ...] = ()) -> Measure:
     """Add a measure to :data:`REGISTRY` (one entry per measure; a name is registered once)."""
     if name in REGISTRY:
         raise ValueError(f"measure {name!r} is already registered ({REGISTRY[name].family})")
@@ -81,7 +84,7 @@ def register(name: str, family: str, takes: str, returns: str, reference: str, f
         raise ValueError(f"takes={takes!r} is not one of {list(TAKES)}")
     if returns not in RETURNS:
         raise ValueError(f"returns={returns!r} is not one of {list(RETURNS)}")
-    REGISTRY[name] = Measure(name, family, takes, returns, reference, fn, exact, description)
+    REGISTRY[name] = Measure(name, family, takes, returns, reference, fn, exact, description, tuple(requires))
     return REGISTRY[name]
 
 
@@ -111,6 +114,7 @@ class Inputs:
 
     x: Mapping[str, Any] | None = None
     labels: Any = None
+    groups: Any = None
     views: Mapping[str, Any] | None = None
     fit: tuple[Mapping[str, Any], Any] | None = None
     b: Mapping[str, Any] | None = None
@@ -120,7 +124,8 @@ class Inputs:
     data: Any = None
 
     def need(self, measure: Measure) -> None:
-        have = {"x": self.x is not None, "labels": self.labels is not None, "views": self.views is not None,
+        have = {"x": self.x is not None, "tokens": self.x is not None, "labels": self.labels is not None, "groups": self.groups is not None,
+                "views": self.views is not None,
                 "fit": self.fit is not None, "a": self.x is not None, "b": True,  # b=None: a against itself
                 "outputs": self.outputs is not None, "model": self.model is not None,
                 "loss": self.loss is not None, "data": self.data is not None}
@@ -130,7 +135,7 @@ class Inputs:
                              f"missing: {', '.join(missing)}")
 
 
-def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, views: Any = None,
+def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, groups: Any = None, views: Any = None,
             fit: tuple[Any, Any] | None = None, outputs: Any = None, model: Any = None,
             loss: Callable[[Any], Any] | None = None, data: Any = None, **options: Any) -> pd.DataFrame:
     """Measure ``name`` (a registered name) on data given in the data-first convention, as a tidy table.
@@ -142,6 +147,7 @@ def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, view
         representation ``a`` of a pair measure).
     labels : class labels of the rows of ``x`` (measures taking ``labels``; probes: the labels of ``x``).
     b : second representation of a pair measure (None: ``x`` against itself).
+    groups : group of each row of ``x`` (LiDAR: rows that are augmented views of one input share a group).
     views : second augmented view of the rows of ``x`` (alignment).
     fit : ``(x_train, labels_train)`` a probe is fitted on (measures taking ``fit``).
     outputs : a source model's class probabilities [N, K] (LEEP) or hard labels (NCE).
@@ -155,12 +161,16 @@ def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, view
     model-level measures one row (or one per layer where the measure is defined per layer).
     """
     m = get(name)
-    inputs = Inputs(x=None if x is None else as_layers(x, "x")[0], labels=labels,
+    inputs = Inputs(x=None if x is None else as_layers(x, "x")[0], labels=labels, groups=groups,
                     views=None if views is None else as_layers(views, "views")[0],
                     fit=None if fit is None else (as_layers(fit[0], "fit[0]")[0], fit[1]),
                     b=None if b is None else as_layers(b, "b")[0], outputs=outputs, model=model, loss=loss,
                     data=data)
     inputs.need(m)
+    for req in m.requires:
+        if not any(opt in options for opt in req.split("|")):
+            raise ValueError(f"measure {name!r} needs the option {' or '.join(f'{o}=' for o in req.split('|'))} "
+                             f"({m.description})")
     rows = list(_rows(m, inputs, options))
     for r in rows:
         r.setdefault("measure", m.name)
@@ -168,7 +178,7 @@ def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, view
 
 
 def _rows(m: Measure, inputs: Inputs, options: Mapping[str, Any]):
-    if m.returns == "per_layer" and m.takes in ("x", "x, labels", "x, views", "x, fit"):
+    if m.returns == "per_layer" and m.takes in ("x", "x, labels", "x, groups", "x, views", "x, fit", "tokens"):
         for layer, value in inputs.x.items():
             try:
                 out = m.fn(_One(inputs, layer, value), **options)
@@ -184,17 +194,18 @@ class _One:
     """The inputs seen by a per-layer measure: ``x`` (and ``views`` / ``fit``) of one layer."""
 
     def __init__(self, inputs: Inputs, layer: str, x: Any):
-        self.layer, self.x, self.labels = layer, x, inputs.labels
+        self.layer, self.x, self.labels, self.groups = layer, x, inputs.labels, inputs.groups
         self.views = None if inputs.views is None else inputs.views[layer]
         self.fit = None if inputs.fit is None else (inputs.fit[0][layer], inputs.fit[1])
 
 
 # --------------------------------------------------------------------------------------- adapters
 def _value(fn: Callable[..., Any], *, extra: Mapping[str, Any] | None = None, labels: bool = False,
-           views: bool = False) -> Callable[..., dict]:
-    """A per-layer adapter: ``fn(x[, labels | views], **options)`` → ``{"value": float}``."""
+           views: bool = False, groups: bool = False) -> Callable[..., dict]:
+    """A per-layer adapter: ``fn(x[, labels | groups | views], **options)`` → ``{"value": float}``."""
     def adapter(one: _One, **options: Any) -> dict:
-        args = [one.x] + ([one.labels] if labels else []) + ([one.views] if views else [])
+        args = ([one.x] + ([one.labels] if labels else []) + ([one.groups] if groups else [])
+                + ([one.views] if views else []))
         return {"value": float(fn(*args, **{**(extra or {}), **options}))}
     adapter.source = fn
     return adapter
@@ -293,13 +304,13 @@ for _k, _what in (("nc1", "tr(Σ_W Σ_B⁺)/C, within-class variability collapse
                   ("nc3", "‖W/‖W‖ − M/‖M‖‖², self-duality (needs the classifier: option weights=W)"),
                   ("nc4", "disagreement of the classifier with nearest class mean (needs weights= or logits=)")):
     register(_k, "classes", "x, labels", "per_layer", _PAPYAN, _item(spectrum.neural_collapse, _k),
-             description=_what)
+             description=_what, requires={"nc3": ("weights",), "nc4": ("weights|logits",)}.get(_k, ()))
 register("cdnv", "classes", "x, labels", "per_layer", "Galanti, Gyorgy & Hutter 2022, ICLR",
          _value(spectrum.cdnv, labels=True))
-register("lidar", "classes", "x, labels", "per_layer", "Thilak et al. 2024, LiDAR, ICLR",
-         _value(spectrum.lidar, labels=True),
-         description="labels are the groups of augmented views of one input (the surrogate task's classes)")
-register("dse", "dense", "x", "per_layer", "Dai et al. 2025, Dense representation Structure Estimator, NeurIPS",
+register("lidar", "classes", "x, groups", "per_layer", "Thilak et al. 2024, LiDAR, ICLR",
+         _value(spectrum.lidar, groups=True),
+         description="the groups are the augmented views of one input (the surrogate task's classes)")
+register("dse", "dense", "tokens", "per_layer", "Dai et al. 2025, Dense representation Structure Estimator, NeurIPS",
          _item(spectrum.dse, "dse", labels=False), exact=False,
          description="token features [B, T, D] (or [M, D] with image_ids=); k-means pseudo-classes (seeded)")
 register("logme", "transfer", "x, labels", "per_layer", "You et al. 2021, LogME, ICML",

@@ -20,6 +20,8 @@ import pandas as pd
 
 from .activations import Activations, extract
 from .data import Dataset
+from .measures import REGISTRY, TAKES, compute
+from .measures import get as get_measure
 from .results import COLUMNS, tidy
 from .runs import Run
 
@@ -139,18 +141,16 @@ def cross_run_similarity(a: Activations, b: Activations, *, run_a: str, run_b: s
 
 
 # ----------------------------------------------------------------------------------------------- Study
-def _label_measure(name: str, z: Any, labels: Any) -> float:
-    """Measures of a layer that need the class labels: tolerance, CDNV, NC1."""
-    from .spectrum import cdnv, neural_collapse, tolerance
-
-    if name == "nc1":
-        return float(neural_collapse(z, labels)["nc1"])
-    return float({"tolerance": tolerance, "cdnv": cdnv}[name](z, labels))
-
-
-LABEL_MEASURES = ("tolerance", "cdnv", "nc1")
-SPECTRUM_MEASURES = ("rankme", "effective_rank", "participation_ratio", "stable_rank", "alpha_req",
-                     "singular_value_entropy", "largest_singular_value_ratio")
+#: what the Study gives each kind of measure (registry ``takes``), at every checkpoint of every run
+STUDY_TAKES = {
+    "x": "the layers' activations on measure_split",
+    "x, labels": "the layers' activations and class labels on measure_split",
+    "x, fit": "activations on measure_split to score, a probe fitted on fit_split",
+    "a, b": "layer x layer within the run, and between every pair of runs at the same step (kind cross_run)",
+    "outputs, labels": "the model's softmax outputs (hard labels for nce) and the labels on measure_split",
+    "model, loss": "the model and the run's own training objective on measure_examples rows of measure_split",
+    "model, data": "the model and measure_examples rows of measure_split",
+}
 
 
 def select_per_run(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFrame:
@@ -207,8 +207,14 @@ class Study:
     downstream : evaluation methods (:data:`workbench.train.downstream.METHODS`), applied to each task.
     tasks : downstream tasks (see :func:`workbench.train.evaluate`; None = the run's own labels).
     label_fractions : passed to :func:`~workbench.train.evaluate`.
-    measures : spectrum measures per layer (names accepted by
-        :func:`workbench.spectrum.layer_spectrum_table`), computed on ``measure_split``.
+    measures : names from the measure registry (:mod:`workbench.measures`, ``workbench measures`` lists them),
+        computed at every step: what each kind of measure is given is :data:`STUDY_TAKES` (per-layer measures
+        on ``measure_split``; probes fitted on ``fit_split``; pair measures layer × layer within a run and
+        between every two runs on the same data, rows of kind ``cross_run`` with ``run_b``; model-level
+        measures on the run's own objective). Measures needing augmented views or groups (alignment, LiDAR)
+        are computed with :func:`workbench.measures.compute`.
+    measure_options : measure name → options passed to it (e.g. ``{"mutual_knn": {"k": 5}}``).
+    fit_split : the split probes (registry measures taking ``fit``) are fitted on.
     steps : "final", "all" (every checkpoint) or a list of steps, for measures and downstream alike.
     layers : probe points for the measures (None = all but the head's input pooling duplicates).
     store : RunStore or root; executor : see :class:`InProcessExecutor`.
@@ -216,7 +222,7 @@ class Study:
     ``run()`` trains (or reuses) every run, evaluates, measures and returns the table in the results schema
     (:mod:`workbench.results`: ``run`` — the grid point's label —, ``step``, ``layer``, ``layer_index``,
     ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``), then the extra columns ``kind``
-    ("measure" | "downstream" | "history"), ``task``, ``method``, ``label_fraction`` (downstream rows), the
+    ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the second run in ``run_b``), ``task``, ``method``, ``label_fraction`` (downstream rows), the
     varied fields and ``seed``; runs that fail are listed in ``study.failures`` and do not stop the others.
     Re-running reuses runs, activations and evaluations.
     """
@@ -226,7 +232,8 @@ class Study:
                  label_fractions: Sequence[float] = (1.0,), measures: Sequence[str] = ("rankme", "effective_rank"),
                  measure_split: str = "test", measure_examples: int = 1000, steps: Any = "final",
                  layers: Any = None, store: Any = None, executor: Any = None, name: str = "study",
-                 evaluate_options: Mapping[str, Any] | None = None):
+                 evaluate_options: Mapping[str, Any] | None = None,
+                 measure_options: Mapping[str, Mapping[str, Any]] | None = None, fit_split: str = "train"):
         from .runs import RunConfig, RunStore
 
         self.base = RunConfig.from_dict(base)
@@ -242,10 +249,23 @@ class Study:
         self.seeds = [int(s) for s in seeds]
         self.downstream, self.tasks = list(downstream), list(tasks)
         self.label_fractions, self.measures = list(label_fractions), list(measures)
-        known = set(SPECTRUM_MEASURES) | set(LABEL_MEASURES)
+        self.measure_options = {k: dict(v) for k, v in (measure_options or {}).items()}
         for m in self.measures:
-            if m not in known:
-                raise ValueError(f"measures has unknown {m!r}; choose from {sorted(known)}")
+            if m not in REGISTRY:
+                raise ValueError(f"measures has unknown {m!r}; registered measures: {list(REGISTRY)} "
+                                 "(`workbench measures` lists them with their references)")
+            spec = REGISTRY[m]
+            if spec.takes not in STUDY_TAKES:
+                raise ValueError(f"measures: {m!r} takes {spec.takes} ({TAKES[spec.takes]}), which a Study does not "
+                                 f"provide; compute it with workbench.measures.compute({m!r}, ...)")
+            for req in spec.requires:
+                if not any(o in self.measure_options.get(m, {}) for o in req.split("|")):
+                    raise ValueError(f"measures: {m!r} needs the option {req.replace('|', ' or ')}= ({spec.description});"
+                                     f" pass measure_options={{{m!r}: {{...}}}}")
+        unknown = sorted(set(self.measure_options) - set(self.measures))
+        if unknown:
+            raise ValueError(f"measure_options names {unknown}, which are not in measures={self.measures}")
+        self.fit_split = fit_split
         self.measure_split, self.measure_examples = measure_split, int(measure_examples)
         self.steps, self.layers, self.name = steps, layers, name
         self.store = store if isinstance(store, RunStore) else RunStore(store)
@@ -278,7 +298,6 @@ class Study:
 
     def _one(self, label: str) -> pd.DataFrame:
         from . import data as wb_data
-        from .spectrum import layer_spectrum_table
         from .train import train
         from .train.downstream import evaluate  # not re-exported by workbench.train
 
@@ -289,17 +308,7 @@ class Study:
         if self.measures:
             ds = wb_data.load(cfg.dataset, **dict(cfg.dataset_options))
             for step in steps:
-                acts = run_activations(run, ds, [self.measure_split], step=step, layers=self.layers,
-                                       max_examples={self.measure_split: self.measure_examples})[self.measure_split]
-                spectral = [m for m in self.measures if m in SPECTRUM_MEASURES]
-                if spectral:
-                    table = layer_spectrum_table(acts, spectral)
-                    parts.append(table.assign(step=step, kind="measure", split=self.measure_split))
-                labelled = [m for m in self.measures if m not in SPECTRUM_MEASURES]
-                parts.append(tidy([
-                    {"layer": layer, "layer_index": i, "measure": m,
-                     "value": _label_measure(m, acts[layer], acts.labels), "kind": "measure"}
-                    for i, layer in enumerate(acts.layers) for m in labelled], step=step, split=self.measure_split))
+                parts.append(self._measure(run, ds, step))
         if self.downstream:
             for step in steps:
                 for task in self.tasks:
@@ -312,6 +321,76 @@ class Study:
         table = table[[*first, *[c for c in table.columns if c not in first]]]
         choices = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in {**changes, "seed": cfg.seed}.items()}
         return tidy(table, run=label, **choices)
+
+    def _activations(self, run: Run, ds: Dataset, step: int, splits: Sequence[str]) -> dict[str, Activations]:
+        return run_activations(run, ds, list(dict.fromkeys(splits)), step=step, layers=self.layers,
+                               max_examples={s: self.measure_examples for s in splits})
+
+    def _measure(self, run: Run, ds: Dataset, step: int) -> pd.DataFrame:
+        """Every measure of :attr:`measures` at checkpoint ``step`` of ``run``, through the registry."""
+        takes = {get_measure(m).takes for m in self.measures}
+        need = [self.measure_split] + ([self.fit_split] if "x, fit" in takes else [])
+        acts = self._activations(run, ds, step, need) if takes & {"x", "x, labels", "x, fit", "a, b"} else {}
+        model = run.load_model(step) if takes & {"outputs, labels", "model, loss", "model, data"} else None
+        data = ds[self.measure_split]
+        if len(data) > self.measure_examples:
+            data = data.subset(slice(0, self.measure_examples))
+        parts = []
+        for name in self.measures:
+            try:
+                parts.append(self._one_measure(name, acts, model, data, run))
+            except ValueError as err:
+                raise ValueError(f"measure {name!r} at step {step}: {err}") from err
+        return tidy(pd.concat(parts, ignore_index=True), step=step, split=self.measure_split, kind="measure")
+
+    def _one_measure(self, name: str, acts: Mapping[str, Activations], model: Any, data: Any,
+                     run: Run) -> pd.DataFrame:
+        """One measure: the registry's ``takes`` says what it is given (:data:`STUDY_TAKES`)."""
+        import torch
+
+        from .dynamics import run_loss
+        from .models import predict
+
+        spec, options = get_measure(name), self.measure_options.get(name, {})
+        if spec.takes in ("x", "x, labels", "a, b"):
+            x = acts[self.measure_split]
+            return compute(name, x, x.labels, **options)
+        if spec.takes == "x, fit":
+            x, fit = acts[self.measure_split], acts[self.fit_split]
+            return compute(name, x, x.labels, fit=(fit, fit.labels), **options)
+        if spec.takes == "outputs, labels":
+            probs = torch.softmax(predict(model, data).double(), dim=1).numpy()
+            outputs = probs.argmax(1) if name == "nce" else probs
+            return compute(name, outputs=outputs, labels=np.asarray(data.labels), **options)
+        if spec.takes == "model, loss":
+            loss = run_loss(run, model, split=self.measure_split, n=self.measure_examples)
+            return compute(name, model=model, loss=loss, **options)
+        return compute(name, model=model, data=data, **options)
+
+    def _cross_runs(self, labels: Sequence[str]) -> pd.DataFrame:
+        """Pair measures between every two runs (in grid order) at each step both measured, kind ``cross_run``."""
+        from . import data as wb_data
+        from .train import train
+
+        pair = [m for m in self.measures if get_measure(m).takes == "a, b"]
+        if not pair or len(labels) < 2:
+            return pd.DataFrame()
+        runs = {label: train(self.configs[label][1], self.store, name=label, progress=False) for label in labels}
+        parts = []
+        for i, la in enumerate(labels):
+            for lb in labels[i + 1:]:
+                ca, cb = self.configs[la][1], self.configs[lb][1]
+                if (ca.dataset, dict(ca.dataset_options)) != (cb.dataset, dict(cb.dataset_options)):
+                    continue  # different data: the examples do not correspond
+                ds = wb_data.load(ca.dataset, **dict(ca.dataset_options))
+                for step in sorted(set(self._steps(runs[la])) & set(self._steps(runs[lb]))):
+                    xa = self._activations(runs[la], ds, step, [self.measure_split])[self.measure_split]
+                    xb = self._activations(runs[lb], ds, step, [self.measure_split])[self.measure_split]
+                    for name in pair:
+                        t = compute(name, xa, b=xb, **self.measure_options.get(name, {}))
+                        parts.append(tidy(t, run=la, run_b=lb, step=step, split=self.measure_split,
+                                          kind="cross_run"))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def run(self, progress: bool = True) -> pd.DataFrame:
         """Train/reuse, evaluate and measure every run; returns the study table (class docstring)."""
@@ -331,6 +410,10 @@ class Study:
             print(f"{len(self.failures)} run(s) failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
         if not tables:
             raise RuntimeError("every run of the study failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
+        done = [label for label in self.configs if label not in dict(self.failures)]
+        cross = self._cross_runs(done)
+        if len(cross):
+            tables.append(cross)
         self.table = tidy(pd.concat(tables, ignore_index=True))
         return self.table
 
