@@ -1,4 +1,4 @@
-"""Named studies from ``STUDIES.md`` that run headless: ``workbench study NAME --out DIR [--quick]``.
+"""Named studies from ``assets/STUDIES.md`` that run headless: ``workbench study NAME --out DIR [--quick]``.
 
 Each entry builds a :class:`~workbench.study.Study`, runs it, and reduces the table to the numbers that show
 the published effect's *direction* (``summary``) plus figures.

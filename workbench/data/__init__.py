@@ -1,8 +1,9 @@
 """Built-in datasets and adapters; every source returns a :class:`~workbench.data.Dataset`.
 
->>> ds = workbench.data.load("shapes", n_train=2000, seed=0)
+>>> import workbench.data
+>>> ds = workbench.data.load("shapes", n_train=200, n_test=100, n_ood=100, seed=0)
 >>> ds["train"].inputs.shape
-(2000, 3, 32, 32)
+(200, 3, 32, 32)
 """
 from __future__ import annotations
 

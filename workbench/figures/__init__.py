@@ -1,7 +1,14 @@
 """Figures: tidy DataFrames in, plotly figures out; paper export and offline HTML reports.
 
+>>> import workbench.figures
+>>> from workbench.results import tidy
+>>> results = tidy([{"run": run, "layer": layer, "measure": "probe_accuracy", "value": value}
+...                 for run, values in {"trained": [0.5, 0.8], "random-init": [0.4, 0.4]}.items()
+...                 for layer, value in zip(["block1", "block2"], values)])
 >>> fig = workbench.figures.layer_curve(results, measure="probe_accuracy", baseline="random-init")
->>> workbench.figures.export(fig, "figs/probe.pdf", width="single")   # + figs/probe.csv, figs/probe.json
+>>> [trace.name for trace in fig.data]
+['trained', 'random-init']
+>>> workbench.figures.export(fig, "figs/probe.pdf", width="single")  # doctest: +SKIP
 
 Builders store the rows they drew in ``fig.layout.meta["workbench"]`` (:func:`plotted_data` reads
 them back), so the CSV written next to an exported figure is exactly what it shows.

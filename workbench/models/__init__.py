@@ -1,10 +1,13 @@
 """Models with named probe points: small builders, Hugging Face loading, save/load.
 
+>>> import tempfile, torch, workbench.models
 >>> model = workbench.models.build("cnn", input_shape=(3, 32, 32), num_classes=10, width=16)
 >>> list(workbench.models.probe_points(model))
 ['stem', 'stage1', 'stage2', 'stage3', 'stage4', 'pool', 'head']
 >>> same = workbench.models.build(**model.spec)           # rebuilds the architecture
->>> workbench.models.save(model, "runs/a"); workbench.models.load("runs/a")
+>>> path = workbench.models.save(model, tempfile.mkdtemp() + "/a")
+>>> torch.equal(next(workbench.models.load(path).parameters()), next(model.parameters()))
+True
 """
 from __future__ import annotations
 

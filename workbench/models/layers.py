@@ -52,6 +52,7 @@ def probe_points(model: nn.Module) -> dict[str, str]:
 
     Examples
     --------
+    >>> from workbench.models import build
     >>> probe_points(build("mlp", input_shape=(20,), num_classes=3, hidden=(8, 8)))
     {'fc1': 'hidden.0', 'fc2': 'hidden.1', 'head': 'head'}
     """

@@ -1,10 +1,19 @@
 """Attribution (saliency) on captum: one call shape for every method, faithfulness, ground truth, drift.
 
->>> a = attribute(model, images, method="integrated_gradients", target=labels)   # -> Attribution
->>> a.frame(); a.per_example()                                                   # tidy tables
->>> curve_auc(perturbation_curves(model, a)); completeness_gap(model, a)         # faithfulness
->>> localization(attribute_checkpoints(run, images, target=labels), masks)        # ground truth per checkpoint
->>> drift(attribute_checkpoints([run_a, run_b], images, target=labels))           # agreement across checkpoints
+>>> import torch
+>>> model = torch.nn.Linear(3, 2, bias=False); model.weight.data = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+>>> a = attribute(model, torch.tensor([[1.0, 1.0, 2.0]]), method="integrated_gradients", target=[0])
+>>> a.attributions.round(decimals=6).tolist()    # linear model, zero baseline: IG is exactly x * w of class 0
+[[1.0, 2.0, 6.0]]
+
+With a model, images, labels, masks and runs of your own — an :class:`Attribution`, its tidy tables,
+faithfulness, ground truth per checkpoint, agreement across checkpoints:
+
+>>> a = attribute(model, images, method="integrated_gradients", target=labels)  # doctest: +SKIP
+>>> a.frame(); a.per_example()                                                   # doctest: +SKIP
+>>> curve_auc(perturbation_curves(model, a)); completeness_gap(model, a)         # doctest: +SKIP
+>>> localization(attribute_checkpoints(run, images, target=labels), masks)        # doctest: +SKIP
+>>> drift(attribute_checkpoints([run_a, run_b], images, target=labels))           # doctest: +SKIP
 """
 try:
     import captum  # noqa: F401
