@@ -144,7 +144,8 @@ def main() -> None:
     torch.manual_seed(0)
     s = speed(args.n, args.device)
     print(f"capture ({s['layers']} layers, N={s['n']}, {args.device}): bare forward {s['bare_forward_s']:.3f} s, "
-          f"extract {s['extract_in_memory_s']:.3f} s (medians) -> overhead {100 * s['overhead']:+.1f} % (target <= 10 %)")
+          f"extract {s['extract_in_memory_s']:.3f} s (medians) -> overhead {100 * s['overhead']:+.1f} % "
+          "(target <= 10 %)")
     print(f"cache: cold {s['extract_cold_cache_s']:.3f} s, warm {s['extract_warm_cache_s']:.4f} s "
           f"-> {s['cache_speedup']:.0f}x faster (target >= 10x)")
     m = memory(args.n_memory, args.device)

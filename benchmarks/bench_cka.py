@@ -182,7 +182,7 @@ def run_torch_cka(torch_cka, xa: torch.Tensor, xb: torch.Tensor, widths_a, width
 def run_ours_minibatch(xa: torch.Tensor, xb: torch.Tensor, names_a, names_b, widths_a, widths_b,
                        batch_size: int, device: str, precision: str = "float64") -> np.ndarray:
     """MinibatchCKA fed like torch-cka: each CPU batch of the concatenated features is moved to the device."""
-    from workbench.similarity.cka import MinibatchCKA
+    from workbench.similarity._cka import MinibatchCKA
 
     acc = MinibatchCKA(precision=precision)
     for s in range(0, xa.shape[0], batch_size):
@@ -237,7 +237,7 @@ def main() -> None:
     t_ours_deb = _best(lambda: cka_matrix(a_t, b_t, debiased=True, output="matrix"), args.repeats, device)
     wa_all = [v.shape[1] for v in a_np.values()]
     wb_all = [v.shape[1] for v in b_np.values()]
-    cka_mod = importlib.import_module("workbench.similarity.cka")
+    cka_mod = importlib.import_module("workbench.similarity._cka")
     if cka_mod._prefer_gram("linear", args.n, wa_all, wb_all):  # N close to d: every layer kept as its Gram
         plan = "gram"
         flops = 2.0 * args.n ** 2 * (sum(wa_all) + sum(wb_all) + len(wa_all) * len(wb_all))
@@ -277,7 +277,7 @@ def main() -> None:
                    args.repeats, device)
     diff32 = float(np.abs(mb32 - mb).max())
     # GEMM work of the all-Gram plan: one packed Gram triangle per layer and batch, 2 * P * d flops
-    from workbench.similarity.cka import _packed_size, _prefer_gram
+    from workbench.similarity._cka import _packed_size, _prefer_gram
 
     gram_plan = _prefer_gram("linear", bs, wa, wb)
     sizes = [min(bs, args.n - s) for s in range(0, args.n, bs)]

@@ -119,7 +119,7 @@ def _run_view(page, cdp, lab, root, select, measures, targets, n_timed: int, n_u
         nonlocal i
         m = order[i % len(order)]
         i += 1
-        xs, ys = targets[m]
+        _xs, ys = targets[m]
         return page.evaluate(CHANGE_JS, [root, select.element_handle(), m, "clean", ys, m.replace("_", " "), 30_000])
 
     for _ in range(5):

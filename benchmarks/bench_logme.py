@@ -1,4 +1,4 @@
-"""LogME: ``workbench.transfer.logme`` against the authors' reference implementation (speed and value).
+"""LogME: ``workbench.transfer._logme`` against the authors' reference implementation (speed and value).
 
 Peer: ``LogME.py`` from https://github.com/thuml/LogME (class ``LogME``, numba-compiled; its default
 ``fit`` is the SVD "fixed-point" path of You et al. 2022). It is not on PyPI - the PyPI package named

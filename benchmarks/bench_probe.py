@@ -123,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from workbench.probing import linear_probe
-    from workbench.probing.linear import DEFAULT_CS
+    from workbench.probing._linear import DEFAULT_CS
 
     defaults = {k: v.default for k, v in inspect.signature(linear_probe).parameters.items()
                 if v.default is not inspect.Parameter.empty}

@@ -1,4 +1,4 @@
-"""Integrated Gradients throughput: ``workbench.saliency.attribute`` against captum called directly (issue 6).
+"""Integrated Gradients throughput: ``workbench.saliency._attribute`` against captum called directly (issue 6).
 
 Peer: ``captum.attr.IntegratedGradients(model).attribute(x, target=t, n_steps=50)`` with its default batching
 (``internal_batch_size=None``: all ``N x n_steps`` interpolated images in one forward/backward pass).
@@ -99,7 +99,8 @@ def main() -> None:
     scale = float(runs["captum"][0]["attr"].abs().max())
     result = {
         "benchmark": "integrated_gradients throughput",
-        "n_images": args.n, "n_steps": args.steps, "model": {"builder": "cnn", "width": args.width, "depth": args.depth},
+        "n_images": args.n, "n_steps": args.steps,
+        "model": {"builder": "cnn", "width": args.width, "depth": args.depth},
         "input": [3, 32, 32], "repeats": args.repeats,
         "seconds": secs,
         "attributions_per_second": {k: args.n / v for k, v in secs.items()},

@@ -5,7 +5,8 @@ Each objective trains the model its data needs — images: the residual CNN (wid
 (64 for tokens) and the objective's default options (two views with crop/flip/colour augmentations for
 the joint-embedding objectives, MLP projector). Throughput is measured by running ``workbench.train.train``
 for ``S`` and ``3 S`` steps in fresh stores (after a 2-step warm-up run that fills the dataset cache) and
-dividing the extra examples by the extra time, so set-up (model build, first and last checkpoint) cancels; the trainer's own logging and
+dividing the extra examples by the extra time, so set-up (model build, first and last checkpoint) cancels; the trainer's
+own logging and
 held-out evaluation at its schedule are included.
 
 The peer is a plain PyTorch loop (the same CNN, ``F.cross_entropy``, AdamW, the same batches, nothing

@@ -99,7 +99,7 @@ class JupyterLab:
         "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
     }
 
-    def __enter__(self) -> "JupyterLab":
+    def __enter__(self) -> JupyterLab:
         for name, values in self.settings.items():
             path = self.home / "settings" / f"{name}.jupyterlab-settings"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ class JupyterLab:
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--ServerApp.allow_root=True")
-        self._log = open(self.log, "wb")  # noqa: SIM115 — closed in __exit__
+        self._log = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.root, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         try:
@@ -233,7 +233,7 @@ def open_and_run(page: Any, lab: JupyterLab, notebook: str, timeout_s: float = 1
         try:
             page.wait_for_function(started, timeout=15_000)
             break
-        except Exception:  # noqa: BLE001 — playwright's TimeoutError; try again
+        except Exception:
             if attempt == 2:
                 raise
     page.wait_for_function(

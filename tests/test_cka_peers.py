@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from workbench.similarity import cka, cka_matrix
-from workbench.similarity.cka import MinibatchCKA, minibatch_cka
+from workbench.similarity._cka import MinibatchCKA, minibatch_cka
 
 torch_cka = pytest.importorskip("torch_cka")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 import pytest
 
 pytest.importorskip("ipywidgets")
-from workbench import figures  # noqa: E402
-from workbench.dashboards import LayerDashboard  # noqa: E402
+from workbench import figures
+from workbench.dashboards import LayerDashboard
 
 LAYERS = ["conv1", "conv2", "conv3", "fc"]
 RUNS = ["supervised", "simclr", "mae", "random-init"]
@@ -22,9 +22,11 @@ def make_results(shift: float = 0.0) -> pd.DataFrame:
         for i, layer in enumerate(LAYERS):
             for step in (500, 1000):
                 for split in ("test", "ood"):
-                    v = 0.2 + 0.1 * i + 0.03 * r + (0.05 if step == 1000 else 0) - (0.1 if split == "ood" else 0) + shift
+                    v = (0.2 + 0.1 * i + 0.03 * r + (0.05 if step == 1000 else 0) - (0.1 if split == "ood" else 0)
+                         + shift)
                     rows.append(dict(run=run, step=step, layer=layer, layer_index=i, measure="probe_accuracy",
-                                     split=split, value=round(v, 6), ci_low=round(v - 0.01, 6), ci_high=round(v + 0.01, 6)))
+                                     split=split, value=round(v, 6), ci_low=round(v - 0.01, 6),
+                                     ci_high=round(v + 0.01, 6)))
             rows.append(dict(run=run, step=1000, layer=layer, layer_index=i, measure="rankme", split=None,
                              value=float(5 * r + i), ci_low=np.nan, ci_high=np.nan))
     # reversed so that layer order must come from layer_index, not row order

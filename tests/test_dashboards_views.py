@@ -9,9 +9,9 @@ import pytest
 import torch
 
 pytest.importorskip("ipywidgets")
-from workbench import figures  # noqa: E402
-from workbench.activations import Activations  # noqa: E402
-from workbench.dashboards import (EmbeddingExplorer, ProbeDashboard, SaliencyDashboard,  # noqa: E402
+from workbench import figures
+from workbench.activations import Activations
+from workbench.dashboards import (EmbeddingExplorer, ProbeDashboard, SaliencyDashboard,
                                   SimilarityDashboard, SpectrumDashboard, StudyDashboard, combine, spectrum_frames)
 from workbench.results import COLUMNS, tidy
 
@@ -214,7 +214,8 @@ def test_spectrum_dashboard_spectra_and_rank_curves():
     dash.steps_w.value = (100,)
     assert len(fw.data) == 1
     dash.normalize_w.value = False
-    np.testing.assert_allclose(fw.data[0].y, np.sort(np.linalg.eigvalsh(np.cov(acts[("b", 100)]["fc"], rowvar=False)))[::-1],
+    eig = np.sort(np.linalg.eigvalsh(np.cov(acts[("b", 100)]["fc"], rowvar=False)))[::-1]
+    np.testing.assert_allclose(fw.data[0].y, eig,
                                rtol=1e-8)
     # rank panel: effective rank (Roy & Vetterli) = exp(entropy of normalised eigenvalues), per layer
     lines = _main_lines(rank)

@@ -59,7 +59,7 @@ def test_shapes_structure(shapes):
     assert shapes.options["seed"] == 3 and shapes.options["classes"] == list(ALL_SHAPES)
     tr = shapes["train"]
     assert len(np.unique(tr.labels)) == len(ALL_SHAPES)
-    assert 0 <= tr.factors["rotation"].min() and tr.factors["rotation"].max() < 2 * np.pi
+    assert tr.factors["rotation"].min() >= 0 and tr.factors["rotation"].max() < 2 * np.pi
     assert len(make_shapes(n_train=5, n_test=0, n_ood=0).splits) == 1
 
 
@@ -128,7 +128,7 @@ def test_rotation_round_trip_on_ellipses():
         r, c = rows[s.masks[i] == 1], cols[s.masks[i] == 1]
         X, Y = c - c.mean(), -(r - r.mean())  # math orientation (y up): CCW on screen is positive
         cov = np.cov(np.stack([X, Y]))
-        w, v = np.linalg.eigh(cov)
+        _w, v = np.linalg.eigh(cov)
         angle = math.atan2(v[1, -1], v[0, -1])  # major axis
         d = (angle - s.factors["rotation"][i]) % math.pi
         errs.append(min(d, math.pi - d))
@@ -248,7 +248,7 @@ def test_mnist1d_factors_are_informative():
     assert set(f) == {"digit", "padding", "scale", "translation", "shear"}
     assert f["padding"].min() >= 36 and f["padding"].max() <= 60 and np.all(f["padding"] == np.round(f["padding"]))
     assert f["translation"].min() >= 0 and f["translation"].max() <= 47
-    assert 0.8 <= f["scale"].min() and f["scale"].max() <= 1.2
+    assert f["scale"].min() >= 0.8 and f["scale"].max() <= 1.2
     # shear subtracts a linear trend: the fitted slope of the signal must track the shear factor
     x = ds["train"].inputs[:, 0]
     t = np.linspace(-0.5, 0.5, x.shape[1])

@@ -17,7 +17,7 @@ import plotly.io as pio
 import pytest
 
 from workbench import figures
-from workbench.figures import style as wstyle
+from workbench.figures import _style as wstyle
 from workbench.results import COLUMNS, tidy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,8 @@ def pairwise() -> tuple[pd.DataFrame, np.ndarray]:
 def _expected(results, split="test", measure="probe_accuracy"):
     sub = results[(results.measure == measure) & (results.split == split)]
     order = {r: i for i, r in enumerate(pd.unique(sub.run))}
-    return sub.assign(_o=sub.run.map(order)).sort_values(["_o", "layer_index"]).drop(columns="_o").reset_index(drop=True)
+    ordered = sub.assign(_o=sub.run.map(order)).sort_values(["_o", "layer_index"])
+    return ordered.drop(columns="_o").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------ style
@@ -69,7 +70,7 @@ def test_asset_json_matches_code_defaults():
 def test_templates_registered_with_okabe_ito_and_paper_sizes():
     assert "workbench" in pio.templates and "workbench_paper" in pio.templates
     screen, paper = pio.templates["workbench"], pio.templates["workbench_paper"]
-    assert set(c.upper() for c in screen.layout.colorway) == OKABE_ITO
+    assert {c.upper() for c in screen.layout.colorway} == OKABE_ITO
     assert paper.layout.width == pytest.approx(3.5 * 72)
     assert paper.layout.font.size == 8 and screen.layout.font.size > paper.layout.font.size
     assert "DejaVu Sans" in paper.layout.font.family  # an offline-available fallback

@@ -297,7 +297,7 @@ def test_every_new_builder_exports_its_data(probes, study_table, tmp_path):
         assert set(written) == {"csv", "json"}
         drawn = figures.plotted_data(fig).reset_index(drop=True)
         text = [c for c in drawn.columns if pd.api.types.is_string_dtype(drawn[c])]  # titles "0", "1" stay text
-        csv = pd.read_csv(written["csv"], dtype={c: str for c in text}, keep_default_na=False, na_values=[""])
+        csv = pd.read_csv(written["csv"], dtype=dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
         pd.testing.assert_frame_equal(csv, drawn, check_dtype=False)
         spec = json.loads(written["json"].read_text())
         assert len(spec["data"]) == len(fig.data)

@@ -140,7 +140,8 @@ def test_pair_measure_by_name_equals_its_scalar_function(name, data):
     b = {"other": data["x"]["head"] + 0.3}
     table = check_tidy(measures.compute(name, data["x"], b=b), require=["layer_b", "layer_index_b"])
     assert len(table) == 2 and set(table["measure"]) == {name}
-    scalar = {"cka": lambda u, v: similarity.cka(u, v), "cka_debiased": lambda u, v: similarity.cka(u, v, debiased=True),
+    scalar = {"cka": lambda u, v: similarity.cka(u, v),
+              "cka_debiased": lambda u, v: similarity.cka(u, v, debiased=True),
               "cka_rbf": lambda u, v: similarity.cka(u, v, kernel="rbf"), "cca": similarity.cca,
               "svcca": similarity.svcca, "pwcca": similarity.pwcca, "shape_distance": similarity.shape_distance,
               "rsa": similarity.rsa, "mutual_knn": similarity.mutual_knn, "jaccard_knn": similarity.jaccard_knn}[name]

@@ -202,7 +202,7 @@ def test_probe_points_fallbacks_and_declared_lists():
     assert wm.probe_points(Declared()) == {"body.1": "body.1", "body.0": "body.0"}
     bad = Declared()
     bad.probe_points = ["body.7"]
-    with pytest.raises(ValueError, match="no submodule 'body.7'"):
+    with pytest.raises(ValueError, match=r"no submodule 'body\.7'"):
         wm.probe_points(bad)
 
 
@@ -418,7 +418,7 @@ def test_load_weight_files_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         wm.load(missing)
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(ValueError, match="accepted: a directory, .safetensors"):
+    with pytest.raises(ValueError, match=r"accepted: a directory, \.safetensors"):
         wm.load(tmp_path / "notes.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a workbench model directory"):
@@ -441,7 +441,7 @@ def test_pickled_objects_are_refused_not_unpickled(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.zeros(2), "payload": _Payload(str(marker))}, path)
-    with pytest.raises(ValueError, match="not a plain state dict.*will not be unpickled"):
+    with pytest.raises(ValueError, match=r"not a plain state dict.*will not be unpickled"):
         wm.load(path, into=nn.Linear(2, 2))
     assert not marker.exists()
     torch.save(nn.Linear(2, 2), tmp_path / "module.pt")  # a whole pickled module is refused too

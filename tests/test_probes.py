@@ -11,9 +11,9 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 
-from workbench.probing.probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from workbench.probing.stats import bootstrap_ci
-from workbench.probing.tokens import sentence_split, token_rows
+from workbench.probing._probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
+from workbench.probing._stats import bootstrap_ci
+from workbench.probing._tokens import sentence_split, token_rows
 from workbench.results import COLUMNS
 
 

@@ -14,10 +14,10 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from workbench.probing import linear_probe
-from workbench.probing.stats import bootstrap_ci
+from workbench.probing._stats import bootstrap_ci
 from workbench.results import COLUMNS as SCHEMA
 
-linear_mod = importlib.import_module("workbench.probing.linear")
+linear_mod = importlib.import_module("workbench.probing._linear")
 
 COLUMNS = [*SCHEMA, "target", "method", "C", "n_train", "n_classes"]
 TIGHT = {"tol": 1e-10, "cv_tol": 1e-10, "cv_precision": "float64", "max_iter": 5000}

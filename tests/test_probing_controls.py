@@ -14,11 +14,11 @@ from scipy.special import logsumexp, softmax
 from torch import nn
 
 from workbench.models import build
-from workbench.probing.controls import (combine_seeds, control_task, label_efficiency, random_init_twin, selectivity,
+from workbench.probing._controls import (combine_seeds, control_task, label_efficiency, random_init_twin, selectivity,
                                         stratified_subsample, with_baseline)
-from workbench.probing.mdl import block_ends, online_codelength
-from workbench.probing.probes import knn_probe, prototype_probe
-from workbench.probing.stats import bootstrap_ci
+from workbench.probing._mdl import block_ends, online_codelength
+from workbench.probing._probes import knn_probe, prototype_probe
+from workbench.probing._stats import bootstrap_ci
 from workbench.results import COLUMNS, check_tidy, tidy
 
 

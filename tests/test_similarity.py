@@ -13,9 +13,9 @@ import importlib
 from workbench.activations import Activations
 from workbench.results import COLUMNS, check_tidy
 from workbench.similarity import cka, cka_matrix
-from workbench.similarity.cka import MinibatchCKA, minibatch_cka
+from workbench.similarity._cka import MinibatchCKA, minibatch_cka
 
-cka_mod = importlib.import_module("workbench.similarity.cka")  # the package attribute `cka` is the function
+cka_mod = importlib.import_module("workbench.similarity._cka")  # the package attribute `cka` is the function
 
 
 # ------------------------------------------------------------------ independent reference implementations

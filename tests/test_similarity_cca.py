@@ -9,7 +9,7 @@ import scipy.linalg as sl
 import torch
 
 from workbench.results import COLUMNS, check_tidy
-from workbench.similarity.cca import (canonical_correlations, cca, cca_matrix, pwcca, pwcca_matrix, svcca,
+from workbench.similarity._cca import (canonical_correlations, cca, cca_matrix, pwcca, pwcca_matrix, svcca,
                                       svcca_matrix)
 
 

@@ -12,7 +12,7 @@ from scipy.spatial.distance import cdist
 
 from workbench.results import COLUMNS, check_tidy
 
-nb = importlib.import_module("workbench.similarity.neighbors")
+nb = importlib.import_module("workbench.similarity._neighbors")
 knn_indices, mutual_knn, jaccard_knn = nb.knn_indices, nb.mutual_knn, nb.jaccard_knn
 
 

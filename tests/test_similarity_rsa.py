@@ -1,5 +1,5 @@
 """RSA: scipy (pdist, spearmanr/pearsonr/kendalltau) as the independent reference, the exact identity with linear
-CKA (checked against `workbench.similarity.cka` and a plain-numpy HKH cosine), squared distance correlation from
+CKA (checked against `workbench.similarity._cka` and a plain-numpy HKH cosine), squared distance correlation from
 its textbook formula, and peer agreement with rsatoolbox 0.3.2."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from scipy.stats import kendalltau, pearsonr, spearmanr
 from workbench.results import COLUMNS, check_tidy
 from workbench.similarity import cka
 
-rsa_mod = importlib.import_module("workbench.similarity.rsa")
+rsa_mod = importlib.import_module("workbench.similarity._rsa")
 rdm, rsa, rsa_matrix = rsa_mod.rdm, rsa_mod.rsa, rsa_mod.rsa_matrix
 
 METRICS = ["euclidean", "sqeuclidean", "correlation", "cosine"]

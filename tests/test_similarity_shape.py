@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 
-from workbench.similarity.shape import shape_distance, shape_matrix
+from workbench.similarity._shape import shape_distance, shape_matrix
 
 
 # ------------------------------------------------------------------ independent references

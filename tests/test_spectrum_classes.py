@@ -225,7 +225,7 @@ def test_lidar_errors():
 def ref_dse(tok, lab, ipg):
     """Dai et al. 2025 components with given pseudo-classes, written as explicit loops (numpy SVD)."""
     x = tok / np.linalg.norm(tok, axis=-1, keepdims=True)
-    b, t, d = x.shape
+    b, _t, d = x.shape
     flat = x.reshape(-1, d)
     scale = np.mean(np.linalg.norm(flat - flat.mean(0), axis=1))
 

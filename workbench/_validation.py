@@ -273,7 +273,7 @@ class Instance(Rule):
     def example(self) -> Any:
         if self._example is not None:
             return self._example
-        return {str: "label", dict: {}, tuple: (), list: []}.get(self.types[0], None)
+        return {str: "label", dict: {}, tuple: (), list: []}.get(self.types[0])
 
     def invalid(self) -> list[Any]:
         return [object()] + ([] if self.none else [None])

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_positive_int
-from .data import Split, as_split
+from .data import as_split
 from .models.inputs import call_model
 
 __all__ = ["extract", "Activations", "as_layers", "weights_hash", "pool", "POOLS", "SINGLE_LAYER"]
@@ -94,7 +94,8 @@ class Activations(Mapping[str, torch.Tensor]):
 
     def __repr__(self) -> str:
         dims = {k: self.shape(k) for k in self._layers}
-        return f"Activations(n={self.n}, layers={dims}, on_disk={not isinstance(next(iter(self._layers.values())), torch.Tensor)})"
+        on_disk = not isinstance(next(iter(self._layers.values())), torch.Tensor)
+        return f"Activations(n={self.n}, layers={dims}, on_disk={on_disk})"
 
 
 def as_layers(x: Any, name: str) -> tuple[Mapping[str, Any], bool]:
@@ -260,7 +261,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                 if the_split.attention_mask is not None:
                     current_mask[0] = torch.as_tensor(the_split.attention_mask[idx], device=device)
                 elif the_split.inputs.dtype == object and hasattr(model, "tokenize"):
-                    current_mask[0] = model.tokenize([str(s) for s in the_split.inputs[idx]])["attention_mask"].to(device)
+                    texts = [str(s) for s in the_split.inputs[idx]]
+                    current_mask[0] = model.tokenize(texts)["attention_mask"].to(device)
                 call_model(model, the_split, idx, device)
                 for name in chosen:
                     if name not in current:

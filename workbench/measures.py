@@ -124,7 +124,8 @@ class Inputs:
     data: Any = None
 
     def need(self, measure: Measure) -> None:
-        have = {"x": self.x is not None, "tokens": self.x is not None, "labels": self.labels is not None, "groups": self.groups is not None,
+        have = {"x": self.x is not None, "tokens": self.x is not None, "labels": self.labels is not None,
+                "groups": self.groups is not None,
                 "views": self.views is not None,
                 "fit": self.fit is not None, "a": self.x is not None, "b": True,  # b=None: a against itself
                 "outputs": self.outputs is not None, "model": self.model is not None,

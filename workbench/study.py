@@ -63,7 +63,7 @@ def layer_measures(acts: Mapping[str, Activations], *, run: str, step: int, trai
     acts : split name → :class:`Activations` (same layers in each).
     target : factor to probe (default: the class labels).
     probe_C : inverse L2 strength of the logistic probe (sklearn convention); None (default) chooses it per
-        layer by 5-fold cross-validation over :data:`workbench.probing.linear.DEFAULT_CS` (one batched fit
+        layer by 5-fold cross-validation over :data:`workbench.probing._linear.DEFAULT_CS` (one batched fit
         of every layer × C × fold).
     control_types : factor names whose joint value is an example's *input type* for a Hewitt & Liang (2019)
         control task (:func:`workbench.probing.selectivity`, linear probe at C = 1): adds the measures
@@ -222,7 +222,8 @@ class Study:
     ``run()`` trains (or reuses) every run, evaluates, measures and returns the table in the results schema
     (:mod:`workbench.results`: ``run`` — the grid point's label —, ``step``, ``layer``, ``layer_index``,
     ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``), then the extra columns ``kind``
-    ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the second run in ``run_b``), ``task``, ``method``, ``label_fraction`` (downstream rows), the
+    ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the second run in ``run_b``),
+    ``task``, ``method``, ``label_fraction`` (downstream rows), the
     varied fields and ``seed``; runs that fail are listed in ``study.failures`` and do not stop the others.
     Re-running reuses runs, activations and evaluations.
     """
@@ -260,8 +261,8 @@ class Study:
                                  f"provide; compute it with workbench.measures.compute({m!r}, ...)")
             for req in spec.requires:
                 if not any(o in self.measure_options.get(m, {}) for o in req.split("|")):
-                    raise ValueError(f"measures: {m!r} needs the option {req.replace('|', ' or ')}= ({spec.description});"
-                                     f" pass measure_options={{{m!r}: {{...}}}}")
+                    raise ValueError(f"measures: {m!r} needs the option {req.replace('|', ' or ')}= "
+                                     f"({spec.description}); pass measure_options={{{m!r}: {{...}}}}")
         unknown = sorted(set(self.measure_options) - set(self.measures))
         if unknown:
             raise ValueError(f"measure_options names {unknown}, which are not in measures={self.measures}")
@@ -324,7 +325,7 @@ class Study:
 
     def _activations(self, run: Run, ds: Dataset, step: int, splits: Sequence[str]) -> dict[str, Activations]:
         return run_activations(run, ds, list(dict.fromkeys(splits)), step=step, layers=self.layers,
-                               max_examples={s: self.measure_examples for s in splits})
+                               max_examples=dict.fromkeys(splits, self.measure_examples))
 
     def _measure(self, run: Run, ds: Dataset, step: int) -> pd.DataFrame:
         """Every measure of :attr:`measures` at checkpoint ``step`` of ``run``, through the registry."""

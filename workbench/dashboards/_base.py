@@ -237,7 +237,7 @@ class Dashboard(abc.ABC):
     - ``current_frame() -> DataFrame`` the rows the current view is drawn from (in the results schema,
       :mod:`workbench.results`, where the dashboard's input is);
     - ``plotted_data() -> DataFrame`` the rows the plot shows, read back from the figure;
-    - ``export(path, **kwargs) -> dict`` writes the current view (:func:`workbench.figures.export`).
+    - ``export(path, **kwargs) -> dict`` writes the current view (:func:`workbench.figures._export`).
 
     Subclasses implement :meth:`select` and :meth:`current_frame` (abstract: a dashboard without them cannot
     be made), build ``self.widget``, implement :meth:`_build_figure` (None: nothing to show, with a message in

@@ -3,7 +3,7 @@
 
 The projection is :func:`workbench.figures.project` (a pure function, cached here per source × layer ×
 method); the scatter is :func:`workbench.figures.embedding_scatter` (WebGL above
-:data:`workbench.figures.embedding.WEBGL_THRESHOLD` points); the examples are drawn by
+:data:`workbench.figures._embedding.WEBGL_THRESHOLD` points); the examples are drawn by
 :func:`workbench.figures.example_grid` (images, signals) or listed as text (tokens, sentences).
 
 >>> ex = EmbeddingExplorer({"simclr @ 1000": acts}, examples=ds["test"], vocab=ds.vocab)

@@ -1,7 +1,7 @@
 """Saliency dashboard: one example, several runs or checkpoints side by side, a method chooser.
 
 Attributions come from ``attribute_fn(model, inputs, method)`` — by default
-:func:`workbench.saliency.attribute` (imported when first needed) with the example's label as target —
+:func:`workbench.saliency._attribute` (imported when first needed) with the example's label as target —
 and are drawn by :func:`workbench.figures.saliency_grid` on one shared colour scale.
 
 >>> dash = SaliencyDashboard({"supervised": run_a, "simclr @ 500": (run_b, 500)}, ds["test"])
@@ -40,7 +40,7 @@ class SaliencyDashboard(Dashboard):
                   checkpoint) or ``(Run, step)``; runs are loaded on first use and kept.
     inputs:       ``[N, ...]`` examples (array / tensor) or a :class:`~workbench.data.Split` (inputs + labels).
     attribute_fn: ``attribute_fn(model, inputs[1, ...], method) -> attributions`` (an array shaped like
-                  ``inputs`` or an object with ``.attributions``). Default: :func:`workbench.saliency.attribute`
+                  ``inputs`` or an object with ``.attributions``). Default: :func:`workbench.saliency._attribute`
                   with ``target`` = the example's label when labels are known (else None).
     methods:      names offered by the method chooser (passed through to ``attribute_fn``).
     """

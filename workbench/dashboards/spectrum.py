@@ -32,7 +32,7 @@ def spectrum_frames(acts: Mapping[tuple[str, int], Mapping[str, Any]], *,
     Eigenvalues: :func:`workbench.spectrum.spectrum` (covariance eigenvalues when ``centered``); measures:
     :func:`workbench.spectrum.layer_spectrum_table` — both computed by the library, only stacked here.
     """
-    from ..spectrum import layer_spectrum_table, spectrum  # noqa: PLC0415
+    from ..spectrum import layer_spectrum_table, spectrum
 
     if not isinstance(acts, Mapping) or not acts:
         raise TypeError("acts must be a non-empty mapping (run, step) -> activations (layer -> [N, D])")

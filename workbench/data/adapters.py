@@ -184,7 +184,7 @@ def from_arrays(inputs: Any, labels: Any = None, *, test_inputs: Any = None, tes
     if test_fraction is not None:
         test_fraction = check_fraction(test_fraction, "test_fraction")
         n = len(x)
-        n_test = int(round(n * test_fraction))
+        n_test = round(n * test_fraction)
         if not 0 < test_fraction < 1 or n_test == 0 or n_test == n:
             raise ValueError(f"test_fraction={test_fraction} leaves an empty split with {n} examples; use a "
                              "value strictly between 0 and 1 that keeps at least one example on each side")
@@ -196,7 +196,7 @@ def from_arrays(inputs: Any, labels: Any = None, *, test_inputs: Any = None, tes
     else:
         splits["train"] = Split(inputs=x, labels=y, factors=fac, attention_mask=attention(x))
         if test_inputs is not None:
-            xt, kt = _prepare_inputs(test_inputs, kind, "test_inputs")
+            xt, _ = _prepare_inputs(test_inputs, kind, "test_inputs")
             if xt.shape[1:] != x.shape[1:] and kind not in ("tokens",):
                 raise ValueError(f"test_inputs has example shape {tuple(xt.shape[1:])} but inputs has "
                                  f"{tuple(x.shape[1:])}; both splits must hold the same kind of example")
@@ -217,9 +217,9 @@ def from_arrays(inputs: Any, labels: Any = None, *, test_inputs: Any = None, tes
             tfac = {}
             for k, v in (test_factors or {}).items():
                 tfac[k], tinfo = _encode_factor(v, f"test_factors[{k!r}]")
-                if k in info and info[k]["kind"] == "categorical" and tinfo["kind"] == "categorical":
-                    if len(tinfo["values"]) > len(info[k]["values"]):
-                        info[k] = tinfo
+                if (k in info and info[k]["kind"] == "categorical" and tinfo["kind"] == "categorical"
+                        and len(tinfo["values"]) > len(info[k]["values"])):
+                    info[k] = tinfo
                 info.setdefault(k, tinfo)
             check_same_length(test_inputs=xt, **({"test_labels": yt} if yt is not None else {}),
                               **{f"test_factors[{k!r}]": v for k, v in tfac.items()})
@@ -395,7 +395,7 @@ def from_hf_disk(path: str, *, input_column: str | None = None, label_column: st
         If the ``datasets`` package is not installed.
     """
     try:
-        import datasets  # noqa: F401
+        import datasets
     except ImportError as e:
         raise ImportError("from_hf_disk needs the Hugging Face 'datasets' package: pip install datasets") from e
     import os
@@ -406,7 +406,7 @@ def from_hf_disk(path: str, *, input_column: str | None = None, label_column: st
         raise ValueError(f"path={str(path)!r} is not a folder; pass the directory given to save_to_disk")
     obj = datasets.load_from_disk(str(path))
     if isinstance(obj, dict) or (hasattr(obj, "keys") and not hasattr(obj, "column_names")):
-        available = {k: obj[k] for k in obj.keys()}
+        available = {k: obj[k] for k in obj}
     else:
         available = {"train": obj}
     if splits is None:

@@ -33,7 +33,7 @@ KINDS = ("image", "signal", "tokens", "text", "vectors")
 __all__ = ["Dataset", "Split", "KINDS", "as_split"]
 
 
-def _hash_array(h: "hashlib._Hash", name: str, arr: np.ndarray | None) -> None:
+def _hash_array(h: hashlib._Hash, name: str, arr: np.ndarray | None) -> None:
     h.update(name.encode())
     if arr is None:
         h.update(b"<none>")
@@ -72,7 +72,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def subset(self, index: Any) -> "Split":
+    def subset(self, index: Any) -> Split:
         """A new split with rows ``index`` (slice, integer array or boolean mask)."""
         pick = lambda a: None if a is None else a[index]  # noqa: E731
         return Split(inputs=self.inputs[index], labels=pick(self.labels),

@@ -23,11 +23,11 @@ classifier. :func:`over_checkpoints` applies any of them to every checkpoint of 
     table = over_checkpoints(run, lambda m: layer_skip_loss(m, run_loss(run, m)))
 """
 from ._common import LAYER_COLUMNS, cross_entropy_loss, objective_loss, over_checkpoints, run_loss
-from .depth import angular_distance, layer_angular_distance, layer_outputs, output_variance
-from .gradients import grad_norm_history, layer_grad_norms
-from .scores import el2n, el2n_scores, grand_scores
-from .sharpness import hessian_top_eigenvalue
-from .skip import layer_skip_loss, residual_blocks, skip_block
+from ._depth import angular_distance, layer_angular_distance, layer_outputs, output_variance
+from ._gradients import grad_norm_history, layer_grad_norms
+from ._scores import el2n, el2n_scores, grand_scores
+from ._sharpness import hessian_top_eigenvalue
+from ._skip import layer_skip_loss, residual_blocks, skip_block
 
 __all__ = ["layer_grad_norms", "grad_norm_history", "output_variance", "layer_outputs", "angular_distance",
            "layer_angular_distance", "layer_skip_loss", "residual_blocks", "skip_block", "hessian_top_eigenvalue",

@@ -363,8 +363,8 @@ class ViT(nn.Module):
         self.head = nn.Linear(dim, num_classes)
         self.apply(_init_transformer)
 
-        self.probe_points = ({"patch_embed": "patch_embed"} | {f"block{i}": f"blocks.{i - 1}" for i in range(1, depth + 1)}
-                             | {"norm": "norm", "head": "head"})
+        blocks = {f"block{i}": f"blocks.{i - 1}" for i in range(1, depth + 1)}
+        self.probe_points = {"patch_embed": "patch_embed"} | blocks | {"norm": "norm", "head": "head"}
         _set_spec(self, "vit", dict(input_shape=input_shape, num_classes=num_classes, patch=patch, dim=dim,
                                     depth=depth, heads=heads, mlp_ratio=mlp_ratio, pool=pool))
 
@@ -479,12 +479,14 @@ class Transformer(nn.Module):
             raise TypeError(f"tokens must be an integer tensor [N, T], got "
                             f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
         N, T = tokens.shape
-        if T > self.max_len:
-            raise ValueError(f"tokens has length {T} > max_len={self.max_len}; truncate or rebuild with a larger max_len")
+        if self.max_len < T:
+            raise ValueError(f"tokens has length {T} > max_len={self.max_len}; truncate or rebuild with a larger "
+                             "max_len")
         mask, is_causal = None, self.causal
         if attention_mask is not None:
             if tuple(attention_mask.shape) != (N, T):
-                raise ValueError(f"attention_mask must have the shape of tokens {(N, T)}, got {tuple(attention_mask.shape)}")
+                raise ValueError(f"attention_mask must have the shape of tokens {(N, T)}, "
+                                 f"got {tuple(attention_mask.shape)}")
             keep = attention_mask.to(tokens.device).bool()
             # Query i may attend key j if j is a real token (or j == i, so padded queries never see an
             # all-masked row and produce NaN), and, when causal, j <= i. Bool mask: True = attend.

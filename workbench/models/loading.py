@@ -107,7 +107,8 @@ class HFModel(nn.Module):
             raise TypeError("texts must be a string or a list of strings")
         enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         device = next(self.model.parameters()).device
-        return {"input_ids": enc["input_ids"].long().to(device), "attention_mask": enc["attention_mask"].long().to(device)}
+        return {"input_ids": enc["input_ids"].long().to(device),
+                "attention_mask": enc["attention_mask"].long().to(device)}
 
 
 def _load_hf(directory: Path, trust_remote_code: bool, device: str) -> HFModel:

@@ -16,13 +16,13 @@ and the evaluation sets ``evals``, options keyword-only, and returns a table in 
 """
 from __future__ import annotations
 
-from .linear import linear_probe
-from .controls import (combine_seeds, control_task, label_efficiency, random_init_twin, selectivity,
+from ._linear import linear_probe
+from ._controls import (combine_seeds, control_task, label_efficiency, random_init_twin, selectivity,
                        stratified_subsample, with_baseline)
-from .mdl import VOITA_TITOV_FRACTIONS, block_ends, online_codelength
-from .probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from .stats import bootstrap_ci
-from .tokens import TokenRows, sentence_split, token_rows
+from ._mdl import VOITA_TITOV_FRACTIONS, block_ends, online_codelength
+from ._probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
+from ._stats import bootstrap_ci
+from ._tokens import TokenRows, sentence_split, token_rows
 
 __all__ = ["linear_probe", "ridge_probe", "knn_probe", "prototype_probe", "gaussian_nb_probe", "mlp_probe",
            "token_rows", "sentence_split", "TokenRows", "control_task", "selectivity", "random_init_twin",

@@ -30,7 +30,7 @@ import torch
 from .._validation import Data, Instance, Interval, as_2d_tensor, check_labels
 from ..activations import SINGLE_LAYER, as_layers
 from ..results import tidy
-from .stats import bootstrap_ci
+from ._stats import bootstrap_ci
 
 STD_FLOOR_REL = 1e-10
 

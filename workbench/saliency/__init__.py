@@ -21,14 +21,14 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("workbench.saliency is built on captum; install it with "
                       "pip install 'workbench[saliency]'") from err
 
-from .attribute import attribute
-from .checkpoints import attribute_checkpoints
-from .drift import drift, rank_correlation, topk_overlap
-from .faithfulness import completeness_gap, curve_auc, infidelity, perturbation_curves, sensitivity_max
-from .groundtruth import localization, mask_mass, pointing_game
-from .methods import METHODS, NOISE_TUNNELS, Method, register_method
-from .outputs import cosine_to, linear_head, pooled
-from .result import CHANNEL_REDUCTIONS, Attribution, feature_map
+from ._attribute import attribute
+from ._checkpoints import attribute_checkpoints
+from ._drift import drift, rank_correlation, topk_overlap
+from ._faithfulness import completeness_gap, curve_auc, infidelity, perturbation_curves, sensitivity_max
+from ._groundtruth import localization, mask_mass, pointing_game
+from ._methods import METHODS, NOISE_TUNNELS, Method, register_method
+from ._outputs import cosine_to, linear_head, pooled
+from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
 
 __all__ = ["attribute", "Attribution", "METHODS", "NOISE_TUNNELS", "Method", "register_method", "feature_map",
            "CHANNEL_REDUCTIONS", "cosine_to", "linear_head", "pooled", "attribute_checkpoints",

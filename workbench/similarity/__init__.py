@@ -3,23 +3,23 @@
 Every measure compares two representations of the same N examples; every ``*_matrix`` compares all layer
 pairs of one or two models, preparing each layer once, and returns a tidy table or a matrix.
 
-* CKA (:mod:`~workbench.similarity.cka`): :func:`cka`, :func:`cka_matrix` (linear/RBF, biased/debiased),
+* CKA (:mod:`~workbench.similarity._cka`): :func:`cka`, :func:`cka_matrix` (linear/RBF, biased/debiased),
   minibatch CKA (Nguyen et al. 2021).
-* CCA family (:mod:`~workbench.similarity.cca`): :func:`canonical_correlations`, :func:`cca` (mean ρ, R²CCA),
+* CCA family (:mod:`~workbench.similarity._cca`): :func:`canonical_correlations`, :func:`cca` (mean ρ, R²CCA),
   :func:`svcca`, :func:`pwcca`.
-* Shape metrics (:mod:`~workbench.similarity.shape`): :func:`shape_distance` (Williams et al. 2021; α=1
+* Shape metrics (:mod:`~workbench.similarity._shape`): :func:`shape_distance` (Williams et al. 2021; α=1
   Procrustes, α=0 CCA), angular or Euclidean.
-* RSA (:mod:`~workbench.similarity.rsa`): :func:`rdm`, :func:`rsa`.
-* Neighbourhoods (:mod:`~workbench.similarity.neighbors`): :func:`knn_indices`, :func:`mutual_knn`,
+* RSA (:mod:`~workbench.similarity._rsa`): :func:`rdm`, :func:`rsa`.
+* Neighbourhoods (:mod:`~workbench.similarity._neighbors`): :func:`knn_indices`, :func:`mutual_knn`,
   :func:`jaccard_knn`.
 """
 from __future__ import annotations
 
-from .cca import canonical_correlations, cca, cca_matrix, pwcca, pwcca_matrix, svcca, svcca_matrix
-from .cka import MinibatchCKA, cka, cka_matrix, minibatch_cka
-from .neighbors import jaccard_knn, jaccard_knn_matrix, knn_indices, mutual_knn, mutual_knn_matrix
-from .rsa import rdm, rsa, rsa_matrix
-from .shape import shape_distance, shape_matrix
+from ._cca import canonical_correlations, cca, cca_matrix, pwcca, pwcca_matrix, svcca, svcca_matrix
+from ._cka import MinibatchCKA, cka, cka_matrix, minibatch_cka
+from ._neighbors import jaccard_knn, jaccard_knn_matrix, knn_indices, mutual_knn, mutual_knn_matrix
+from ._rsa import rdm, rsa, rsa_matrix
+from ._shape import shape_distance, shape_matrix
 
 __all__ = ["cka", "cka_matrix", "MinibatchCKA", "minibatch_cka", "canonical_correlations", "cca", "svcca", "pwcca",
            "cca_matrix", "svcca_matrix", "pwcca_matrix", "shape_distance", "shape_matrix", "rdm", "rsa", "rsa_matrix",

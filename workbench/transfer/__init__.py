@@ -13,8 +13,8 @@ across scores. See each docstring for the formula, its source, its range and its
 """
 from __future__ import annotations
 
-from .logme import logme, logme_targets
-from .scores import hscore, leep, nce, transrate
-from .table import MEASURES, transfer_table
+from ._logme import logme, logme_targets
+from ._scores import hscore, leep, nce, transrate
+from ._table import MEASURES, transfer_table
 
 __all__ = ["logme", "logme_targets", "leep", "nce", "hscore", "transrate", "transfer_table", "MEASURES"]

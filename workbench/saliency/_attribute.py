@@ -11,8 +11,8 @@ from torch import nn
 from .._validation import check_finite, check_positive_int
 from ..models.layers import get_module, select_layers
 from . import _forward as fw
-from .methods import METHODS, NOISE_TUNNELS, Method
-from .result import Attribution
+from ._methods import METHODS, NOISE_TUNNELS, Method
+from ._result import Attribution
 
 __all__ = ["attribute"]
 
@@ -139,7 +139,7 @@ def attribute(model: nn.Module, inputs: Any, method: str = "integrated_gradients
         halved and retried.
     output : callable, optional
         ``output(model_output, **extra_inputs) -> scores [N] or [N, K]`` for models whose output is not
-        class scores; see :mod:`workbench.saliency.outputs` (``cosine_to``, ``linear_head``, ``pooled``).
+        class scores; see :mod:`workbench.saliency._outputs` (``cosine_to``, ``linear_head``, ``pooled``).
     noise_tunnel : {"smoothgrad", "smoothgrad_sq", "vargrad"}, optional
         Wrap a gradient method in captum's NoiseTunnel (Smilkov et al. 2017); ``nt_samples``, ``stdevs``, ...
         go in ``method_kwargs``.

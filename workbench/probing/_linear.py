@@ -94,7 +94,7 @@ import torch.nn.functional as F
 from .._validation import Flag, Instance, Interval, Options, as_2d_tensor, check_labels, check_positive_int, declare
 from ..activations import SINGLE_LAYER, as_layers
 from ._common import PROBE_RULES, STD_FLOOR_REL, check_number, encode_eval_labels, standardizer, table
-from .stats import bootstrap_ci
+from ._stats import bootstrap_ci
 
 __all__ = ["linear_probe", "DEFAULT_CS"]
 

@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..results import check_tidy
-from . import style as _style
-from .builders import _as_list, _unique, attach_data, layer_curve
+from . import _style
+from ._builders import _as_list, _unique, attach_data, layer_curve
 
 __all__ = ["probe_curve", "with_layer_index", "ACCURACY_MEASURES"]
 

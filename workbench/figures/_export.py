@@ -36,8 +36,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from ..results import COLUMNS, check_tidy
-from . import style as _style
-from .builders import META_KEY, plotted_data
+from . import _style
+from ._builders import META_KEY, plotted_data
 
 __all__ = ["export", "to_html", "find_chromium", "close_browser", "CHROMIUM_ENV", "IMAGE_FORMATS"]
 
@@ -87,7 +87,7 @@ class _Session:
     can share it. Every wait has a timeout, so a dead browser raises instead of hanging."""
 
     def __init__(self, chromium: str, timeout: float):
-        import kaleido  # noqa: PLC0415 — heavy, only when exporting
+        import kaleido
 
         self.chromium = chromium
         self.timeout = timeout
@@ -123,7 +123,7 @@ class _Session:
         try:
             if self.k is not None and self.loop.is_running():
                 self._run(self.k.close(), 20)
-        except Exception:  # noqa: BLE001 — best effort at shutdown
+        except Exception:
             pass
         finally:
             self.k = None
@@ -170,7 +170,7 @@ def _render(specs: list[dict], timeout: float) -> None:
             try:
                 _get_session(chromium, timeout).render(specs)
                 return
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 # a crashed/stale browser: start a fresh one once, then give up with the real error
                 if _session is not None:
                     _session.close()
@@ -321,7 +321,7 @@ def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str =
     every row says what it is. A table in the results schema (:mod:`workbench.results`) is shown with the
     schema's columns first, in schema order (``run, step, layer, layer_index, measure, split, value, ci_low,
     ci_high``), then its extra columns that hold a value in some row."""
-    from plotly.offline import get_plotlyjs  # noqa: PLC0415
+    from plotly.offline import get_plotlyjs
 
     if not isinstance(figs, Mapping):
         raise TypeError("figs must be a mapping {section title: figure}")

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import style as _style
+from . import _style
 from ..results import check_tidy
 from ..study import select_per_run
-from .builders import _unique, attach_data
+from ._builders import _unique, attach_data
 
 __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
 

@@ -20,7 +20,7 @@ regression. Intervals: percentile bootstrap over the split's examples (``n_boot`
 
 Regression probes for continuous factors are ``ridge_probe(..., task="regression")`` and
 ``mlp_probe(..., task="regression")``; token-level (sequence-labelling) probes are any probe applied to
-the rows made by :func:`workbench.probing.tokens.sentence_split`.
+the rows made by :func:`workbench.probing.sentence_split`.
 """
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ import torch
 
 from .._validation import Data, Interval, Options, as_2d_tensor, check_choice, declare
 from ._pairs import OUTPUTS, pairwise, same_device
-from .cca import _RTOL, _check_rtol, _decompose
+from ._cca import _RTOL, _check_rtol, _decompose
 
 __all__ = ["shape_distance", "shape_matrix"]
 

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import style as _style
-from .builders import attach_data
+from . import _style
+from ._builders import attach_data
 
 __all__ = ["saliency_grid", "attribution_map"]
 

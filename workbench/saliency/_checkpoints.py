@@ -6,8 +6,8 @@ from typing import Any, Iterable, Mapping
 from torch import nn
 
 from ..runs import Run
-from .attribute import attribute
-from .result import Attribution
+from ._attribute import attribute
+from ._result import Attribution
 
 __all__ = ["attribute_checkpoints"]
 
@@ -31,7 +31,7 @@ def _steps(run: Run, steps: Any) -> list[int]:
 
 def attribute_checkpoints(sources: Run | Iterable[Run] | Mapping[str, nn.Module], inputs: Any,
                           steps: Any = "all", **attribute_kwargs: Any) -> list[Attribution]:
-    """:func:`~workbench.saliency.attribute` the same ``inputs`` with every model of ``sources``.
+    """:func:`~workbench.saliency._attribute` the same ``inputs`` with every model of ``sources``.
 
     Parameters
     ----------

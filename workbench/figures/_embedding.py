@@ -13,8 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._validation import as_2d_float, check_choice, check_positive_int
-from . import style as _style
-from .builders import _require, _unique, attach_data
+from . import _style
+from ._builders import _require, _unique, attach_data
 
 __all__ = ["project", "embedding_scatter", "example_grid", "PROJECTIONS", "WEBGL_THRESHOLD"]
 
@@ -52,17 +52,17 @@ def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any =
         raise ValueError(f"n_components={k} exceeds min(N, D) = {min(n, d)} of x with shape {x.shape}")
     attrs: dict[str, Any] = {"method": method}
     if method == "pca":
-        from sklearn.decomposition import PCA  # noqa: PLC0415
+        from sklearn.decomposition import PCA
 
         # exact either way: eigh of the D x D covariance when N >= D (fast for N >> D), else a full SVD
         pca = PCA(n_components=k, svd_solver="covariance_eigh" if n >= d else "full")
         z = pca.fit_transform(x)
         attrs["explained_variance_ratio"] = [float(v) for v in pca.explained_variance_ratio_]
     else:
-        import warnings  # noqa: PLC0415
+        import warnings
 
         try:
-            import umap  # noqa: PLC0415
+            import umap
         except ImportError:  # pragma: no cover - depends on the environment
             raise ImportError("method='umap' needs umap-learn: pip install umap-learn") from None
         opts = {"n_neighbors": min(15, n - 1), **dict(umap_options or {})}

@@ -6,7 +6,7 @@ Every builder stores the rows it drew *on the figure itself*, in ``fig.layout.me
 ``plotly.io.from_json`` — unlike a Python attribute (lost on conversion) or a weak-key registry
 (keyed by object identity, so also lost on conversion). :func:`plotted_data` reads it back; for a
 figure not made here it falls back to rebuilding a long table from the traces themselves.
-:func:`workbench.figures.export` writes that table as ``<stem>.csv``.
+:func:`workbench.figures._export` writes that table as ``<stem>.csv``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..results import check_tidy
-from . import style as _style
+from . import _style
 
 __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data", "META_KEY"]
 

@@ -235,7 +235,7 @@ def lidar(x: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> flo
     also the defaults of the ``stable-pretraining`` implementation; ``reptrix`` uses ``1e-6`` / ``1e-7``).
     ``delta`` is absolute, so it matters relative to the scale of the features.
 
-    Differs from :func:`~workbench.spectrum.rank.rankme` (spectrum of the embeddings themselves) by
+    Differs from :func:`~workbench.spectrum.rankme` (spectrum of the embeddings themselves) by
     whitening with the within-group (augmentation) scatter: directions that vary across augmentations
     of one input do not count. Not :func:`neural_collapse`'s NC1 (a trace ratio, not a rank).
 

@@ -129,7 +129,7 @@ def online_codelength(x: Any, labels: Any, *, fractions: Sequence[float] = VOITA
     DataFrame in the results schema (:mod:`workbench.results`; ``split="all"``; measures
     ``"online_codelength"`` and ``"uniform_codelength"`` in bits, ``"compression"`` = uniform / online;
     no interval: ``ci_low``/``ci_high`` are NaN - repeat over seeds and use
-    :func:`workbench.probing.controls.combine_seeds` for one) and columns ``target, method`` (``"logistic"``),
+    :func:`workbench.probing.combine_seeds` for one) and columns ``target, method`` (``"logistic"``),
     ``n, n_blocks, n_classes, C``.
 
     Examples

@@ -146,7 +146,7 @@ def sentence_split(x: Any, labels: Any, attention_mask: Any = None, *, types: An
     ``(x, labels, evals)`` (the training tokens) with ``evals = {"test": (X, y)[, "val": (X, y)]}`` - ready
     for any probe, e.g. ``knn_probe(*sentence_split(feats, tags, mask))``. With ``types`` given:
     ``(x, labels, types, evals)`` with ``(X, y, types)`` triples - the arguments of
-    :func:`workbench.probing.controls.selectivity`.
+    :func:`workbench.probing.selectivity`.
 
     Raises
     ------

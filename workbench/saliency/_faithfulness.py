@@ -1,6 +1,6 @@
 """Faithfulness of attributions: infidelity, max-sensitivity, deletion/insertion curves, completeness.
 
-Every measure takes the call shape of :func:`~workbench.saliency.attribute` — ``(model, inputs, method=...,
+Every measure takes the call shape of :func:`~workbench.saliency._attribute` — ``(model, inputs, method=...,
 target=..., baselines=..., layer=..., batch_size=..., output=..., **method_kwargs)`` — and attributes first;
 or ``inputs`` may be an :class:`~workbench.saliency.Attribution`, whose inputs, method, targets, baselines and
 ``output`` are then reused. Results are per-example tables in the results schema (:mod:`workbench.results`:
@@ -21,8 +21,8 @@ from torch import nn
 from .._validation import check_choice, check_positive_int
 from ..results import check_tidy, tidy
 from . import _forward as fw
-from .attribute import attribute
-from .result import Attribution, feature_map
+from ._attribute import attribute
+from ._result import Attribution, feature_map
 
 __all__ = ["infidelity", "sensitivity_max", "perturbation_curves", "curve_auc", "completeness_gap"]
 

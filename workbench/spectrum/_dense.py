@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from .._validation import Data, Flag, Interval, as_2d_tensor, check_labels, check_positive_int, declare
-from .moments import _clip_gram_eigenvalues
+from ._moments import _clip_gram_eigenvalues
 
 __all__ = ["dse", "DSEResult"]
 
@@ -90,7 +90,7 @@ def _singular_values_batched(mats: torch.Tensor) -> torch.Tensor:
     """Singular values [K, min(n, D)] of a batch [K, n, D] via the Gram matrix of the smaller side.
 
     Eigenvalues at the rounding-noise level (e.g. from zero padding rows) are set to 0 before the square
-    root (see :mod:`workbench.spectrum.moments` for the trade-off).
+    root (see :mod:`workbench.spectrum._moments` for the trade-off).
     """
     n, d = mats.shape[-2:]
     gram = mats @ mats.mT if n <= d else mats.mT @ mats

@@ -1,4 +1,4 @@
-"""The result of :func:`workbench.saliency.attribute`: attributions with their inputs and metadata."""
+"""The result of :func:`workbench.saliency._attribute`: attributions with their inputs and metadata."""
 from __future__ import annotations
 
 import dataclasses

@@ -12,7 +12,7 @@ from scipy.stats import rankdata
 
 from .._validation import check_choice, check_fraction
 from ..results import tidy
-from .result import CHANNEL_REDUCTIONS, Attribution, feature_map
+from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
 
 __all__ = ["rank_correlation", "topk_overlap", "drift"]
 

@@ -14,7 +14,7 @@ Two templates are registered in ``plotly.io.templates``:
 
 * ``"workbench"``       — for the notebook: readable on screen (13 px fonts, thicker lines);
 * ``"workbench_paper"`` — for export: sizes are in *points* (1 figure unit = 1 pt), single-column
-  width 3.5 in = 252 pt, 8 pt text. :func:`workbench.figures.export` switches to it.
+  width 3.5 in = 252 pt, 8 pt text. :func:`workbench.figures._export` switches to it.
 
 Neither is made plotly's global default; the builders ask for ``"workbench"`` explicitly.
 """

@@ -1,8 +1,8 @@
 """Eigen-spectra of representations and the rank-like summaries drawn from them.
 
 Every measure here needs only the second moments of ``Z`` [N, D], so each accepts either the data or a
-:class:`~workbench.spectrum.moments.Moments` computed once by
-:func:`~workbench.spectrum.moments.second_moments` (one float64 centering, at most one centered and one
+:class:`~workbench.spectrum.Moments` computed once by
+:func:`~workbench.spectrum.second_moments` (one float64 centering, at most one centered and one
 uncentered decomposition). :func:`layer_spectrum_table` does exactly that per layer.
 
 Two spectra, two weightings - the measures do not share a definition:
@@ -35,7 +35,7 @@ from .._validation import (Data, Flag, Instance, Interval, Options, check_choice
                            declare)
 from ..activations import as_layers
 from ..results import tidy
-from .moments import METHODS, Moments, second_moments
+from ._moments import METHODS, Moments, second_moments
 
 __all__ = ["rankme", "effective_rank", "participation_ratio", "stable_rank", "alpha_req", "AlphaReqResult",
            "singular_value_entropy", "largest_singular_value_ratio", "spectrum", "layer_spectrum_table",
@@ -146,7 +146,7 @@ def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     eps : float
         Added to every normalized singular value (paper default 1e-7).
     method : {"auto", "gram", "svd"}
-        How the singular values are obtained when ``Z`` is data (see :mod:`workbench.spectrum.moments`).
+        How the singular values are obtained when ``Z`` is data (see :mod:`workbench.spectrum._moments`).
 
     Returns
     -------
@@ -477,7 +477,7 @@ def layer_spectrum_table(x: Any, measures: Iterable[str] = ("rankme", "effective
     alpha_k_range : (int, int)
         Passed to :func:`alpha_req`.
     method : {"auto", "gram", "svd"}
-        See :func:`~workbench.spectrum.moments.second_moments`.
+        See :func:`~workbench.spectrum.second_moments`.
 
     Returns
     -------

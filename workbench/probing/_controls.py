@@ -11,7 +11,7 @@
 * :func:`combine_seeds` - mean and interval over repeated runs (seeds).
 
 Probes are named: "linear" (:func:`workbench.probing.linear_probe`), "ridge", "knn", "prototype",
-"gaussian_nb", "mlp" (:mod:`workbench.probing.probes`), or given as a callable with the same call shape
+"gaussian_nb", "mlp" (:mod:`workbench.probing._probes`), or given as a callable with the same call shape
 ``probe(x, labels, evals, **options) -> table`` returning a table in the results schema
 (:mod:`workbench.results`) with ``accuracy`` rows per layer and split.
 
@@ -38,9 +38,9 @@ from ..activations import as_layers
 from ..results import check_tidy, tidy
 from ._common import (PROBE_RULES, check_ci, check_int, check_target_name, example_labels, example_layers,
                       example_table, table, to_numpy)
-from .linear import linear_probe
-from .probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
-from .stats import bootstrap_ci
+from ._linear import linear_probe
+from ._probes import gaussian_nb_probe, knn_probe, mlp_probe, prototype_probe, ridge_probe
+from ._stats import bootstrap_ci
 
 __all__ = ["control_task", "selectivity", "random_init_twin", "with_baseline", "stratified_subsample",
            "label_efficiency", "combine_seeds", "PROBES"]

@@ -37,7 +37,7 @@ lists). Exact duplicate rows are detected first (``torch.unique``): a duplicate 
 distance exactly 0 (only ``i`` itself is excluded), and the scores of duplicates are bitwise equal, so their order
 is by index. Distances that are equal only mathematically (e.g. points on a lattice) are exactly equal for
 integer / dyadic data under ``"euclidean"`` (the column shift keeps them exact, see
-:mod:`workbench.similarity.rsa`); otherwise rounding may order them either way, as in any floating-point k-NN.
+:mod:`workbench.similarity._rsa`); otherwise rounding may order them either way, as in any floating-point k-NN.
 Implementations that take ``torch.topk``/``argsort`` order as is (e.g. Huh et al.'s reference code) agree with
 this one on tie-free data and may differ only where the k-th and (k+1)-th distances tie.
 """
@@ -51,7 +51,7 @@ import torch
 
 from .._validation import Data, Interval, Options, as_2d_tensor, check_choice, declare
 from ._pairs import OUTPUTS, pairwise, same_device
-from .rsa import _grid_shift
+from ._rsa import _grid_shift
 
 __all__ = ["knn_indices", "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jaccard_knn_matrix", "KNN_METRICS"]
 

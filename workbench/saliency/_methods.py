@@ -1,6 +1,6 @@
 """The registry of attribution methods: one small :class:`Method` entry per captum algorithm.
 
-Every method is called the same way by :func:`workbench.saliency.attribute`; an entry only says which
+Every method is called the same way by :func:`workbench.saliency._attribute`; an entry only says which
 captum class computes it (on the inputs, and on a layer when ``layer=`` is given), what its baselines
 mean, whether it may be wrapped in a NoiseTunnel, and which default options it needs for a given input.
 Adding a method is one :func:`register_method` call.

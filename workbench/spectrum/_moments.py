@@ -4,7 +4,7 @@
 *centered* decomposition (eigenvalues of the scatter matrix ``Zc^T Zc``, i.e. the squared singular
 values of ``Zc``) and at most one *uncentered* decomposition (singular values of ``Z`` itself). The
 returned :class:`Moments` feeds RankMe, effective rank, participation ratio, stable rank, alpha-ReQ,
-singular value entropy and the largest singular value ratio (see :mod:`workbench.spectrum.rank`), so a
+singular value entropy and the largest singular value ratio (see :mod:`workbench.spectrum._rank`), so a
 layer is decomposed once however many of these measures are asked for.
 
 Two ways to the same eigenvalues (``method``)

@@ -9,8 +9,8 @@ import pandas as pd
 from .._validation import Data, Instance, Interval, check_layers_and_measures, declare
 from ..activations import as_layers
 from ..results import tidy
-from .logme import logme
-from .scores import hscore, transrate
+from ._logme import logme
+from ._scores import hscore, transrate
 
 __all__ = ["transfer_table", "MEASURES"]
 
@@ -31,7 +31,7 @@ def transfer_table(x: Any, labels: Any, *, measures: Iterable[str] = MEASURES,
     labels : array [N]
         Integer target class ids (at least two classes).
     measures : iterable of {"logme", "hscore", "hscore_shrinkage", "transrate"}
-        :func:`~workbench.transfer.logme`, :func:`~workbench.transfer.hscore` (``shrinkage=False`` /
+        :func:`~workbench.transfer._logme`, :func:`~workbench.transfer.hscore` (``shrinkage=False`` /
         ``True``), :func:`~workbench.transfer.transrate`. LEEP and NCE need a source model's outputs
         rather than features; call :func:`~workbench.transfer.leep` / :func:`~workbench.transfer.nce`
         directly.

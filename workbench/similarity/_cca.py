@@ -33,7 +33,7 @@ ValueError instead of returning an inflated value; reduce the dimension first (:
 ``variance`` or ``dims``) or use more examples. Kornblith et al. (2019, Thm. 1) show that no index invariant
 to invertible linear transforms (all of these) is informative when the width reaches ``N``.
 
-Namesakes: not CKA (:mod:`workbench.similarity.cka`; invariant only to orthogonal transforms and isotropic
+Namesakes: not CKA (:mod:`workbench.similarity._cka`; invariant only to orthogonal transforms and isotropic
 scaling) and not sklearn's iterative ``CCA`` estimator. Yanai's GCD ``sum_i rho_i^2 / sqrt(rx ry)`` equals
 ``R^2_CCA`` only when ``rx = ry`` (the repsim package's "yanai" summary divides by ``min(rx, ry)``, i.e. it is
 ``R^2_CCA``; its "pillai" summary is the mean CCA; its PWCCA averages the two weightings).
@@ -96,7 +96,7 @@ def _check_rtol(rtol: Any) -> float | None:
 def _decompose(x: torch.Tensor, name: str, rtol: float | None,
                what: str = "its canonical correlations are") -> _Basis:
     """Center (float64), thin SVD, drop directions with ``s <= rtol * s_max``. Constant data is an error
-    (the message says ``what`` is undefined). Shared with :mod:`workbench.similarity.shape`."""
+    (the message says ``what`` is undefined). Shared with :mod:`workbench.similarity._shape`."""
     n, width = x.shape
     xc = x - x.mean(dim=0, keepdim=True)
     u, s, vh = torch.linalg.svd(xc, full_matrices=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from .result import Attribution, feature_map
+from ._result import Attribution, feature_map
 
 __all__ = ["mask_mass", "pointing_game", "localization"]
 
