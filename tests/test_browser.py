@@ -575,11 +575,28 @@ def _traces_by_name(traces: list[dict]) -> dict[str, tuple[list[str], list[float
     return {t["name"]: (t["x"], t["y"]) for t in traces if t["name"] and not t["name"].endswith(" CI")}
 
 
+@pytest.fixture(scope="module")
+def run_store(tmp_path_factory) -> str:
+    """The run store the notebooks read — CI's (``WORKBENCH_HOME``) or a fresh one — with the demo's quick runs
+    trained here first. Run All then reuses them, so the browser waits for analysis and drawing, not for
+    training, whose duration depends on the machine's load (on a busy 2-core machine a notebook that trained
+    its runs inside JupyterLab once took longer than the hang guard below)."""
+    from workbench.demo import demo_configs
+    from workbench.runs import RunStore
+    from workbench.train import train
+
+    root = os.environ.get("WORKBENCH_HOME") or str(tmp_path_factory.mktemp("store"))
+    store = RunStore(root)
+    for name, cfg in demo_configs(quick=True).items():
+        train(cfg, store, name=name, progress=False)
+    return root
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2700)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path):
+def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path, run_store: str):
     sync_api = _playwright()
     t0 = time.perf_counter()
     root = tmp_path / "lab"
@@ -588,10 +605,8 @@ def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path):
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     stem = Path(case.id).stem.replace(".ipynb", "")
-    # the run store the notebook and demo tests fill when CI sets one (trained once), else a fresh one
-    store = os.environ.get("WORKBENCH_HOME") or str(tmp_path / "store")
-    timeout_s = 900.0  # a hang guard only: the notebooks train their runs when the store is empty
-    with JupyterLab(root, env={"WORKBENCH_HOME": store, "WORKBENCH_QUICK": "1"}, windowing=case.windowing) as lab, \
+    timeout_s = 1200.0  # a hang guard only: the demo runs are trained (run_store); 06 trains its small study
+    with JupyterLab(root, env={"WORKBENCH_HOME": run_store, "WORKBENCH_QUICK": "1"}, windowing=case.windowing) as lab, \
             sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM))
         try:

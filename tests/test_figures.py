@@ -410,3 +410,19 @@ def test_plotted_data_of_foreign_figures_decodes_typed_arrays():
     z = np.arange(6.0).reshape(2, 3) ** 2
     heat = figures.plotted_data(go.Figure(go.Heatmap(z=z)))
     np.testing.assert_allclose(heat.pivot(index="y", columns="x", values="z").to_numpy(), z)
+
+
+def test_to_html_table_of_a_pivot_names_every_column_and_no_stray_header(tmp_path):
+    """A pivot (index run × layer, a named column axis) becomes plain columns run, layer, … — no empty header
+    cell from the column axis's name and no unlabelled index column."""
+    import re
+
+    long = pd.DataFrame({"run": ["a", "a", "b"], "layer": ["x", "y", "x"], "column": ["m[test]"] * 3,
+                         "value": [1.0, 2.0, 3.0]})
+    wide = long.pivot_table(index=["run", "layer"], columns="column", values="value")
+    html = figures.to_html({}, tmp_path / "r.html", table=wide).read_text()
+    section = html[html.index('<section id="table">'):]
+    assert re.findall(r"<th>(.*?)</th>", section) == ["run", "layer", "m[test]"]
+    assert "<th></th>" not in section
+    rows = re.findall(r"<tr>\s*(.*?)\s*</tr>", section, flags=re.S)
+    assert [re.findall(r"<td>(.*?)</td>", r) for r in rows] == [["a", "x", "1"], ["a", "y", "2"], ["b", "x", "3"]]

@@ -40,7 +40,7 @@ def test_notebooks_are_found():
             "08_dashboards.ipynb"} <= names
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(2400)  # hang guards only (here and per cell): training time depends on the machine's load
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, store: Path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
@@ -48,7 +48,7 @@ def test_notebook_runs(path: Path, store: Path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(store))  # the kernel inherits the test's environment
     monkeypatch.setenv("WORKBENCH_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell

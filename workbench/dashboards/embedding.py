@@ -65,7 +65,7 @@ class EmbeddingExplorer(Dashboard):
 
         self.source_w = W.Dropdown(description="source")
         self.layer_w = W.Dropdown(description="layer")
-        self.method_w = W.ToggleButtons(options=list(figures.embedding.PROJECTIONS), description="method")
+        self.method_w = W.ToggleButtons(options=list(figures.PROJECTIONS), description="method")
         self.color_w = W.Dropdown(description="colour")
         self.examples_figure = go.FigureWidget()
         self.examples_box = W.Box([self.examples_figure], layout=W.Layout(display="none"))  # shown with a selection
@@ -74,7 +74,7 @@ class EmbeddingExplorer(Dashboard):
         with self._hold():
             set_options(self.source_w, list(self.sources), source)
             self._set_dependent(layer=layer, color=color)
-            self.method_w.value = self._check_choice(method, figures.embedding.PROJECTIONS, "method")
+            self.method_w.value = self._check_choice(method, figures.PROJECTIONS, "method")
         self._update()
         for w in [self.source_w, self.layer_w, self.method_w, self.color_w]:
             w.observe(self._on_change, names="value")
@@ -219,7 +219,7 @@ class EmbeddingExplorer(Dashboard):
             if layer is not None:
                 self.layer_w.value = self._check_choice(str(layer), [v for _l, v in self.layer_w.options], "layer")
             if method is not None:
-                self.method_w.value = self._check_choice(method, figures.embedding.PROJECTIONS, "method")
+                self.method_w.value = self._check_choice(method, figures.PROJECTIONS, "method")
             if color != "keep":
                 self.color_w.value = self._check_choice(color, [v for _l, v in self.color_w.options], "color")
         self._update()

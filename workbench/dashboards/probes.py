@@ -86,7 +86,7 @@ class ProbeDashboard(Dashboard):
         groups = [str(g) for g in uniq(df[self.color])]
         set_options(self.runs_w, groups, groups if runs is None else [str(r) for r in runs])
         measures = [m for m in uniq(df["measure"]) if m not in _SECONDARY]
-        default = next((m for m in figures.probes.ACCURACY_MEASURES if m in measures),
+        default = next((m for m in figures.ACCURACY_MEASURES if m in measures),
                        measures[0] if measures else None)
         set_options(self.measure_w, measures, measure if measure in measures else default)
         for c, w in self.filter_ws.items():

@@ -52,8 +52,8 @@ class StudyDashboard(Dashboard):
                             f"{type(study).__name__}"
                             + (" without a table: call .run() first" if hasattr(study, "vary") else ""))
         check_tidy(table, "StudyDashboard(study)", require=["kind"])
-        if method not in figures.study.RANK_METHODS:
-            raise ValueError(f"method must be one of {figures.study.RANK_METHODS}, got {method!r}")
+        if method not in figures.RANK_METHODS:
+            raise ValueError(f"method must be one of {figures.RANK_METHODS}, got {method!r}")
         self.table, self.method = table, method
         varied = list(getattr(study, "vary", {}) or [c for c in table.columns if c not in STUDY_COLUMNS])
         self.choices = [c for c in varied if c in table.columns] + (["seed"] if "seed" in table.columns

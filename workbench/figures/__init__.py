@@ -17,10 +17,10 @@ Importing this package does not import ipywidgets or kaleido.
 from __future__ import annotations
 
 from ._builders import attach_data, layer_curve, layer_heatmap, plotted_data, spectrum_plot, step_curve
-from ._embedding import embedding_scatter, example_grid, project
-from ._probes import probe_curve, with_layer_index
+from ._embedding import PROJECTIONS, embedding_scatter, example_grid, project
+from ._probes import ACCURACY_MEASURES, probe_curve, with_layer_index
 from ._saliency import attribution_map, saliency_grid
-from ._study import per_run_values, study_scatter
+from ._study import RANK_METHODS, per_run_values, study_scatter
 from ._export import close_browser, export, find_chromium, to_html
 from ._style import (DEFAULT_STYLE, PAPER_TEMPLATE, TEMPLATE, color_map, get_style, load_style, palette,
                     register_templates, use_style)
@@ -30,4 +30,4 @@ __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plott
            "attribution_map", "per_run_values", "study_scatter",
            "export", "to_html", "find_chromium", "close_browser",
            "DEFAULT_STYLE", "TEMPLATE", "PAPER_TEMPLATE", "get_style", "load_style", "use_style",
-           "register_templates", "palette", "color_map"]
+           "register_templates", "palette", "color_map", "PROJECTIONS", "ACCURACY_MEASURES", "RANK_METHODS"]

@@ -344,6 +344,7 @@ def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str =
             raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
         if any(name is not None for name in table.index.names):  # a labelled index (run, layer, …) is data
             table = table.reset_index()
+        table = table.rename_axis(columns=None)  # a named column axis (a pivot's) would add a stray header cell
         if set(COLUMNS) <= set(table.columns):  # a results table: the schema's columns, then the used extras
             table = check_tidy(table, "to_html(table)")
             table = table[[*COLUMNS, *[c for c in table.columns if c not in COLUMNS and table[c].notna().any()]]]
