@@ -82,6 +82,20 @@ def test_study_values_equal_the_functions_on_the_same_checkpoint(study):
     cross = table[(table.kind == "cross_run") & (table.measure == "cka") & (table.layer == la) & (table.layer_b == la)]
     assert float(cross["value"].iloc[0]) == pytest.approx(similarity.cka(xo[la], x[la]), rel=1e-10)
     model = run.load_model(step)
+    # alignment: the run has no augmentations, so its views are noise at strength 0.5, seed 0 (Study._augmented)
+    from workbench.activations import extract
+    from workbench.data import Split
+    from workbench.train.augment import make_augment
+
+    data = ds["test"].subset(slice(0, 60))
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        aug = make_augment(("noise",), 0.5, kind="vectors")
+        views = [extract(model, Split(inputs=aug(torch.as_tensor(data.inputs, dtype=torch.float32)).numpy(),
+                                      labels=data.labels)) for _ in range(2)]
+    for layer in x.layers:
+        assert got("alignment", layer) == pytest.approx(spectrum.alignment(views[0][layer], views[1][layer]),
+                                                          rel=1e-10)
     loss = dynamics.run_loss(run, model, split="test", n=60)
     grads = dynamics.layer_grad_norms(model, loss)
     for row in grads.itertuples():
@@ -91,8 +105,8 @@ def test_study_values_equal_the_functions_on_the_same_checkpoint(study):
 def test_study_refuses_what_it_cannot_provide(tmp_path):
     with pytest.raises(ValueError, match=r"measures has unknown 'rank_me'; registered measures: \[.*'rankme'"):
         Study(BASE, measures=["rank_me"], store=tmp_path)
-    with pytest.raises(ValueError, match=r"'alignment' takes x, views .*measures.compute\('alignment'"):
-        Study(BASE, measures=["alignment"], store=tmp_path)
+    with pytest.raises(ValueError, match=r"'dse' takes tokens .*measures.compute\('dse'"):
+        Study(BASE, measures=["dse"], store=tmp_path)
     with pytest.raises(ValueError, match=r"'nc3' needs the option weights="):
         Study(BASE, measures=["nc3"], store=tmp_path)
     with pytest.raises(ValueError, match=r"measure_options names \['cka'\]"):

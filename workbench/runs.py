@@ -349,7 +349,8 @@ class Run:
         return sorted(int(p.name) for p in root.iterdir()
                       if p.is_dir() and p.name.isdigit() and (p / "model.safetensors").exists())
 
-    def _resolve_step(self, step: int | str | None) -> int:
+    def resolve_step(self, step: int | str | None) -> int:
+        """The checkpoint step ``step`` names: an int that is a checkpoint, or None / "final" for the last."""
         steps = self.checkpoints()
         if not steps:
             raise FileNotFoundError(f"run {self.id} has no checkpoints yet (state: {self.status['state']})")
@@ -363,13 +364,13 @@ class Run:
         """The model at checkpoint ``step`` (default: the last one), in eval mode."""
         from .models import load as load_model
 
-        model = load_model(self.checkpoint_dir(self._resolve_step(step)), device=device)
+        model = load_model(self.checkpoint_dir(self.resolve_step(step)), device=device)
         model.eval()
         return model
 
     def weights_hash(self, step: int | str | None = None) -> str:
         """SHA-256 of the checkpoint file (weights identity without loading them)."""
-        p = self.checkpoint_dir(self._resolve_step(step)) / "model.safetensors"
+        p = self.checkpoint_dir(self.resolve_step(step)) / "model.safetensors"
         h = hashlib.sha256()
         with open(p, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -150,6 +150,10 @@ STUDY_TAKES = {
     "outputs, labels": "the model's softmax outputs (hard labels for nce) and the labels on measure_split",
     "model, loss": "the model and the run's own training objective on measure_examples rows of measure_split",
     "model, data": "the model and measure_examples rows of measure_split",
+    "x, views": "the layers' activations on measure_split and on one augmented copy of it (positive pairs): the "
+                "run's augment (noise when it has none) at its augment_strength",
+    "x, groups": "the layers' activations on views_per_group augmented copies of measure_split, each example's "
+                 "copies one group (LiDAR's surrogate classes)",
 }
 
 
@@ -234,7 +238,8 @@ class Study:
                  measure_split: str = "test", measure_examples: int = 1000, steps: Any = "final",
                  layers: Any = None, store: Any = None, executor: Any = None, name: str = "study",
                  evaluate_options: Mapping[str, Any] | None = None,
-                 measure_options: Mapping[str, Mapping[str, Any]] | None = None, fit_split: str = "train"):
+                 measure_options: Mapping[str, Mapping[str, Any]] | None = None, fit_split: str = "train",
+                 views_per_group: int = 4):
         from .runs import RunConfig, RunStore
 
         self.base = RunConfig.from_dict(base)
@@ -267,6 +272,9 @@ class Study:
         if unknown:
             raise ValueError(f"measure_options names {unknown}, which are not in measures={self.measures}")
         self.fit_split = fit_split
+        if not isinstance(views_per_group, int) or isinstance(views_per_group, bool) or views_per_group < 2:
+            raise ValueError(f"views_per_group must be an integer >= 2, got {views_per_group!r}")
+        self.views_per_group = views_per_group
         self.measure_split, self.measure_examples = measure_split, int(measure_examples)
         self.steps, self.layers, self.name = steps, layers, name
         self.store = store if isinstance(store, RunStore) else RunStore(store)
@@ -332,20 +340,21 @@ class Study:
         takes = {get_measure(m).takes for m in self.measures}
         need = [self.measure_split] + ([self.fit_split] if "x, fit" in takes else [])
         acts = self._activations(run, ds, step, need) if takes & {"x", "x, labels", "x, fit", "a, b"} else {}
-        model = run.load_model(step) if takes & {"outputs, labels", "model, loss", "model, data"} else None
+        model = (run.load_model(step) if takes & {"outputs, labels", "model, loss", "model, data", "x, views",
+                                                 "x, groups"} else None)
         data = ds[self.measure_split]
         if len(data) > self.measure_examples:
             data = data.subset(slice(0, self.measure_examples))
         parts = []
         for name in self.measures:
             try:
-                parts.append(self._one_measure(name, acts, model, data, run))
+                parts.append(self._one_measure(name, acts, model, data, run, ds.kind))
             except ValueError as err:
                 raise ValueError(f"measure {name!r} at step {step}: {err}") from err
         return tidy(pd.concat(parts, ignore_index=True), step=step, split=self.measure_split, kind="measure")
 
     def _one_measure(self, name: str, acts: Mapping[str, Activations], model: Any, data: Any,
-                     run: Run) -> pd.DataFrame:
+                     run: Run, kind: str) -> pd.DataFrame:
         """One measure: the registry's ``takes`` says what it is given (:data:`STUDY_TAKES`)."""
         import torch
 
@@ -363,10 +372,38 @@ class Study:
             probs = torch.softmax(predict(model, data).double(), dim=1).numpy()
             outputs = probs.argmax(1) if name == "nce" else probs
             return compute(name, outputs=outputs, labels=np.asarray(data.labels), **options)
+        if spec.takes in ("x, views", "x, groups"):
+            copies = 2 if spec.takes == "x, views" else self.views_per_group
+            views = self._augmented(run, model, data, kind, copies)
+            if spec.takes == "x, views":
+                return compute(name, views[0], views=views[1], **options)
+            stacked = {layer: torch.cat([v[layer] for v in views]) for layer in views[0]}
+            groups = np.tile(np.arange(len(data)), copies)
+            return compute(name, stacked, groups=groups, **options)
         if spec.takes == "model, loss":
             loss = run_loss(run, model, split=self.measure_split, n=self.measure_examples)
             return compute(name, model=model, loss=loss, **options)
         return compute(name, model=model, data=data, **options)
+
+    def _augmented(self, run: Run, model: Any, data: Any, kind: str, copies: int) -> list[Activations]:
+        """Activations of ``copies`` augmented copies of ``data`` (the run's augmentations, or ``noise`` for a run
+        trained without any), drawn from a fixed seed so every run and step sees the same copies."""
+        import torch
+
+        from .data import Split
+        from .train.augment import make_augment
+
+        cfg = run.config
+        if kind not in ("image", "signal", "vectors"):
+            raise ValueError(f"augmented views need image, signal or vector inputs; this dataset holds {kind}")
+        augment = make_augment(cfg.augment or ("noise",), cfg.augment_strength, kind=kind)
+        out = []
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            for _ in range(copies):
+                x = augment(torch.as_tensor(np.asarray(data.inputs), dtype=torch.float32)).numpy()
+                out.append(extract(model, Split(inputs=x, labels=data.labels), layers=self.layers))
+        return out
 
     def _cross_runs(self, labels: Sequence[str]) -> pd.DataFrame:
         """Pair measures between every two runs (in grid order) at each step both measured, kind ``cross_run``."""

@@ -142,7 +142,7 @@ def evaluate(run: Run, task: Any = None, *, step: int | str = "final", methods: 
         if s not in ds:
             raise ValueError(f"split {s!r} not in the task's dataset (splits: {list(ds)})")
     device = auto_device(device)
-    step_n = run._resolve_step(step)
+    step_n = run.resolve_step(step)
     model = run.load_model(step_n, device=str(device))
     layer = layer or _default_layer(model)
     cache_dir = run.store.root / "activations" if cache else None
