@@ -215,10 +215,11 @@ class Study:
         computed at every step: what each kind of measure is given is :data:`STUDY_TAKES` (per-layer measures
         on ``measure_split``; probes fitted on ``fit_split``; pair measures layer × layer within a run and
         between every two runs on the same data, rows of kind ``cross_run`` with ``run_b``; model-level
-        measures on the run's own objective). Measures needing augmented views or groups (alignment, LiDAR)
-        are computed with :func:`workbench.measures.compute`.
+        measures on the run's own objective; alignment and LiDAR on seeded augmented copies of the split).
+        Token-level measures (``dse``) are computed with :func:`workbench.measures.compute`.
     measure_options : measure name → options passed to it (e.g. ``{"mutual_knn": {"k": 5}}``).
     fit_split : the split probes (registry measures taking ``fit``) are fitted on.
+    views_per_group : augmented copies of each example for LiDAR (its group of views).
     steps : "final", "all" (every checkpoint) or a list of steps, for measures and downstream alike.
     layers : probe points for the measures (None = all but the head's input pooling duplicates).
     store : RunStore or root; executor : see :class:`InProcessExecutor`.
