@@ -402,7 +402,7 @@ def test_bad_input_is_named(lang, gmm):
         dynamics.layer_grad_norms(model, lambda m: m(tokens))
     with pytest.raises(ValueError, match="tol must be"):
         dynamics.hessian_top_eigenvalue(model, loss, tol=0)
-    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+    with pytest.raises(ValueError, match="max_iter must be an integer >= 1"):
         dynamics.hessian_top_eigenvalue(model, loss, max_iter=0)
     with pytest.raises(ValueError, match="same shape"):
         dynamics.angular_distance(np.ones((3, 2)), np.ones((3, 4)))

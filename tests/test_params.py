@@ -13,9 +13,11 @@ import re
 
 import pytest
 
-from workbench._validation import Rule
+from workbench._validation import Data, Rule
 
-PACKAGES = ["workbench.similarity", "workbench.spectrum", "workbench.transfer", "workbench.probing"]
+PACKAGES = ["workbench.similarity", "workbench.spectrum", "workbench.transfer", "workbench.probing",
+            "workbench.figures", "workbench.results", "workbench.measures", "workbench.activations",
+            "workbench.dynamics", "workbench.saliency"]
 DECLARED_PACKAGES = PACKAGES + ["workbench.dynamics", "workbench.figures", "workbench.measures", "workbench.results",
                                 "workbench.activations"]
 
@@ -35,11 +37,18 @@ DECLARED = [(q, f) for q, f in _public_functions(DECLARED_PACKAGES) if hasattr(f
 
 
 def _valid_call(fn):
-    """Arguments of a valid call: every required parameter from its rule's example."""
+    """Arguments of a valid call: every required parameter from its rule's example, and (by keyword) every optional
+    data parameter whose rule gives an example of its own, ``Data(..., example=...)``: e.g. ``x`` and ``labels`` of
+    ``measures.compute``, optional for model-level measures but needed by the example measure."""
     rules = fn.__declared__
     args, kwargs = [], {}
     for p in inspect.signature(fn).parameters.values():
-        if p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is not inspect.Parameter.empty:
+            rule = rules.get(p.name)
+            if isinstance(rule, Data) and rule._example is not None:
+                kwargs[p.name] = rule.example()
             continue
         value = rules[p.name].example()
         if p.kind == p.KEYWORD_ONLY:
@@ -71,15 +80,25 @@ def test_bad_value_is_refused_with_the_parameter_named(fn, name, bad):
         f"{fn.__qualname__}({name}={bad!r}) raised without naming {name!r}: {err.value}"
 
 
-def test_declared_functions_run_on_their_valid_examples():
-    """The generated valid call must work, or the bad-value tests above would pass for the wrong reason."""
+def test_declared_functions_run_on_their_valid_examples(tmp_path, monkeypatch):
+    """The generated valid call must work, or the bad-value tests above would pass for the wrong reason.
+    (Run in a temporary directory — the export examples write relative paths — and with the measure registry
+    restored afterwards: the valid call of ``register`` adds an example entry.)"""
+    from workbench import measures
+
+    monkeypatch.chdir(tmp_path)
+    registry = dict(measures.REGISTRY)
     failures = []
-    for qual, fn in DECLARED:
-        args, kwargs = _valid_call(fn)
-        try:
-            fn(*args, **kwargs)
-        except Exception as err:
-            failures.append(f"{qual}: {type(err).__name__}: {err}")
+    try:
+        for qual, fn in DECLARED:
+            args, kwargs = _valid_call(fn)
+            try:
+                fn(*args, **kwargs)
+            except Exception as err:
+                failures.append(f"{qual}: {type(err).__name__}: {err}")
+    finally:
+        measures.REGISTRY.clear()
+        measures.REGISTRY.update(registry)
     assert not failures, "\n".join(failures)
 
 

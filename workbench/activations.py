@@ -30,13 +30,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_positive_int
+from ._validation import Data, Flag, Instance, Interval, Options, check_choice, check_positive_int, declare
 from .data import as_split
 from .models.inputs import call_model
 
@@ -98,6 +98,7 @@ class Activations(Mapping[str, torch.Tensor]):
         return f"Activations(n={self.n}, layers={dims}, on_disk={on_disk})"
 
 
+@declare(x=Data("layers", bad=[{}, None, "features"]), name=Instance(str, example="x"))
 def as_layers(x: Any, name: str) -> tuple[Mapping[str, Any], bool]:
     """The one data-first convention: ``x`` as an ordered mapping layer name → ``[N, D]`` data, and whether
     ``x`` was a mapping.
@@ -121,8 +122,11 @@ def as_layers(x: Any, name: str) -> tuple[Mapping[str, Any], bool]:
     return {SINGLE_LAYER: x}, False
 
 
+@declare(model=Data("any", example=lambda: nn.Linear(3, 2), bad=["model", None]))
 def weights_hash(model: nn.Module) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of every tensor in ``model.state_dict()``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
@@ -131,6 +135,9 @@ def weights_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+@declare(out=Data("any", example=lambda: torch.ones(2, 3, 4), bad=[np.ones((2, 3, 4)), "out"]),
+         how=Options(*POOLS), layout=Options("sequence", "conv"), attention_mask=Instance(torch.Tensor, none=True),
+         layer=Instance(str))
 def pool(out: torch.Tensor, how: str = "mean", *, layout: str = "sequence", attention_mask: torch.Tensor | None = None,
          layer: str = "output") -> torch.Tensor:
     """One layer's batch output ``out`` pooled to ``[B, D]``, as :func:`extract` pools it.
@@ -181,6 +188,26 @@ def _cache_key(whash: str, data_fp: str, module_path: str, pool: str) -> str:
     return hashlib.sha256(f"v1|{whash}|{data_fp}|{module_path}|{pool}".encode()).hexdigest()[:32]
 
 
+# declared rules (workbench._validation.declare): a small model and its inputs as the valid example of extract
+def _example_model() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+
+def _example_inputs(n: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+
+
+def _with_nan() -> np.ndarray:
+    x = _example_inputs()
+    x[1, 2] = np.nan
+    return x
+
+
+@declare(model=Data("any", example=_example_model, bad=["model"]),
+         data=Data("any", example=_example_inputs, bad=[_with_nan(), _example_inputs(0)]),
+         layers=Instance(str, Iterable, none=True), pool=Options(*POOLS), split=Instance(str, none=True),
+         batch_size=Interval(int, 1), cache=Instance(str, os.PathLike, none=True),
+         device=Instance(str, torch.device, int, none=True), progress=Flag())
 def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = None, pool: str = "mean", *,
             split: str | None = None, batch_size: int = 256, cache: str | os.PathLike | None = None,
             device: str | torch.device | None = None, progress: bool = False) -> Activations:

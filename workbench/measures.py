@@ -17,12 +17,13 @@ data in the data-first convention and returns the tidy results schema (:mod:`wor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from . import dynamics, probing, similarity, spectrum, transfer
+from ._validation import Data, Flag, Instance, Options, declare
 from .activations import as_layers
 from .results import tidy
 
@@ -75,6 +76,16 @@ class Measure:
 REGISTRY: dict[str, Measure] = {}
 
 
+def _example_entry(one: Any, **options: Any) -> dict:
+    """``fn`` of the valid example of :func:`register`'s declaration (the generated tests register it once)."""
+    return {"value": 0.0}
+
+
+@declare(name=Instance(str, example="declared_example"), family=Instance(str, example="example"),
+         takes=Options(*TAKES), returns=Options(*RETURNS),
+         reference=Instance(str, example="the valid example of register's declaration (tests/test_params.py)"),
+         fn=Instance(Callable, example=_example_entry), exact=Flag(), description=Instance(str),
+         requires=Instance(Iterable))
 def register(name: str, family: str, takes: str, returns: str, reference: str, fn: Callable[..., Any], *,
              exact: bool = True, description: str = "", requires: tuple[str, ...] = ()) -> Measure:
     """Add a measure to :data:`REGISTRY` (one entry per measure; a name is registered once)."""
@@ -88,6 +99,7 @@ def register(name: str, family: str, takes: str, returns: str, reference: str, f
     return REGISTRY[name]
 
 
+@declare(name=Instance(str, example="rankme"))
 def get(name: str) -> Measure:
     """The registered measure ``name``; a ValueError lists the names when there is none."""
     if not isinstance(name, str) or name not in REGISTRY:
@@ -95,12 +107,14 @@ def get(name: str) -> Measure:
     return REGISTRY[name]
 
 
+@declare(takes=Options(*TAKES, none=True), family=Instance(str, none=True))
 def names(*, takes: str | None = None, family: str | None = None) -> list[str]:
     """Registered measure names, optionally only those taking ``takes`` or of ``family``."""
     return [m.name for m in REGISTRY.values()
             if (takes is None or m.takes == takes) and (family is None or m.family == family)]
 
 
+@declare()
 def measures_table() -> pd.DataFrame:
     """One row per registered measure: name, family, takes, returns, exact, reference (``workbench measures``)."""
     return pd.DataFrame([{"name": m.name, "family": m.family, "takes": m.takes, "returns": m.returns,
@@ -136,6 +150,13 @@ class Inputs:
                              f"missing: {', '.join(missing)}")
 
 
+@declare(name=Instance(str, example="tolerance"),
+         x=Data("layers", none=True, example=lambda: Data("layers").example(), bad=[np.ones(Data.N), {}, "x"]),
+         labels=Data("labels", none=True, example=lambda: Data("labels").example()),
+         b=Data("layers", none=True, bad=[{}, "b"]), groups=Data("any", none=True),
+         views=Data("layers", none=True, bad=[{}, "views"]),
+         fit=Data("any", none=True, bad=[(np.ones((Data.N, Data.D)),), "fit"]), outputs=Data("any", none=True),
+         model=Data("any", none=True), loss=Instance(Callable, none=True), data=Data("any", none=True))
 def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, groups: Any = None, views: Any = None,
             fit: tuple[Any, Any] | None = None, outputs: Any = None, model: Any = None,
             loss: Callable[[Any], Any] | None = None, data: Any = None, **options: Any) -> pd.DataFrame:
@@ -162,6 +183,9 @@ def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, grou
     model-level measures one row (or one per layer where the measure is defined per layer).
     """
     m = get(name)
+    if fit is not None and not (isinstance(fit, (tuple, list)) and len(fit) == 2):
+        raise TypeError(f"fit must be a pair (x_train, labels_train), got {type(fit).__name__}"
+                        + (f" of length {len(fit)}" if isinstance(fit, (tuple, list)) else ""))
     inputs = Inputs(x=None if x is None else as_layers(x, "x")[0], labels=labels, groups=groups,
                     views=None if views is None else as_layers(views, "views")[0],
                     fit=None if fit is None else (as_layers(fit[0], "fit[0]")[0], fit[1]),

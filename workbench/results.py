@@ -31,6 +31,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ._validation import Data, Instance, declare
+
 __all__ = ["COLUMNS", "EXTRA_COLUMNS", "tidy", "check_tidy"]
 
 COLUMNS = ("run", "step", "layer", "layer_index", "measure", "split", "value", "ci_low", "ci_high")
@@ -68,6 +70,15 @@ def _as_int_if_whole(col: pd.Series) -> pd.Series:
     return num.astype(np.float64)
 
 
+# declared rules (workbench._validation.declare): the options only are checked on a call (tables are checked by
+# the body); a valid example table and bad rows for the generated tests
+def _example_rows() -> list[dict[str, Any]]:
+    return [{"layer": "block1", "measure": "rankme", "value": 3.5},
+            {"layer": "block2", "measure": "rankme", "value": 7.25}]
+
+
+@declare(rows=Data("any", example=_example_rows, bad=[[{"value": 1.0}], [{"measure": "", "value": 1.0}], "rows"]),
+         layers=Instance(Iterable, none=True))
 def tidy(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, *, layers: Sequence[str] | None = None,
          **constants: Any) -> pd.DataFrame:
     """Rows → a table in the one schema: :data:`COLUMNS` first, then the extra columns in their given order.
@@ -104,7 +115,10 @@ def tidy(rows: Iterable[Mapping[str, Any]] | pd.DataFrame, *, layers: Sequence[s
     return check_tidy(frame[[*COLUMNS, *extra]].reset_index(drop=True), "tidy(rows)")
 
 
-def check_tidy(frame: Any, what: str = "results", *, require: Iterable[str] = ()) -> pd.DataFrame:
+@declare(frame=Data("any", example=lambda: tidy(_example_rows()),
+                    bad=[pd.DataFrame({"measure": ["m"], "value": [1.0]}), "frame"]),
+         what=Instance(str), require=Instance(Iterable))
+def check_tidy(frame: Any, what: str = "frame", *, require: Iterable[str] = ()) -> pd.DataFrame:
     """Check that ``frame`` follows the schema (module docstring) and holds the ``require``-d extra columns.
 
     Raises a ``TypeError`` (not a DataFrame) or a ``ValueError`` naming the missing columns, an empty or

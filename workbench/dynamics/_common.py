@@ -8,6 +8,8 @@ same number back for the same weights. :func:`run_loss` builds it from a run's o
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Iterable
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -15,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._validation import Data, Instance, Interval, declare
 from ..models import device_of
 from ..results import COLUMNS, tidy
 
@@ -37,6 +40,14 @@ def check_loss(loss: Any) -> LossFn:
         raise TypeError("loss must be a callable loss(model) -> scalar tensor on one fixed batch (build one with "
                         f"workbench.dynamics.run_loss or cross_entropy_loss), got {type(loss).__name__}")
     return loss
+
+
+def check_run(run: Any) -> Any:
+    """``run`` must be a workbench Run (anything with its ``config``, ``name``, ``checkpoints`` and ``load_model``)."""
+    if not all(hasattr(type(run), a) for a in ("config", "name", "checkpoints", "load_model")):
+        raise TypeError(f"run must be a workbench Run (from workbench.train.train or RunStore.get), "
+                        f"got {type(run).__name__}")
+    return run
 
 
 def scalar_loss(loss: LossFn, model: nn.Module) -> torch.Tensor:
@@ -96,11 +107,130 @@ def layer_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return tidy(rows)
 
 
+# ------------------------------------------------------------------------------------ declared examples
+# Tiny valid arguments of the parameter declarations (``workbench._validation.declare``): the generated
+# bad-input tests (tests/test_params.py) call every function with them and one bad value at a time.
+def example_classifier(seed: int = 0) -> nn.Module:
+    """An MLP classifier of ``Data.D`` features into ``Data.CLASSES`` classes (seeded, the caller's RNG untouched)."""
+    from ..models import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build("mlp", input_shape=(Data.D,), num_classes=Data.CLASSES, hidden=(8,))
+
+
+def example_inputs() -> np.ndarray:
+    """``Data.N`` float32 examples of ``Data.D`` features (inputs of :func:`example_classifier`)."""
+    return np.random.default_rng(0).normal(size=(Data.N, Data.D)).astype(np.float32)
+
+
+def example_split() -> Any:
+    """A labelled :class:`~workbench.data.Split` of :func:`example_inputs` (labels ``0 .. Data.CLASSES - 1``)."""
+    from ..data import Split
+
+    return Split(inputs=example_inputs(), labels=np.arange(Data.N) % Data.CLASSES)
+
+
+def example_ce_loss() -> Callable[[nn.Module], torch.Tensor]:
+    """:func:`cross_entropy_loss` of :func:`example_split` (a loss of :func:`example_classifier`)."""
+    split = example_split()
+    return cross_entropy_loss(torch.as_tensor(split.inputs), split.labels)
+
+
+EXAMPLE_VOCAB = 10
+
+
+def example_language_model(seed: int = 0) -> nn.Module:
+    """A two-block causal Transformer LM over ``EXAMPLE_VOCAB`` tokens (seeded, the caller's RNG untouched)."""
+    from ..models import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build("transformer", vocab_size=EXAMPLE_VOCAB, dim=8, depth=2, heads=2, max_len=8)
+
+
+def example_tokens() -> np.ndarray:
+    """Eight sequences of eight token ids (inputs of :func:`example_language_model`)."""
+    return np.random.default_rng(0).integers(0, EXAMPLE_VOCAB, size=(8, 8))
+
+
+def example_lm_loss() -> Callable[[nn.Module], torch.Tensor]:
+    """Next-token cross-entropy on :func:`example_tokens` (a loss of :func:`example_language_model`)."""
+    tokens = torch.as_tensor(example_tokens())
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        logits = model(tokens)[:, :-1]
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+
+    return loss
+
+
+_EXAMPLE_STORES: list[Any] = []  # temporary run stores of example_run, removed at interpreter exit
+
+
+@functools.lru_cache(maxsize=1)
+def example_run() -> Any:
+    """A tiny trained run (an MLP on a Gaussian mixture, checkpoints at steps 0 and 1, ``grad_norm`` recorded)
+    in a temporary store; trained once per process."""
+    import tempfile
+
+    from ..runs import RunConfig
+    from ..train import train
+
+    store = tempfile.TemporaryDirectory(prefix="workbench-example-")
+    _EXAMPLE_STORES.append(store)
+    config = RunConfig(dataset="gaussian-mixture",
+                       dataset_options={"n_train": 16, "n_test": 8, "n_ood": 0, "dim": Data.D, "latent_dim": 3},
+                       model="mlp", model_options={"hidden": [8]}, objective="supervised", steps=1, batch_size=8,
+                       checkpoints=1, recorders=("grad_norm",))
+    return train(config, store.name, progress=False)
+
+
+def example_measure(model: nn.Module) -> pd.DataFrame:
+    """A ``measure(model) -> DataFrame`` for :func:`over_checkpoints`: the model's number of parameters."""
+    return tidy([{"measure": "n_parameters", "value": float(sum(p.numel() for p in model.parameters()))}])
+
+
+def model_rule(example: Callable[[], nn.Module] = example_classifier) -> Data:
+    """Declaration of a model argument: a module (anything else is refused by the body, naming it)."""
+    return Data("any", example=example, bad=["model", None])
+
+
+def loss_rule(example: Callable[[], Callable] = example_ce_loss) -> Data:
+    """Declaration of a ``loss(model) -> scalar`` argument (the body refuses a non-callable or a module)."""
+    return Data("any", example=example, bad=[3.0, nn.Identity()])
+
+
+RUN_RULE = Data("any", example=example_run, bad=["run", None])
+LAYERS_RULE = Instance(Iterable, none=True)  # None, a regex string or a list of names (select_layers checks)
+
+
 def _fork_rng(model: nn.Module):
     device = device_of(model)
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
+def _example_objective() -> Any:
+    """The training objective of :func:`example_run` (supervised cross-entropy), as the trainer builds it."""
+    from .. import data as wb_data
+    from ..train.objectives import make_objective
+
+    run = example_run()
+    config = run.config
+    return make_objective(config, wb_data.load(config.dataset, **dict(config.dataset_options)), run.load_model())
+
+
+def _example_batch() -> Any:
+    """A :class:`~workbench.train.objectives.Batch` of :func:`example_split`."""
+    from ..train.objectives import Batch
+
+    split = example_split()
+    return Batch(inputs=torch.as_tensor(split.inputs), labels=torch.as_tensor(split.labels), attention_mask=None,
+                 index=np.arange(len(split)))
+
+
+@declare(objective=Data("any", example=_example_objective, bad=["objective", None]),
+         batch=Data("any", example=_example_batch), seed=Interval(int))
 def objective_loss(objective: Any, batch: Any, *, seed: int = 0) -> LossFn:
     """``loss(model)`` = the training objective's loss on one fixed :class:`~workbench.train.objectives.Batch`.
 
@@ -120,6 +250,8 @@ def objective_loss(objective: Any, batch: Any, *, seed: int = 0) -> LossFn:
     return loss
 
 
+@declare(run=RUN_RULE, model=model_rule(lambda: example_run().load_model()), split=Instance(str),
+         n=Interval(int, 1), seed=Interval(int))
 def run_loss(run: Any, model: nn.Module, *, split: str = "test", n: int = 256, seed: int = 0) -> LossFn:
     """``loss(model)`` = ``run``'s own training objective on the first ``n`` rows of ``split`` of its dataset.
 
@@ -132,6 +264,7 @@ def run_loss(run: Any, model: nn.Module, *, split: str = "test", n: int = 256, s
     from ..models.inputs import model_inputs
     from ..train.objectives import Batch, make_objective
 
+    check_run(run)
     check_model(model)
     check_positive_int(n, "n")
     config = run.config
@@ -150,6 +283,8 @@ def run_loss(run: Any, model: nn.Module, *, split: str = "test", n: int = 256, s
     return objective_loss(objective.eval(), batch, seed=seed)
 
 
+@declare(inputs=Data("any", example=lambda: torch.as_tensor(example_inputs()), bad=["inputs", example_inputs()]),
+         labels=Data("labels"), attention_mask=Data("any", none=True))
 def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) -> LossFn:
     """``loss(model)`` = mean cross-entropy of ``model(inputs)`` (logits ``[N, C]``) against ``labels``."""
     from .._validation import check_same_length
@@ -173,6 +308,8 @@ def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) 
     return loss
 
 
+@declare(run=RUN_RULE, measure=Data("any", example=lambda: example_measure, bad=["measure", None]),
+         steps=Instance(Iterable), device=Instance(str, torch.device))
 def over_checkpoints(run: Any, measure: Callable[[nn.Module], pd.DataFrame], *, steps: Any = "all",
                      device: str = "cpu") -> pd.DataFrame:
     """``measure(model)`` at each checkpoint of ``run``, stacked with ``run`` and ``step`` columns in front
@@ -181,6 +318,7 @@ def over_checkpoints(run: Any, measure: Callable[[nn.Module], pd.DataFrame], *, 
     ``steps``: ``"all"`` (every checkpoint), ``"final"`` or a list of checkpoint steps.
     Example: ``over_checkpoints(run, lambda m: layer_grad_norms(m, run_loss(run, m)))``.
     """
+    check_run(run)
     if not callable(measure):
         raise TypeError(f"measure must be a callable measure(model) -> DataFrame, got {type(measure).__name__}")
     ckpts = run.checkpoints()

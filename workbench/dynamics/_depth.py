@@ -8,14 +8,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._validation import as_2d_tensor, check_choice, check_same_length
-from ._common import check_model, layer_frame, layer_order
+from .._validation import Data, Instance, Interval, Options, as_2d_tensor, check_choice, check_same_length, declare
+from ._common import (LAYERS_RULE, check_model, example_inputs, example_language_model, example_tokens, layer_frame,
+                      layer_order, model_rule)
 
 __all__ = ["layer_outputs", "output_variance", "angular_distance", "layer_angular_distance"]
 
 POSITIONS = ("all", "last")
 
+# data: a Split, a Dataset with split=, or an input array (workbench.data.as_split refuses anything else, naming it)
+_DATA = Data("any", example=example_inputs, bad=["data", None])
+_OPTIONS = {"layers": LAYERS_RULE, "split": Instance(str, none=True), "batch_size": Interval(int, 1)}
 
+
+@declare(model=model_rule(), data=_DATA, position=Options(*POSITIONS), **_OPTIONS)
 def layer_outputs(model: nn.Module, data: Any, *, layers: Any = None, split: str | None = None,
                   position: str = "all", batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Each layer's output as rows ``[M, D]``: one row per real token for token data, one per example otherwise.
@@ -63,6 +69,7 @@ def layer_outputs(model: nn.Module, data: Any, *, layers: Any = None, split: str
     return out
 
 
+@declare(model=model_rule(), data=_DATA, **_OPTIONS)
 def output_variance(model: nn.Module, data: Any, *, layers: Any = None, split: str | None = None,
                     batch_size: int = 256) -> pd.DataFrame:
     """Variance of each layer's output vs depth.
@@ -90,6 +97,7 @@ def output_variance(model: nn.Module, data: Any, *, layers: Any = None, split: s
     return layer_frame(rows)
 
 
+@declare(a=Data("x"), b=Data("x"))
 def angular_distance(a: Any, b: Any) -> float:
     """Mean angular distance between matching rows of ``a`` and ``b`` (``[M, D]`` each).
 
@@ -117,6 +125,8 @@ def angular_distance(a: Any, b: Any) -> float:
     return float(theta.mean() / math.pi)
 
 
+@declare(model=model_rule(example_language_model), data=Data("any", example=example_tokens, bad=["data", None]),
+         position=Options(*POSITIONS), **_OPTIONS)
 def layer_angular_distance(model: nn.Module, data: Any, *, layers: Any = None, split: str | None = None,
                            position: str = "all", batch_size: int = 256) -> pd.DataFrame:
     """:func:`angular_distance` between each pair of consecutive selected layers' output rows.

@@ -1,6 +1,7 @@
 """Per-layer gradient norms: for one model and batch, and over a run's training steps."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -8,12 +9,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._validation import Data, Instance, declare
 from ..results import tidy
-from ._common import LossFn, check_loss, check_model, eval_mode, layer_frame, layer_order, scalar_loss
+from ._common import (LAYERS_RULE, LossFn, check_loss, check_model, eval_mode, example_run, layer_frame, layer_order,
+                      loss_rule, model_rule, scalar_loss)
 
 __all__ = ["layer_grad_norms", "grad_norm_history"]
 
 
+@declare(model=model_rule(), loss=loss_rule(), layers=LAYERS_RULE)
 def layer_grad_norms(model: nn.Module, loss: LossFn, *, layers: Any = None) -> pd.DataFrame:
     """Norm of the loss gradient with respect to each layer's parameters, ``‖∂L/∂θ_layer‖₂``.
 
@@ -56,6 +60,8 @@ def layer_grad_norms(model: nn.Module, loss: LossFn, *, layers: Any = None) -> p
     return layer_frame(rows)
 
 
+@declare(run=Data("any", example=example_run, bad=["run", None, pd.DataFrame({"step": [1]})]),
+         layers=Instance(Iterable, none=True))
 def grad_norm_history(run: Any, *, layers: Any = None) -> pd.DataFrame:
     """The per-layer gradient norms the trainer recorded over steps (``recorders=("grad_norm", ...)``).
 

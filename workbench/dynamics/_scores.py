@@ -1,6 +1,8 @@
 """Per-example data-pruning scores early in training: EL2N and GraNd (Paul et al. 2021), averaged over seeds."""
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
 from typing import Any, Sequence
 
 import numpy as np
@@ -9,14 +11,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_labels, check_positive_int
+from .._validation import Data, Instance, Interval, Options, check_choice, check_labels, check_positive_int, declare
 from ..models import device_of, predict
 from ..results import tidy
-from ..train.recorders import el2n  # defined where the el2n recorder uses it
-from ._common import eval_mode, math_attention, trainable
+from ..train import recorders
+from ._common import eval_mode, example_classifier, example_split, math_attention, trainable
 
 __all__ = ["el2n", "el2n_scores", "grand_scores"]
 
+# defined where the el2n recorder uses it; declared here (NaN logits give NaN scores, they are not refused)
+el2n = declare(logits=Data("x", bad=[np.zeros(Data.N), np.zeros((Data.N, Data.CLASSES, 1))]),
+               labels=Data("labels"))(recorders.el2n)
+
+_MODELS = Data("any", example=lambda: [example_classifier(0), example_classifier(1)], bad=[[], ["model"], "models"])
+# data: a labelled Split, a Dataset with split=, or an input array (with labels=)
+_SCORE_RULES = {"models": _MODELS, "data": Data("any", example=example_split, bad=["data", None]),
+                "labels": Data("labels", none=True), "split": Instance(str, none=True),
+                "step": Instance(numbers.Integral, str, none=True)}
 
 
 def _models(models: Any, step: Any) -> list[nn.Module]:
@@ -62,6 +73,7 @@ def _frame(per_model: list[np.ndarray], measure: str, step: Any) -> pd.DataFrame
     return tidy(rows, step=step if isinstance(step, (int, np.integer)) else np.nan)
 
 
+@declare(**_SCORE_RULES, batch_size=Interval(int, 1))
 def el2n_scores(models: Any, data: Any, *, labels: Any = None, split: str | None = None, step: Any = None,
                 batch_size: int = 512) -> pd.DataFrame:
     """:func:`el2n` of every example under each model, averaged over the models (seeds), as Paul et al. do
@@ -117,6 +129,8 @@ def _per_example_grad_norms(model: nn.Module, args: tuple, kwargs: dict, y: torc
     return torch.stack(norms)
 
 
+@declare(**_SCORE_RULES, params=Instance(Iterable, none=True), chunk_size=Interval(int, 1),
+         method=Options("auto", "vmap", "loop"))
 def grand_scores(models: Any, data: Any, *, labels: Any = None, split: str | None = None, step: Any = None,
                  params: Sequence[torch.Tensor] | None = None, chunk_size: int = 64,
                  method: str = "auto") -> pd.DataFrame:

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .._validation import check_positive_int
+from .._validation import Instance, Interval, check_positive_int, declare
 from ..results import tidy
-from ._common import LossFn, check_loss, check_model, eval_mode, math_attention, scalar_loss, trainable
+from ._common import (LossFn, check_loss, check_model, eval_mode, loss_rule, math_attention, model_rule, scalar_loss,
+                      trainable)
 
 __all__ = ["hessian_top_eigenvalue"]
 
@@ -33,6 +35,8 @@ def _power_iteration(hvp, v: torch.Tensor, shift: float, tol: float, max_iter: i
     return lam_prev, max_iter, False
 
 
+@declare(model=model_rule(), loss=loss_rule(), params=Instance(Iterable, none=True),
+         tol=Interval(float, 0, 1, closed="neither"), max_iter=Interval(int, 1), seed=Interval(int, 0))
 def hessian_top_eigenvalue(model: nn.Module, loss: LossFn, *, params: Sequence[torch.Tensor] | None = None,
                            tol: float = 1e-3, max_iter: int = 100, seed: int = 0) -> pd.DataFrame:
     """Largest eigenvalue ``λ_max`` of the Hessian ``H = ∂²L/∂θ²`` of the loss (often called *sharpness*,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from typing import Iterator, Sequence
 
 import pandas as pd
@@ -9,11 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import LossFn, check_loss, check_model, eval_mode, layer_frame, layer_order, scalar_loss
+from .._validation import Instance, declare
+from ._common import (LossFn, check_loss, check_model, eval_mode, example_language_model, example_lm_loss, layer_frame,
+                      layer_order, loss_rule, model_rule, scalar_loss)
 
 __all__ = ["residual_blocks", "skip_block", "layer_skip_loss"]
 
 
+@declare(model=model_rule(example_language_model))
 def residual_blocks(model: nn.Module) -> dict[str, str]:
     """Ordered ``name -> module path`` of the skippable blocks: Transformer/ViT ``Block``s and CNN ``ResBlock``s.
 
@@ -50,8 +54,8 @@ def _skip_output(module: nn.Module, x: torch.Tensor, out: torch.Tensor, path: st
     return x
 
 
-@contextlib.contextmanager
-def skip_block(model: nn.Module, path: str) -> Iterator[nn.Module]:
+@declare(model=model_rule(example_language_model), path=Instance(str, example="layers.0"))
+def skip_block(model: nn.Module, path: str) -> contextlib.AbstractContextManager[nn.Module]:
     """Inside the block, the module at ``path`` returns its input unchanged (the hook is removed after).
 
     - Transformer / ViT ``Block`` (and any module whose output has its input's shape): output := input.
@@ -61,11 +65,16 @@ def skip_block(model: nn.Module, path: str) -> Iterator[nn.Module]:
     - CNN ``ResBlock`` with a skip connection: output := ``relu(skip(x))``, the block without its residual
       branch; with an identity skip this is the input itself, with a projection skip (stride / width
       change) it is the projected input.
+
+    ``model`` and ``path`` are checked when this is called, not when the block is entered.
     """
     from ..models import get_module
 
-    module = get_module(check_model(model), path)
+    return _skipping(model, get_module(check_model(model), path), path)
 
+
+@contextlib.contextmanager
+def _skipping(model: nn.Module, module: nn.Module, path: str) -> Iterator[nn.Module]:
     def hook(mod, inputs, out):
         return _skip_output(mod, inputs[0], out, path)
 
@@ -76,6 +85,8 @@ def skip_block(model: nn.Module, path: str) -> Iterator[nn.Module]:
         handle.remove()
 
 
+@declare(model=model_rule(example_language_model), loss=loss_rule(example_lm_loss),
+         blocks=Instance(Collection, none=True))
 def layer_skip_loss(model: nn.Module, loss: LossFn, *, blocks: Sequence[str] | None = None) -> pd.DataFrame:
     """Loss with each block skipped in turn, and its increase over the full model's loss.
 

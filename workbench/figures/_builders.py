@@ -20,12 +20,39 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..results import check_tidy
+from .._validation import Data, Flag, Instance, Interval, Options, declare
+from ..results import check_tidy, tidy
 from . import _style
 
 __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data", "META_KEY"]
 
 META_KEY = "workbench"
+
+# declared rules (workbench._validation.declare): the options every builder shares, and small valid example tables
+_TITLE = Instance(str, none=True)
+_MEASURE = Instance(str, none=True)
+_ERROR = Options(True, False, "band", "bars")
+_COLOR_MAP = Instance(Mapping, none=True)
+
+
+def _example_table() -> pd.DataFrame:
+    """Per-layer results of two runs (one measure, one split, one step, with a CI): a valid figure input."""
+    return tidy([{"run": run, "step": 100, "layer": layer, "measure": "accuracy", "split": "test", "value": v,
+                  "ci_low": v - 0.05, "ci_high": v + 0.05}
+                 for run, values in (("trained", (0.6, 0.8)), ("random-init", (0.5, 0.5)))
+                 for layer, v in zip(("block1", "block2"), values)])
+
+
+def _example_pairs() -> pd.DataFrame:
+    """A layer-pair table (linear CKA of two layers against themselves)."""
+    return tidy([{"layer": a, "layer_b": b, "measure": "cka", "value": 1.0 if a == b else 0.5}
+                 for a in ("block1", "block2") for b in ("block1", "block2")])
+
+
+def _example_spectra() -> pd.DataFrame:
+    """Eigenvalues of two layers (one row per eigenvalue)."""
+    return tidy([{"layer": layer, "measure": "eigenvalue", "value": v}
+                 for layer in ("block1", "block2") for v in (4.0, 2.0, 1.0)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -52,8 +79,14 @@ def _json_scalar(v: Any) -> Any:
     return str(v)
 
 
+@declare(fig=Data("any", example=go.Figure, bad=["fig", {"data": []}]),
+         df=Data("any", example=_example_table, bad=["df", {"value": [1.0]}]), kind=Instance(str))
 def attach_data(fig: go.Figure, df: pd.DataFrame, kind: str) -> go.Figure:
     """Store ``df`` (the rows drawn) in ``fig.layout.meta["workbench"]``; returns ``fig``."""
+    if not hasattr(fig, "layout"):
+        raise TypeError(f"attach_data(fig) needs a plotly figure, got {type(fig).__name__}")
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"attach_data(df) needs a pandas DataFrame, got {type(df).__name__}")
     df = df.reset_index(drop=True)
     payload = {
         "kind": kind,
@@ -68,12 +101,15 @@ def attach_data(fig: go.Figure, df: pd.DataFrame, kind: str) -> go.Figure:
     return fig
 
 
+@declare(fig=Data("any", example=lambda: layer_curve(_example_table()), bad=["fig", 3]))
 def plotted_data(fig: go.Figure | Mapping) -> pd.DataFrame:
     """The tidy rows a figure shows.
 
     Figures from this module carry them in ``layout.meta``; for any other figure a long table is
     rebuilt from the traces (``trace``, ``x``, ``y`` / ``z``, error arrays if present).
     """
+    if not (hasattr(fig, "to_plotly_json") or isinstance(fig, Mapping)):
+        raise TypeError(f"plotted_data(fig) needs a plotly figure or its dict, got {type(fig).__name__}")
     d = fig.to_plotly_json() if hasattr(fig, "to_plotly_json") else dict(fig)
     meta = (d.get("layout") or {}).get("meta")
     if isinstance(meta, dict) and isinstance(meta.get(META_KEY), dict):
@@ -168,6 +204,10 @@ def _as_list(x: Any) -> list:
 # layer_curve
 # --------------------------------------------------------------------------------------------------
 
+@declare(df=Data("any", example=_example_table, bad=[pd.DataFrame({"measure": ["accuracy"], "value": [1.0]}), "df"]),
+         measure=_MEASURE, color=Instance(str), facet=Instance(str, none=True), x=Options("layer", "layer_index"),
+         error=_ERROR, baseline=Instance(str, list, tuple, int, float, none=True), title=_TITLE,
+         highlight=Instance(str, none=True), color_map=_COLOR_MAP)
 def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run", facet: str | None = None,
                 x: str = "layer", error: bool | str = True, baseline: str | Sequence[str] | float | None = None,
                 title: str | None = None, *, highlight: str | None = None,
@@ -326,6 +366,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
 # layer_heatmap
 # --------------------------------------------------------------------------------------------------
 
+@declare(df_or_matrix=Data("any", example=_example_pairs, bad=[np.zeros(3), "df_or_matrix"]), title=_TITLE,
+         zmin=Interval(float, none=True), zmax=Interval(float, none=True), measure=_MEASURE, square=Flag())
 def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = None, zmin: float | None = 0,
                   zmax: float | None = 1, *, measure: str | None = None, square: bool = False) -> go.Figure:
     """Layer × layer heatmap (e.g. CKA), rows and columns in forward layer order, layer 0 top-left.
@@ -341,7 +383,7 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
     xtitle = ytitle = "layer"
     cbar = measure or "value"
     if isinstance(df_or_matrix, pd.DataFrame) and "layer_b" in df_or_matrix.columns:
-        data = check_tidy(df_or_matrix, "layer_heatmap(df)", require=["layer_b"]).copy()
+        data = check_tidy(df_or_matrix, "layer_heatmap(df_or_matrix)", require=["layer_b"]).copy()
         ms = _unique(data["measure"])
         if measure is not None:
             if measure not in ms:
@@ -380,8 +422,8 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
             z = m.to_numpy(dtype=float)
         except (TypeError, ValueError):
             hint = (" (the column 'layer_a' is called 'layer')" if "layer_a" in m.columns else "")
-            raise ValueError("layer_heatmap: a matrix DataFrame must be all numeric; a layer-pair table needs the "
-                             f"results schema with the extra column layer_b{hint}") from None
+            raise ValueError("layer_heatmap(df_or_matrix): a matrix DataFrame must be all numeric; a layer-pair table "
+                             f"needs the results schema with the extra column layer_b{hint}") from None
         rows = [str(v) for v in m.index]
         cols = [str(v) for v in m.columns]
         # a matrix from output="matrix" names its axes layer × layer_b: both are "layer" on the plot
@@ -389,9 +431,13 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
         xtitle = str(m.columns.name) if m.columns.name not in (None, "layer", "layer_b") else "layer"
         drawn = _melt(z, rows, cols, measure)
     else:
-        z = np.asarray(df_or_matrix, dtype=float)
+        try:
+            z = np.asarray(df_or_matrix, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError("df_or_matrix must be a layer-pair table, a matrix DataFrame or a 2-D array, got "
+                            f"{type(df_or_matrix).__name__}") from None
         if z.ndim != 2:
-            raise ValueError(f"layer_heatmap needs a 2-D matrix, got shape {z.shape}")
+            raise ValueError(f"layer_heatmap(df_or_matrix) needs a 2-D matrix, got shape {z.shape}")
         rows = [str(i) for i in range(z.shape[0])]
         cols = [str(i) for i in range(z.shape[1])]
         drawn = _melt(z, rows, cols, measure)
@@ -429,6 +475,8 @@ def _melt(z: np.ndarray, rows: list[str], cols: list[str], measure: str | None) 
 # spectrum_plot
 # --------------------------------------------------------------------------------------------------
 
+@declare(spectra=Data("any", example=_example_spectra, bad=[pd.DataFrame({"value": [1.0]}), {}, "spectra"]),
+         normalize=Flag(), log=Flag(), title=_TITLE)
 def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = True, log: bool = True,
                   title: str | None = None) -> go.Figure:
     """Eigenvalue against rank (1 = largest), one line per spectrum, log–log by default.
@@ -503,6 +551,9 @@ def _spectrum_rows(label: str, values: np.ndarray, extra: Mapping[str, Any], nor
     return out.reset_index(drop=True)
 
 
+@declare(df=Data("any", example=_example_table,
+                 bad=[tidy([{"run": "a", "measure": "loss", "value": 1.0}]), "df"]),
+         measure=_MEASURE, color=Instance(str), dash=Instance(str, none=True), log_x=Flag(), title=_TITLE)
 def step_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run", dash: str | None = "split",
                log_x: bool = True, title: str | None = None) -> go.Figure:
     """A value against training step (a run's history or a measure across checkpoints).

@@ -5,14 +5,14 @@
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .._validation import as_2d_float, check_choice, check_positive_int
+from .._validation import Data, Instance, Interval, Options, as_2d_float, check_choice, check_positive_int, declare
 from . import _style
 from ._builders import _require, _unique, attach_data
 
@@ -21,8 +21,18 @@ __all__ = ["project", "embedding_scatter", "example_grid", "PROJECTIONS", "WEBGL
 PROJECTIONS = ("pca", "umap")
 #: above this many points :func:`embedding_scatter` draws with WebGL (``go.Scattergl``)
 WEBGL_THRESHOLD = 2000
+_TITLE = Instance(str, none=True)
 
 
+def _example_frame() -> pd.DataFrame:
+    """A projection of six examples (what :func:`project` returns): a valid :func:`embedding_scatter` input."""
+    return pd.DataFrame({"index": np.arange(6), "x": np.linspace(-1.0, 1.0, 6), "y": np.cos(np.arange(6.0)),
+                         "label": np.arange(6) % 2})
+
+
+@declare(x=Data("x"), method=Options(*PROJECTIONS), n_components=Interval(int, 1),
+         labels=Data("any", none=True, bad=[np.zeros(Data.N - 1)]), factors=Instance(Mapping, none=True),
+         seed=Interval(int, 0, none=True), umap_options=Instance(Mapping, none=True))
 def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any = None,
             factors: Mapping[str, Any] | None = None, seed: int = 0,
             umap_options: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -99,6 +109,11 @@ def _custom(sub: pd.DataFrame, cols: list[str]) -> np.ndarray:
     return part.to_numpy(dtype=np.float64 if numeric else object)
 
 
+@declare(frame=Data("any", example=_example_frame,
+                    bad=[pd.DataFrame({"x": [0.0], "y": [0.0], "label": [0]}), _example_frame().iloc[:0], "frame"]),
+         color=Instance(str, none=True), x=Instance(str), y=Instance(str), webgl=Options(True, False, none=True),
+         selected=Instance(Collection, none=True), hover=Instance(Collection), title=_TITLE,
+         color_map=Instance(Mapping, none=True))
 def embedding_scatter(frame: pd.DataFrame, color: str | None = "label", *, x: str = "x", y: str = "y",
                       webgl: bool | None = None, selected: Sequence[int] | None = None, hover: Sequence[str] = (),
                       title: str | None = None, color_map: Mapping[str, str] | None = None) -> go.Figure:
@@ -113,7 +128,7 @@ def embedding_scatter(frame: pd.DataFrame, color: str | None = "label", *, x: st
     Each point carries its example ``index`` as ``customdata[0]``, so a selection maps back to examples
     whatever the trace.
     """
-    _require(frame, ["index", x, y] + ([color] if color else []) + list(hover), "embedding_scatter")
+    _require(frame, ["index", x, y] + ([color] if color else []) + list(hover), "embedding_scatter(frame)")
     if frame.empty:
         raise ValueError("embedding_scatter: the frame has no rows")
     use_gl = len(frame) > WEBGL_THRESHOLD if webgl is None else bool(webgl)
@@ -170,6 +185,10 @@ def embedding_scatter(frame: pd.DataFrame, color: str | None = "label", *, x: st
     return attach_data(fig, frame, "embedding_scatter")
 
 
+@declare(examples=Data("any", example=lambda: np.random.default_rng(0).random((2, 4, 4)),
+                       bad=[np.ones(5), np.ones((0, 4))]),
+         titles=Instance(Iterable, none=True), ncols=Interval(int, 1, none=True),
+         kind=Options("image", "signal", none=True), title=_TITLE)
 def example_grid(examples: Any, titles: Sequence[str] | None = None, *, ncols: int | None = None,
                  kind: str | None = None, title: str | None = None) -> go.Figure:
     """A small grid of examples: images as pixel maps, 1-D signals as line plots.

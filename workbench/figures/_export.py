@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import html
+import numbers
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .._validation import Data, Flag, Instance, Interval, declare
 from ..results import COLUMNS, check_tidy
 from . import _style
 from ._builders import META_KEY, plotted_data
@@ -47,6 +49,7 @@ _CSS_PX_PER_PT = 96.0 / 72.0
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 _TYPICAL = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium",
             "/snap/bin/chromium", "/usr/bin/google-chrome", "/usr/bin/google-chrome-stable")
+# declared rules (workbench._validation.declare): the valid examples write into the temporary directory
 _INSTALL_HINT = ("Static export needs a Chrome/Chromium browser and none was found. On Debian/Ubuntu: "
                  "`sudo apt-get install chromium` (or set WORKBENCH_CHROMIUM=/path/to/chrome). "
                  "The .csv and .json next to the figure were written anyway.")
@@ -60,6 +63,7 @@ def _is_exe(p: str | os.PathLike) -> bool:
     return os.path.isfile(p) and os.access(p, os.X_OK)
 
 
+@declare()
 def find_chromium() -> str | None:
     """Path of a Chrome/Chromium executable, or None. Never downloads anything.
 
@@ -148,6 +152,7 @@ def _get_session(chromium: str, timeout: float) -> _Session:
     return _session
 
 
+@declare()
 def close_browser() -> None:
     """Stop the shared headless browser (the next export starts a new one)."""
     global _session
@@ -240,6 +245,10 @@ def _targets(path: Path, formats: Iterable[str] | None) -> tuple[Path, list[str]
     return stem, list(dict.fromkeys(fmts))
 
 
+@declare(fig=Data("any", example=go.Figure, bad=["fig", 3]),
+         path=Instance(str, os.PathLike, example="workbench-declared-example.json"),
+         width=Instance(str, numbers.Real, none=True), height=Interval(float, none=True), dpi=Interval(float, 10, 2400),
+         formats=Instance(Iterable, none=True), paper=Flag(), timeout=Interval(float, 0, closed="neither"))
 def export(fig: go.Figure, path: str | os.PathLike, *, width: str | float | None = None,
            height: float | None = None, dpi: int = 300, formats: Iterable[str] | None = None,
            paper: bool = True, timeout: float = 60) -> dict[str, Path]:
@@ -257,7 +266,7 @@ def export(fig: go.Figure, path: str | os.PathLike, *, width: str | float | None
     Raises RuntimeError (after writing the CSV and JSON) when no Chromium is installed.
     """
     if not (hasattr(fig, "to_plotly_json") or isinstance(fig, Mapping)):
-        raise TypeError(f"export needs a plotly figure, got {type(fig).__name__}")
+        raise TypeError(f"export(fig) needs a plotly figure, got {type(fig).__name__}")
     if not (isinstance(dpi, (int, float)) and 10 <= dpi <= 2400):
         raise ValueError(f"dpi must be a number between 10 and 2400, got {dpi!r}")
     stem, fmts = _targets(Path(path), formats)
@@ -310,6 +319,10 @@ table.results th { background: #f6f6f6; }
 """
 
 
+@declare(figs=Data("any", example=lambda: {"example": go.Figure()}, bad=[[go.Figure()], "figs"]),
+         path=Instance(str, os.PathLike, example="workbench-declared-example.html"),
+         title=Instance(str), table=Data("any", none=True, bad=["table", {"measure": ["m"], "value": [1.0]}]),
+         table_title=Instance(str), notes=Instance(Mapping, none=True))
 def to_html(figs: Mapping[str, go.Figure], path: str | os.PathLike, title: str = "workbench report", *,
             table: pd.DataFrame | None = None, table_title: str = "Results",
             notes: Mapping[str, str] | None = None) -> Path:

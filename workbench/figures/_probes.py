@@ -10,15 +10,16 @@ random-init twin's score of the same row. No number is computed here: every valu
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .._validation import Data, Flag, Instance, declare
 from ..results import check_tidy
 from . import _style
-from ._builders import _as_list, _unique, attach_data, layer_curve
+from ._builders import _COLOR_MAP, _ERROR, _MEASURE, _TITLE, _as_list, _example_table, _unique, attach_data, layer_curve
 
 __all__ = ["probe_curve", "with_layer_index", "ACCURACY_MEASURES"]
 
@@ -26,19 +27,25 @@ __all__ = ["probe_curve", "with_layer_index", "ACCURACY_MEASURES"]
 ACCURACY_MEASURES = ("accuracy", "task_accuracy")
 
 
+@declare(df=Data("any", example=lambda: _example_table().drop(columns="layer_index"),
+                 bad=[pd.DataFrame({"value": [1.0]}), "df"]))
 def with_layer_index(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with a ``layer_index`` column: kept when present, else each layer's first-appearance position
     (probe tables list layers in forward order)."""
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"with_layer_index needs a pandas DataFrame, got {type(df).__name__}")
+        raise TypeError(f"with_layer_index(df) needs a pandas DataFrame, got {type(df).__name__}")
     if "layer" not in df.columns:
-        raise ValueError(f"with_layer_index: missing column(s) ['layer']; got columns {list(df.columns)}")
+        raise ValueError(f"with_layer_index(df): missing column(s) ['layer']; got columns {list(df.columns)}")
     if "layer_index" in df.columns:
         return df
     order = {v: i for i, v in enumerate(_unique(df["layer"].astype(str)))}
     return df.assign(layer_index=df["layer"].astype(str).map(order).astype(int))
 
 
+@declare(df=Data("any", example=_example_table, bad=[pd.DataFrame({"measure": ["accuracy"], "value": [0.5]}), "df"]),
+         measure=_MEASURE, color=Instance(str), baseline=Instance(str, int, float, Iterable, none=True),
+         control=Flag(), selectivity=Flag(), error=_ERROR, highlight=Instance(str, none=True), title=_TITLE,
+         color_map=_COLOR_MAP)
 def probe_curve(df: pd.DataFrame, measure: str | None = None, *, color: str = "run",
                 baseline: str | Sequence[str] | None = None, control: bool = True, selectivity: bool = True,
                 error: bool | str = True, highlight: str | None = None, title: str | None = None,

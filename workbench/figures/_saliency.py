@@ -5,13 +5,14 @@ Works on plain arrays, so it needs neither captum nor :mod:`workbench.saliency`:
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .._validation import Data, Flag, Instance, Interval, declare
 from . import _style
 from ._builders import attach_data
 
@@ -31,13 +32,15 @@ def _array(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def attribution_map(a: Any, name: str = "attribution") -> np.ndarray:
+@declare(a=Data("any", example=lambda: np.ones((3, 4, 4)), bad=[np.zeros(0), np.full((2, 2), np.nan)]),
+         name=Instance(str))
+def attribution_map(a: Any, name: str = "a") -> np.ndarray:
     """An attribution (or input) as a 2-D map for display.
 
     ``[L]`` → ``[1, L]``; ``[H, W]`` as is; ``[C, H, W]`` (C ≤ 4, channels first) or ``[H, W, C]`` (C ≤ 4)
     → summed over channels (the signed total attribution of a pixel; Simonyan et al. 2014 take the max of
     absolute values instead — pass ``abs(a)`` first for that); ``[C, L]`` signals (C ≤ 4 < L) → ``[C, L]``.
-    A leading batch axis of size 1 is dropped.
+    A leading batch axis of size 1 is dropped. ``name`` names ``a`` in error messages.
     """
     a = _array(a, name)
     if a.ndim == 4 and a.shape[0] == 1:
@@ -54,6 +57,12 @@ def attribution_map(a: Any, name: str = "attribution") -> np.ndarray:
     raise ValueError(f"{name} has shape {a.shape}; expected [L], [H, W], [C, H, W] or [H, W, C] (C <= 4)")
 
 
+@declare(image=Data("any", example=lambda: np.random.default_rng(0).random((3, 6, 6)),
+                    bad=[np.zeros(0), np.full((6, 6), np.nan)]),
+         attributions=Data("any", example=lambda: [np.random.default_rng(1).normal(size=(3, 6, 6))],
+                           bad=[[], [np.ones((5, 5))], "attributions"]),
+         titles=Instance(Iterable, none=True), show_input=Flag(), zmax=Interval(float, none=True),
+         title=Instance(str, none=True))
 def saliency_grid(image: Any, attributions: Sequence[Any], titles: Sequence[str] | None = None, *,
                   show_input: bool = True, zmax: float | None = None, title: str | None = None) -> go.Figure:
     """The input, then one attribution map per panel, on one shared symmetric colour scale.

@@ -8,14 +8,15 @@ column values that must leave one row per run (the last checkpoint of each run u
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from . import _style
-from ..results import check_tidy
+from .._validation import Data, Instance, Options, declare
+from ..results import check_tidy, tidy
 from ..study import select_per_run
 from ._builders import _unique, attach_data
 
@@ -24,6 +25,19 @@ __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
 RANK_METHODS = ("spearman", "kendall")
 
 
+# declared rules (workbench._validation.declare): a small study table of four runs, and the two selections
+def _example_study() -> pd.DataFrame:
+    return tidy([{"run": f"r{i}", "step": 10, "layer": "l1", "measure": "rankme", "value": 1.0 + i, "kind": "measure"}
+                 for i in range(4)] + [{"run": f"r{i}", "step": 10, "measure": "accuracy", "split": "test",
+                                        "value": 0.5 + 0.1 * i ** 2, "kind": "downstream"} for i in range(4)])
+
+
+_TABLE = Data("any", example=_example_study, bad=[pd.DataFrame({"measure": ["rankme"], "value": [1.0]}), "table"])
+_SELECTIONS = {"measure": Data("any", example={"kind": "measure", "measure": "rankme"}, bad=["rankme", {}]),
+               "downstream": Data("any", example={"kind": "downstream", "measure": "accuracy"}, bad=["accuracy", {}])}
+
+
+@declare(table=_TABLE, **_SELECTIONS, keep=Instance(Iterable))
 def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
                    keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """One row per run with both values: ``run``, ``keep`` columns (e.g. the varied choices, taken from the
@@ -41,6 +55,8 @@ def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: 
     return out.reset_index(drop=True)
 
 
+@declare(table=_TABLE, **_SELECTIONS, color=Instance(str, none=True), method=Options(*RANK_METHODS),
+         correlation=Data("any", none=True, bad=[pd.DataFrame(), "correlation"]), title=Instance(str, none=True))
 def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: Mapping[str, Any], *,
                   color: str | None = None, method: str = "spearman", correlation: pd.DataFrame | None = None,
                   title: str | None = None) -> go.Figure:

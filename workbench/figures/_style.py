@@ -29,6 +29,8 @@ from typing import Any, Iterable, Mapping
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .._validation import Instance, declare
+
 __all__ = ["DEFAULT_STYLE", "STYLE_ENV", "POINTS_PER_INCH", "TEMPLATE", "PAPER_TEMPLATE", "asset_path",
            "find_style_file", "load_style", "get_style", "use_style", "register_templates", "palette",
            "color_map", "width_inches", "height_inches", "rgba"]
@@ -97,6 +99,7 @@ def _merge(base: dict, over: Mapping) -> dict:
     return out
 
 
+@declare(path=Instance(str, os.PathLike, none=True))
 def load_style(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Return the style dict: the JSON at ``path`` (or :func:`find_style_file`) merged over the defaults."""
     p = Path(path) if path is not None else find_style_file()
@@ -114,6 +117,7 @@ def load_style(path: str | os.PathLike | None = None) -> dict[str, Any]:
     return style
 
 
+@declare()
 def get_style() -> dict[str, Any]:
     """The style in use (loaded on first call)."""
     global _current
@@ -122,6 +126,7 @@ def get_style() -> dict[str, Any]:
     return _current
 
 
+@declare(path=Instance(str, os.PathLike, none=True))
 def use_style(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Load a style file (or re-read the default one) and re-register both templates with it."""
     global _current
@@ -167,6 +172,7 @@ def _template(style: Mapping[str, Any], kind: str) -> go.layout.Template:
     return go.layout.Template(layout=layout, data=data)
 
 
+@declare(style=Instance(Mapping, none=True))
 def register_templates(style: Mapping[str, Any] | None = None) -> None:
     """(Re)build ``"workbench"`` and ``"workbench_paper"`` from ``style`` and register them with plotly."""
     style = get_style() if style is None else style
@@ -174,11 +180,13 @@ def register_templates(style: Mapping[str, Any] | None = None) -> None:
     pio.templates[PAPER_TEMPLATE] = _template(style, "paper")
 
 
+@declare()
 def palette() -> list[str]:
     """The colour cycle (Okabe–Ito by default)."""
     return list(get_style()["palette"])
 
 
+@declare(keys=Instance(Iterable, example=["a", "b"]))
 def color_map(keys: Iterable[Any]) -> dict[str, str]:
     """Assign palette colours to ``keys`` in the order given (cycling if there are more keys than colours)."""
     pal = palette()

@@ -8,9 +8,10 @@ import torch
 from captum.attr import LayerAttribution, NoiseTunnel
 from torch import nn
 
-from .._validation import check_finite, check_positive_int
+from .._validation import Instance, Interval, Options, check_finite, check_positive_int, declare
 from ..models.layers import get_module, select_layers
 from . import _forward as fw
+from ._examples import ATTRIBUTE_RULES
 from ._methods import METHODS, NOISE_TUNNELS, Method
 from ._result import Attribution
 
@@ -100,6 +101,8 @@ def _slice(value: Any, n: int, lo: int, hi: int) -> Any:
     return value
 
 
+@declare(**ATTRIBUTE_RULES, noise_tunnel=Options(*NOISE_TUNNELS, none=True), run=Instance(str, none=True),
+         step=Interval(int, 0, none=True))
 def attribute(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,
               baselines: Any = None, layer: str | None = None, batch_size: int | None = None, *,
               output: fw.OutputFn | None = None, noise_tunnel: str | None = None, run: str | None = None,

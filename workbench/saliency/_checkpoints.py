@@ -1,12 +1,15 @@
 """Attribute the same inputs with many models: runs x checkpoints (or named models)."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Iterable, Mapping
 
 from torch import nn
 
+from .._validation import Data, Instance, declare
 from ..runs import Run
 from ._attribute import attribute
+from ._examples import ATTRIBUTE_RULES, example_model
 from ._result import Attribution
 
 __all__ = ["attribute_checkpoints"]
@@ -29,6 +32,9 @@ def _steps(run: Run, steps: Any) -> list[int]:
     return steps
 
 
+@declare(sources=Data("any", example=lambda: {"a": example_model(0), "b": example_model(1)},
+                      bad=["sources", {"a": "model"}, []]),
+         inputs=ATTRIBUTE_RULES["inputs"], steps=Instance(numbers.Integral, Iterable, none=True))
 def attribute_checkpoints(sources: Run | Iterable[Run] | Mapping[str, nn.Module], inputs: Any,
                           steps: Any = "all", **attribute_kwargs: Any) -> list[Attribution]:
     """:func:`~workbench.saliency._attribute` the same ``inputs`` with every model of ``sources``.

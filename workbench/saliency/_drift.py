@@ -10,9 +10,14 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from .._validation import check_choice, check_fraction
+from .._validation import Data, Flag, Interval, Options, check_choice, check_fraction, declare
 from ..results import tidy
+from ._examples import example_attribution
 from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
+
+# two maps [N, ...] of the same examples and features (arrays, tensors or Attributions)
+_MAP = Data("x", bad=[np.zeros(Data.N), "features"])
+_K = Interval(float, 0, 1, closed="right")
 
 __all__ = ["rank_correlation", "topk_overlap", "drift"]
 
@@ -22,7 +27,11 @@ def _rows(x: Any, name: str) -> np.ndarray:
         x = x.map("l1")
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().to(torch.float64).numpy()
-    x = np.asarray(x, dtype=np.float64)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a numeric array, tensor or Attribution [N, ...], got {type(x).__name__}") \
+            from None
     if x.ndim < 2:
         raise ValueError(f"{name} must be [N, ...] (one row of feature scores per example), got shape {x.shape}")
     return x.reshape(len(x), -1)
@@ -35,6 +44,7 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+@declare(a=_MAP, b=_MAP)
 def rank_correlation(a: Any, b: Any) -> np.ndarray:
     """Spearman rank correlation per example between two attribution maps ``[N, ...]`` (flattened).
 
@@ -50,6 +60,7 @@ def rank_correlation(a: Any, b: Any) -> np.ndarray:
         return np.where(denom > 0, (ra * rb).sum(1) / denom, np.nan)
 
 
+@declare(a=_MAP, b=_MAP, k=_K)
 def topk_overlap(a: Any, b: Any, k: float = 0.1) -> np.ndarray:
     """Jaccard overlap of the top-``k`` fraction of features per example: ``|A ∩ B| / |A ∪ B|``.
 
@@ -71,6 +82,9 @@ def topk_overlap(a: Any, b: Any, k: float = 0.1) -> np.ndarray:
     return (in_a & in_b).sum(1) / (in_a | in_b).sum(1)
 
 
+@declare(attributions=Data("any", example=lambda: [example_attribution("a", 0), example_attribution("b", 1)],
+                           bad=[[], "attributions", [np.zeros((Data.N, 4)), np.zeros((Data.N, 4))]]),
+         k=_K, channels=Options(*CHANNEL_REDUCTIONS), pairs=Options("all", "consecutive"), per_example=Flag())
 def drift(attributions: Sequence[Attribution], *, k: float = 0.1, channels: str = "l1", pairs: str = "all",
           per_example: bool = False) -> pd.DataFrame:
     """Pairwise agreement of attributions of the same inputs (from :func:`attribute_checkpoints`).

@@ -9,6 +9,7 @@ or ``inputs`` may be an :class:`~workbench.saliency.Attribution`, whose inputs, 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,12 @@ from captum.metrics import infidelity as _captum_infidelity
 from captum.metrics import sensitivity_max as _captum_sensitivity_max
 from torch import nn
 
-from .._validation import check_choice, check_positive_int
+from .._validation import Data, Flag, Instance, Interval, Options, check_choice, check_positive_int, declare
 from ..results import check_tidy, tidy
 from . import _forward as fw
 from ._attribute import attribute
-from ._result import Attribution, feature_map
+from ._examples import ATTRIBUTE_RULES, example_curves
+from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
 
 __all__ = ["infidelity", "sensitivity_max", "perturbation_curves", "curve_auc", "completeness_gap"]
 
@@ -65,6 +67,8 @@ def _method_options(a: Attribution) -> tuple[dict[str, Any], str | None]:
     return options, a.options.get("noise_tunnel")
 
 
+@declare(**ATTRIBUTE_RULES, noise_scale=Interval(float, 0, closed="neither"), n_perturb_samples=Interval(int, 1),
+         normalize=Flag())
 def infidelity(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,
                baselines: Any = None, layer: str | None = None, batch_size: int | None = None, *,
                output: fw.OutputFn | None = None, noise_scale: float = 0.02, n_perturb_samples: int = 10,
@@ -105,6 +109,7 @@ def infidelity(model: nn.Module, inputs: Any, method: str = "integrated_gradient
     return a.example_frame({"infidelity": torch.cat(parts)})
 
 
+@declare(**ATTRIBUTE_RULES, perturb_radius=Interval(float, 0, closed="neither"), n_perturb_samples=Interval(int, 1))
 def sensitivity_max(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,
                     baselines: Any = None, layer: str | None = None, batch_size: int | None = None, *,
                     output: fw.OutputFn | None = None, perturb_radius: float = 0.02, n_perturb_samples: int = 10,
@@ -144,6 +149,8 @@ def sensitivity_max(model: nn.Module, inputs: Any, method: str = "integrated_gra
     return a.example_frame({"sensitivity_max": values.detach().cpu()})
 
 
+@declare(**ATTRIBUTE_RULES, curves=Instance(Iterable), steps=Interval(int, 1), channels=Options(*CHANNEL_REDUCTIONS),
+         reference=Data("any", none=True, bad=[torch.zeros(2, 5)]))
 def perturbation_curves(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,
                         baselines: Any = None, layer: str | None = None, batch_size: int | None = None, *,
                         output: fw.OutputFn | None = None, curves: Any = CURVES, steps: int = 20,
@@ -230,6 +237,7 @@ def perturbation_curves(model: nn.Module, inputs: Any, method: str = "integrated
     return a._schema(pd.concat(frames, ignore_index=True))
 
 
+@declare(curves=Data("any", example=example_curves, bad=["curves", pd.DataFrame({"value": [1.0]})]))
 def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
     """Area under each deletion/insertion curve of :func:`perturbation_curves`, trapezoid rule on the
     fraction axis: ``AUC = sum_j (f_{j+1} - f_j) (p_j + p_{j+1}) / 2`` over ``f`` in ``[0, 1]``.
@@ -254,6 +262,7 @@ def curve_auc(curves: pd.DataFrame) -> pd.DataFrame:
     return tidy(out)
 
 
+@declare(**ATTRIBUTE_RULES)
 def completeness_gap(model: nn.Module, inputs: Any, method: str = "integrated_gradients", target: Any = None,
                      baselines: Any = None, layer: str | None = None, batch_size: int | None = None, *,
                      output: fw.OutputFn | None = None, **method_kwargs: Any) -> pd.DataFrame:

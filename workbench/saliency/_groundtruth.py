@@ -8,7 +8,13 @@ import pandas as pd
 import torch
 from scipy import ndimage
 
-from ._result import Attribution, feature_map
+from .._validation import Data, Flag, Interval, Options, declare
+from ._examples import N, SIDE, example_attribution, example_image_attributions, example_masks
+from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
+
+# attributions [N, C, H, W] or [N, H, W] (or an Attribution), masks [N, H, W]: the body checks both, naming them
+_ATTRIBUTIONS = Data("any", example=example_image_attributions, bad=["attributions", np.zeros((N, SIDE))])
+_MASKS = Data("any", example=example_masks, bad=[np.ones((N, SIDE // 2, SIDE // 2)), np.ones((N - 1, SIDE, SIDE))])
 
 __all__ = ["mask_mass", "pointing_game", "localization"]
 
@@ -33,6 +39,7 @@ def _maps_and_masks(attributions: Any, masks: Any, channels: str) -> tuple[np.nd
     return m.numpy(), mk.astype(bool)
 
 
+@declare(attributions=_ATTRIBUTIONS, masks=_MASKS)
 def mask_mass(attributions: Any, masks: Any) -> np.ndarray:
     """Fraction of absolute attribution inside the object mask, per example.
 
@@ -48,6 +55,8 @@ def mask_mass(attributions: Any, masks: Any) -> np.ndarray:
         return np.where(total > 0, inside / total, np.nan)
 
 
+@declare(attributions=_ATTRIBUTIONS, masks=_MASKS, tolerance=Interval(float, 0),
+         channels=Options(*CHANNEL_REDUCTIONS))
 def pointing_game(attributions: Any, masks: Any, tolerance: float = 0.0, channels: str = "l1") -> np.ndarray:
     """Pointing game (Zhang et al. 2016, "Top-down neural attention by excitation backprop"), per example.
 
@@ -73,6 +82,8 @@ def pointing_game(attributions: Any, masks: Any, tolerance: float = 0.0, channel
     return hits
 
 
+@declare(attributions=Data("any", example=example_attribution, bad=["attributions", [], [np.zeros((N, SIDE))]]),
+         masks=_MASKS, tolerance=Interval(float, 0), per_example=Flag())
 def localization(attributions: Attribution | Iterable[Attribution], masks: Any, *, tolerance: float = 0.0,
                  per_example: bool = False) -> pd.DataFrame:
     """Mask mass and pointing-game hit rate per attribution (run/checkpoint), tidy.

@@ -13,6 +13,8 @@ from typing import Callable
 import captum.attr as ca
 import torch
 
+from .._validation import Data, declare
+
 __all__ = ["Method", "METHODS", "register_method", "NOISE_TUNNELS"]
 
 NOISE_TUNNELS = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -51,6 +53,8 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
+# the valid example re-registers the registry's own "saliency" entry (no change)
+@declare(method=Data("any", example=lambda: METHODS["saliency"], bad=["saliency", None]))
 def register_method(method: Method) -> Method:
     """Add (or replace) a method in :data:`METHODS`; returns it."""
     if not isinstance(method, Method):

@@ -15,12 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .._validation import check_choice
+from .._validation import Data, Options, check_choice, declare
 from .. import activations
 
 __all__ = ["pooled", "cosine_to", "linear_head"]
 
 POOLS = ("mean", "cls", "last")
+_EMBEDDING_DIM, _CLASSES = 8, 3  # the declarations' examples: a reference [D] and a linear head D -> K
 
 
 def _pool_output(out: torch.Tensor, pool: str, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -31,6 +32,7 @@ def _pool_output(out: torch.Tensor, pool: str, attention_mask: torch.Tensor | No
     return activations.pool(out, pool, attention_mask=attention_mask) if out.dim() == 3 else out
 
 
+@declare(pool=Options(*POOLS))
 def pooled(pool: str = "mean") -> Callable[..., torch.Tensor]:
     """``output=`` returning the pooled embedding ``[N, D]`` — each dimension is a "class" for ``target``.
 
@@ -45,6 +47,8 @@ def pooled(pool: str = "mean") -> Callable[..., torch.Tensor]:
     return output
 
 
+@declare(reference=Data("any", example=lambda: torch.ones(_EMBEDDING_DIM),
+                        bad=["reference", torch.ones(2, _EMBEDDING_DIM)]), pool=Options(*POOLS))
 def cosine_to(reference: torch.Tensor, pool: str = "mean") -> Callable[..., torch.Tensor]:
     """``output=`` scoring each example by the cosine similarity of its pooled embedding to ``reference``.
 
@@ -66,6 +70,9 @@ def cosine_to(reference: torch.Tensor, pool: str = "mean") -> Callable[..., torc
     return output
 
 
+@declare(head=Data("any", example=lambda: nn.Linear(_EMBEDDING_DIM, _CLASSES),
+                   bad=["head", torch.ones(_CLASSES)]), bias=Data("any", none=True, bad=[torch.zeros(_CLASSES)]),
+         pool=Options(*POOLS))
 def linear_head(head: nn.Module | torch.Tensor, bias: torch.Tensor | None = None,
                 pool: str = "mean") -> Callable[..., torch.Tensor]:
     """``output=`` applying a linear classifier to the pooled embedding: ``scores = e W^T + b``, ``[N, K]``.

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._validation import check_choice
+from .._validation import Data, Options, check_choice, declare
 from ..results import tidy
+from ._examples import N, example_image_attributions
 
 __all__ = ["Attribution", "CHANNEL_REDUCTIONS", "feature_map"]
 
@@ -20,6 +21,8 @@ _INDEX_NAMES = {("image", 4): ["channel", "row", "col"], ("image", 3): ["row", "
                 ("features", 2): ["feature"], ("tokens", 2): ["position"]}
 
 
+@declare(attributions=Data("any", example=example_image_attributions, bad=["attributions", torch.zeros(N)]),
+         channels=Options(*CHANNEL_REDUCTIONS), kind=Options("image", "signal", "features", "tokens", none=True))
 def feature_map(attributions: torch.Tensor, channels: str = "l1", *, kind: str | None = None) -> torch.Tensor:
     """One value per spatial position / token / feature, ``[N, *positions]``.
 
