@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench import dynamics, measures, probing, similarity, spectrum
+from workbench import dynamics, measures, models, probing, similarity, spectrum
 from workbench.data import load
 from workbench.results import COLUMNS, check_tidy
 from workbench.runs import RunStore
@@ -20,7 +20,7 @@ BASE = {"dataset": "gaussian-mixture", "dataset_options": {"n_train": 200, "n_te
         "model": "mlp", "model_options": {"hidden": [12, 12]}, "steps": 5, "lr": 1e-2, "batch_size": 32}
 # an MLP has no residual blocks, so layer skipping is checked on its own below
 ACCEPTED = [n for n in measures.names() if measures.get(n).takes in STUDY_TAKES and not measures.get(n).requires
-            and n != "skip_loss_increase"]
+            and n not in ("skip_loss_increase", "dse")]  # dse: token maps, below on a CNN
 OPTIONS = {"mlp_probe": {"max_epochs": 5, "n_boot": 20}, "linear_probe": {"n_boot": 20, "C": 1.0},
            "knn_probe": {"n_boot": 20}, "prototype_probe": {"n_boot": 20}, "gaussian_nb_probe": {"n_boot": 20},
            "alpha_req": {"k_range": (1, 5)}, "hessian_top_eigenvalue": {"max_iter": 20},
@@ -105,8 +105,6 @@ def test_study_values_equal_the_functions_on_the_same_checkpoint(study):
 def test_study_refuses_what_it_cannot_provide(tmp_path):
     with pytest.raises(ValueError, match=r"measures has unknown 'rank_me'; registered measures: \[.*'rankme'"):
         Study(BASE, measures=["rank_me"], store=tmp_path)
-    with pytest.raises(ValueError, match=r"'dse' takes tokens .*measures.compute\('dse'"):
-        Study(BASE, measures=["dse"], store=tmp_path)
     with pytest.raises(ValueError, match=r"'nc3' needs the option weights="):
         Study(BASE, measures=["nc3"], store=tmp_path)
     with pytest.raises(ValueError, match=r"measure_options names \['cka'\]"):
@@ -120,3 +118,31 @@ def test_layer_skipping_on_a_model_without_residual_blocks_is_a_reported_failure
         st.run(progress=False)
     (label, error), = st.failures
     assert label == "seed=0" and "measure 'skip_loss_increase' at step 5: MLP has no Transformer Block" in error
+
+
+def test_dense_measure_on_cnn_feature_maps(tmp_path):
+    """dse takes token maps: a CNN's feature maps [N, C, H, W] become [N, H·W, C]; layers with one vector per
+    example (pool, head) are skipped. Checked against maps captured here by forward hooks."""
+    from workbench.models import get_module
+
+    base = {"dataset": "shapes", "dataset_options": {"n_train": 64, "n_test": 24, "n_ood": 8, "size": 16},
+            "model": "cnn", "model_options": {"width": 8, "depth": 2}, "steps": 2, "batch_size": 16, "lr": 1e-3}
+    st = Study(base, downstream=[], measures=["dse"], measure_options={"dse": {"n_clusters": 4, "normalize": False}},
+               measure_examples=12, store=tmp_path)
+    table = st.run(progress=False)
+    assert st.failures == []
+    rows = table[table.measure == "dse"].set_index("layer")["value"]
+    run = st.store.runs()[0]
+    model = run.load_model()
+    data = load("shapes", **base["dataset_options"])["test"].subset(slice(0, 12))
+    maps = {}
+    for name in rows.index:
+        handle = get_module(model, models.probe_points(model)[name]).register_forward_hook(
+            lambda _m, _i, out, name=name: maps.__setitem__(name, out.detach()))
+        with torch.no_grad():
+            model.eval()(torch.as_tensor(data.inputs, dtype=torch.float32))
+        handle.remove()
+    assert set(rows.index) and all(maps[n].ndim == 4 for n in rows.index)  # only the feature-map layers
+    for name, value in rows.items():
+        tokens = maps[name].flatten(2).transpose(1, 2)
+        assert value == pytest.approx(spectrum.dse(tokens, n_clusters=4, normalize=False).dse, rel=1e-5)

@@ -154,6 +154,9 @@ STUDY_TAKES = {
                 "run's augment (noise when it has none) at its augment_strength",
     "x, groups": "the layers' activations on views_per_group augmented copies of measure_split, each example's "
                  "copies one group (LiDAR's surrogate classes)",
+    "tokens": "each layer's output on measure_split as token maps [N, T, D] (a feature map's H·W or L positions × "
+              "its channels; a sequence model's positions × features); layers with one vector per example are "
+              "skipped",
 }
 
 
@@ -215,8 +218,8 @@ class Study:
         computed at every step: what each kind of measure is given is :data:`STUDY_TAKES` (per-layer measures
         on ``measure_split``; probes fitted on ``fit_split``; pair measures layer × layer within a run and
         between every two runs on the same data, rows of kind ``cross_run`` with ``run_b``; model-level
-        measures on the run's own objective; alignment and LiDAR on seeded augmented copies of the split).
-        Token-level measures (``dse``) are computed with :func:`workbench.measures.compute`.
+        measures on the run's own objective; alignment and LiDAR on seeded augmented copies of the split;
+        token-level measures (``dse``) on the layers' token maps).
     measure_options : measure name → options passed to it (e.g. ``{"mutual_knn": {"k": 5}}``).
     fit_split : the split probes (registry measures taking ``fit``) are fitted on.
     views_per_group : augmented copies of each example for LiDAR (its group of views).
@@ -342,7 +345,7 @@ class Study:
         need = [self.measure_split] + ([self.fit_split] if "x, fit" in takes else [])
         acts = self._activations(run, ds, step, need) if takes & {"x", "x, labels", "x, fit", "a, b"} else {}
         model = (run.load_model(step) if takes & {"outputs, labels", "model, loss", "model, data", "x, views",
-                                                 "x, groups"} else None)
+                                                 "x, groups", "tokens"} else None)
         data = ds[self.measure_split]
         if len(data) > self.measure_examples:
             data = data.subset(slice(0, self.measure_examples))
@@ -381,6 +384,8 @@ class Study:
             stacked = {layer: torch.cat([v[layer] for v in views]) for layer in views[0]}
             groups = np.tile(np.arange(len(data)), copies)
             return compute(name, stacked, groups=groups, **options)
+        if spec.takes == "tokens":
+            return compute(name, self._token_maps(model, data, kind), **options)
         if spec.takes == "model, loss":
             loss = run_loss(run, model, split=self.measure_split, n=self.measure_examples)
             return compute(name, model=model, loss=loss, **options)
@@ -404,6 +409,38 @@ class Study:
             for _ in range(copies):
                 x = augment(torch.as_tensor(np.asarray(data.inputs), dtype=torch.float32)).numpy()
                 out.append(extract(model, Split(inputs=x, labels=data.labels), layers=self.layers))
+        return out
+
+    def _token_maps(self, model: Any, data: Any, kind: str) -> dict[str, Any]:
+        """Each selected layer's output as ``[N, T, D]`` token maps (see :data:`STUDY_TAKES`)."""
+        from .models import get_module, predict, select_layers
+
+        paths = select_layers(model, self.layers)
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def hook(name):
+            def record(_module, _inputs, output):
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                shapes.setdefault(name, tuple(out.shape[1:]))
+            return record
+
+        handles = [get_module(model, path).register_forward_hook(hook(name)) for name, path in paths.items()]
+        try:
+            predict(model, data.subset(slice(0, 1)))
+        finally:
+            for h in handles:
+                h.remove()
+        maps = [name for name in paths if len(shapes.get(name, ())) >= 2]
+        if not maps:
+            raise ValueError(f"no selected layer outputs token maps (shapes {shapes}); choose convolutional or "
+                             "sequence layers with layers=...")
+        flat = extract(model, data, layers=maps, pool="flatten")
+        out = {}
+        for name in maps:
+            t = flat[name].reshape(len(data), *shapes[name])
+            if kind in ("image", "signal"):  # channels first: [N, C, *positions] -> [N, positions, C]
+                t = t.flatten(2).transpose(1, 2)
+            out[name] = t
         return out
 
     def _cross_runs(self, labels: Sequence[str]) -> pd.DataFrame:
