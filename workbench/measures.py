@@ -288,11 +288,7 @@ def _model(fn: Callable[..., pd.DataFrame], how: str, name: str) -> Callable[...
     def adapter(inputs: Inputs, **options: Any) -> list[dict]:
         frame = fn(inputs.model, inputs.loss if how == "loss" else inputs.data, **options)
         keep = [c for c in ("layer", "layer_index", "example", "measure", "value") if c in frame]
-        rows = [r for r in frame[keep].to_dict("records") if r.get("measure", name) == name]
-        for r in rows:
-            if r.get("layer") == "":
-                r["layer"], r["layer_index"] = np.nan, np.nan
-        return rows
+        return [r for r in frame[keep].to_dict("records") if r.get("measure", name) == name]
     adapter.source = fn
     return adapter
 
