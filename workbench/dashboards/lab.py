@@ -197,7 +197,7 @@ class PretrainingLab(Dashboard):
         self.start_button.on_click(lambda _b: self._start_clicked())
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.progress = W.IntProgress(value=0, min=0, max=max(1, b.steps), description="progress")
-        self.runs_html = W.HTML(layout=W.Layout(overflow_x="auto", max_width="100%"))  # a wide table scrolls in its box
+        self.runs_html = W.HTML(layout=W.Layout(overflow="auto", max_width="100%"))  # a wide table scrolls in its box
         clear_figure(self.figure, "start a run to see its loss")
         left = W.VBox([*self.controls.values(), self.name_w, W.HBox([self.start_button, self.cancel_button])],
                       layout=W.Layout(min_width="340px"))
