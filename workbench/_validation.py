@@ -1,6 +1,7 @@
 """Input checks shared by every stage. Each error names the argument and says what to do."""
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 import numbers
@@ -162,14 +163,16 @@ def check_layers_and_measures(acts: Any, measures: Any, choices: Iterable[str]) 
 # :func:`declare`; the options are checked on every call (before the body runs) with the wording of the
 # checks above, and the data rules tell the generated bad-input tests (tests/test_params.py) what valid and
 # invalid data look like (the function body checks the data itself, so nothing is copied twice).
-class Rule:
-    """A declared parameter rule: ``check`` raises on a bad value; ``example``/``invalid`` feed the tests."""
+class Rule(abc.ABC):
+    """A declared parameter rule: ``check`` raises on a bad value; ``example``/``invalid`` feed the tests.
+    The base ``check`` accepts everything (a data rule: the function body checks the data)."""
 
     def check(self, value: Any, name: str) -> None:
-        pass
+        return None
 
+    @abc.abstractmethod
     def example(self) -> Any:
-        raise NotImplementedError
+        """A valid value of the parameter."""
 
     def invalid(self) -> list[Any]:
         return []

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 import traceback
+import warnings
 from typing import Any, Callable, Mapping
 
 import pandas as pd
@@ -282,8 +283,9 @@ class PretrainingLab(Dashboard):
             if key in values:
                 try:
                     self.set(**{key: values[key]})
-                except (ValueError, TypeError):
-                    pass
+                except (ValueError, TypeError) as err:  # shown, not dropped silently
+                    warnings.warn(f"select(run=...): the lab cannot show {key}={values[key]!r} ({err}); "
+                                  "that control keeps its current value", stacklevel=3)
 
     # ------------------------------------------------------------------ training
     def start(self, **changes: Any) -> TrainingJob:
