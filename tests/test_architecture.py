@@ -26,7 +26,7 @@ LAYERS = [
     {"measures"},  # the registry: every measure above, by name
     {"study"},
     {"figures"},
-    {"studies", "demo"},
+    {"findings", "demo"},
     {"dashboards"},
     {"cli"},
 ]

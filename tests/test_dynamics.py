@@ -435,19 +435,6 @@ def test_bad_input_is_named(lang, gmm):
         dynamics.layer_grad_norms(model, dynamics.cross_entropy_loss(tokens, np.zeros(len(tokens), dtype=int)))
 
 
-# --------------------------------------------------------------------------------------------- S3 builder
-def test_s3_is_registered_with_one_run_per_norm_placement(tmp_path):
-    from workbench.studies import STUDIES, make_study
-
-    assert "s3" in STUDIES
-    study = make_study("s3", quick=True, store=tmp_path)
-    norms = [cfg.model_options["norm"] for _, cfg in study.configs.values()]
-    assert norms == ["pre", "post", "mix", "lns"]
-    assert {cfg.objective for _, cfg in study.configs.values()} == {"clm"}
-    assert all("grad_norm" in cfg.recorders for _, cfg in study.configs.values())
-    assert len({cfg.id for _, cfg in study.configs.values()}) == 4
-
-
 def test_grand_over_a_parameter_subset(gmm):
     model = _mlps(gmm, 1)[0]
     x = torch.as_tensor(gmm["train"].inputs[:9], dtype=torch.float32)
@@ -459,28 +446,3 @@ def test_grand_over_a_parameter_subset(gmm):
         ref.append(math.sqrt(float((model.head.weight.grad ** 2).sum() + (model.head.bias.grad ** 2).sum())))
     got = dynamics.grand_scores(model, gmm["train"].subset(slice(0, 9)), params=list(model.head.parameters()))
     np.testing.assert_allclose(got["value"], ref, rtol=1e-5)
-
-
-def test_s3_runner_adds_dynamics_rows_and_summarises(tmp_path):
-    from workbench.studies import _NormPlacementStudy, _s3_figures, _summary
-
-    study = _NormPlacementStudy(TINY_CLM.replace(steps=4), ("pre", "post"), 8, downstream=[], measures=[],
-                                store=tmp_path, name="s3")
-    table = study.run(progress=False)
-    assert not study.failures
-    meas = table[table.kind == "measure"]
-    assert set(meas["norm"]) == {"pre", "post"} and sorted(meas["step"].unique()) == [0, 4]
-    assert {"skip_loss_increase", "output_variance", "angular_distance", "grad_norm", "full_loss"} <= set(meas.measure)
-    assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS) and set(meas["split"]) == {"test"}
-    summary = _summary("s3", study, table)
-    hist = table[(table.kind == "history") & (table.measure == "grad_norm") & (table.norm == "post")]
-    first = hist[hist.step == hist.step.min()].set_index("layer")["value"]  # 4 logged steps: the first 10 % is 1
-    row = summary[(summary.norm == "post") & (summary.layer == "layer2")].iloc[0]
-    assert row["grad_norm_early"] == pytest.approx(first["layer2"])
-    final = meas[(meas.norm == "post") & (meas.step == 4) & (meas.measure == "skip_loss_increase")]
-    assert row["skip_loss_increase"] == pytest.approx(final.set_index("layer").loc["layer2", "value"])
-    assert list(summary[summary.norm == "pre"]["layer"]) == ["embed", "layer1", "layer2", "final_norm"]
-    figs = _s3_figures(table, summary)
-    assert set(figs) == {"grad_norm_over_steps", "depth_profiles"}
-    assert {a.text.split("=")[-1] for a in figs["depth_profiles"].layout.annotations} >= {"skip_loss_increase",
-                                                                                           "output_variance"}

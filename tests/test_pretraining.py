@@ -8,7 +8,6 @@ never with the code's own output. All runs are tiny (a few steps of a 4-channel 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -497,47 +496,6 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     grid3.table = t3.assign(value=np.where((t3.kind == "measure") & (t3.measure == "rankme"), 5.0, t3["value"]))
     with pytest.raises(ValueError, match=r"same .* for all 3 runs"):
         grid3.correlate(sel_m, sel_d)
-
-
-def test_named_study_summaries_and_figures_on_a_tiny_grid(tmp_path, monkeypatch):
-    """The headless study pipeline (results.csv, summary.csv, figures, report.html) of S1 and S12, run on
-    tiny grids in place of the published ones: the summary is the study table reduced by hand here."""
-    from workbench import studies
-    from workbench.results import check_tidy
-    from workbench.study import Study
-
-    store = RunStore(tmp_path / "store")
-    base = {**STUDY_BASE, "steps": 8, "checkpoints": 2}
-    monkeypatch.setitem(studies.STUDIES, "s1", lambda quick, _store: Study(
-        base, vary={"label_noise": [0.0, 0.3]}, downstream=["linear"], measures=["effective_rank"],
-        layers=["fc1"], store=store, name="s1"))
-    monkeypatch.setitem(studies.STUDIES, "s12", lambda quick, _store: Study(
-        {**base, "label_noise": 0.4, "recorders": ("clean_flipped", "el2n")}, downstream=[], measures=[],
-        store=store, name="s12"))
-    from workbench import figures
-
-    export = figures.export  # the figures' data and spec only (no Chromium needed)
-    monkeypatch.setattr(figures, "export", lambda fig, path, **kw: export(fig, Path(path).with_suffix(".csv")))
-    s1 = studies.run_named_study("s1", tmp_path / "s1")
-    table = check_tidy(s1["table"], "s1 table")
-    assert len(pd.read_csv(tmp_path / "s1" / "results.csv")) == len(table)
-    last = table[table.step == table.groupby("run")["step"].transform("max")]
-    acc = last[(last.kind == "downstream") & (last.measure == "accuracy")]
-    want = acc.pivot_table(index="label_noise", columns="split", values="value")
-    summary = s1["summary"].set_index("label_noise")
-    np.testing.assert_allclose(summary["probe_acc_ood"], want["ood"])
-    er = last[(last.kind == "measure") & (last.measure == "effective_rank")].set_index("label_noise")["value"]
-    np.testing.assert_allclose(summary["effective_rank"], er.loc[summary.index])
-    assert {"effect.csv", "report.html", "summary.csv"} <= {p.name for p in (tmp_path / "s1").iterdir()}
-
-    s12 = studies.run_named_study("s12", tmp_path / "s12")
-    hist = s12["table"][s12["table"].kind == "history"]
-    clean = hist[(hist.measure == "accuracy") & (hist.split == "train_clean")].set_index("step")["value"]
-    summary = s12["summary"].set_index("step")
-    np.testing.assert_allclose(summary["accuracy[train_clean]"], clean.loc[summary.index])
-    assert summary["el2n_auroc_flipped"].between(0, 1).all()
-    drawn = pd.read_csv(tmp_path / "s12" / "clean_vs_flipped.csv")
-    assert set(drawn["series"]) == {"accuracy / train_clean", "memorized / train_flipped"}
 
 
 def test_study_rejects_bad_grids(tmp_path):

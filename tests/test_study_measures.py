@@ -53,7 +53,7 @@ def test_every_accepted_measure_is_in_the_table(study):
 
 def test_study_values_equal_the_functions_on_the_same_checkpoint(study):
     table, run_name = study.table, "label_noise=0.3,seed=0"
-    run = next(r for r in study.store.runs() if r.name == run_name)
+    run = next(r for r in study.store.runs() if r.name == f"study/{run_name}")  # store name: "{study.name}/{label}"
     ds = load("gaussian-mixture", **BASE["dataset_options"])
     step = int(table[table.run == run_name]["step"].max())
     acts = run_activations(run, ds, ("train", "test"), step=step, max_examples={"train": 60, "test": 60})
@@ -77,7 +77,7 @@ def test_study_values_equal_the_functions_on_the_same_checkpoint(study):
         assert got("knn_probe", layer) == pytest.approx(want)
     la, lb = x.layers[0], x.layers[-1]
     assert got("cka", la, layer_b=lb) == pytest.approx(similarity.cka(x[la], x[lb]), rel=1e-10)
-    other = next(r for r in study.store.runs() if r.name == "label_noise=0.0,seed=0")
+    other = next(r for r in study.store.runs() if r.name == "study/label_noise=0.0,seed=0")
     xo = run_activations(other, ds, ("test",), step=step, max_examples={"test": 60})["test"]
     cross = table[(table.kind == "cross_run") & (table.measure == "cka") & (table.layer == la) & (table.layer_b == la)]
     assert float(cross["value"].iloc[0]) == pytest.approx(similarity.cka(xo[la], x[la]), rel=1e-10)

@@ -2,7 +2,8 @@
 
     workbench --version
     workbench demo --out DIR [--quick] [--store DIR]
-    workbench study NAME --out DIR [--quick] [--store DIR]
+    workbench findings [--store DIR] [--format table|csv|json]
+    workbench study ID --out DIR [--quick | --full | --smoke] [--store DIR]
     workbench runs list [--store DIR] [--format table|csv|json]
     workbench measures [--family NAME] [--format table|csv|json]
 """
@@ -27,10 +28,21 @@ def _parser() -> argparse.ArgumentParser:
                       help="run store directory (default: $WORKBENCH_HOME or ~/.workbench)")
     demo.add_argument("--no-static", action="store_true", help="skip SVG/PDF/PNG export (HTML + CSV only)")
 
-    study = sub.add_parser("study", help="run a named study from assets/STUDIES.md headless (s1, s3, s4, s12)")
-    study.add_argument("name", help="study name: s1 | s3 | s4 | s12")
-    study.add_argument("--out", required=True, type=Path, help="directory for results, summary and figures")
-    study.add_argument("--quick", action="store_true", help="CPU-sized version (a few minutes on 2 cores)")
+    fnd = sub.add_parser("findings", help="the published findings: claim, verdict and numbers of the latest run "
+                                          "(trains nothing)")
+    fnd.add_argument("--store", type=Path, default=None, help="run store whose verdicts to show (your own runs)")
+    fnd.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    study = sub.add_parser("study", help="run a finding's experiment (S1, S3, S4, S12): report, figures, verdict")
+    study.add_argument("finding", help="finding id or name, e.g. S1 or label_noise (`workbench findings` lists them)")
+    study.add_argument("--out", required=True, type=Path, help="directory for the report, tables, figures, verdict")
+    size = study.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="mode", action="store_const", const="quick",
+                      help="2-core CPU size, >= 3 seeds, a few minutes (default)")
+    size.add_argument("--full", dest="mode", action="store_const", const="full", help="the GPU-sized experiment")
+    size.add_argument("--smoke", dest="mode", action="store_const", const="smoke",
+                      help="seconds-sized run that exercises the pipeline (2 seeds: its verdict is not evidence)")
+    study.set_defaults(mode="quick")
     study.add_argument("--store", type=Path, default=None, help="run store directory")
     study.add_argument("--no-static", action="store_true", help="skip SVG/PDF/PNG export")
 
@@ -56,10 +68,34 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(args.out, quick=args.quick, store=args.store, static=not args.no_static)
         return 0
-    if args.command == "study":
-        from .studies import run_named_study
+    if args.command == "findings":
+        from .findings import findings_table
 
-        run_named_study(args.name, args.out, quick=args.quick, store=args.store, static=not args.no_static)
+        df = findings_table(args.store)
+        if args.format == "csv":
+            sys.stdout.write(df.to_csv(index=False))
+        elif args.format == "json":
+            sys.stdout.write(df.to_json(orient="records", indent=2) + "\n")
+        else:
+            for r in df.itertuples():
+                print(f"{r.id:<4} {r.name:<21} {r.claim}")
+                if r.origin:
+                    where = "your run" if r.origin == "yours" else "recorded in the repository"
+                    print(f"     -> {r.verdict.upper()} ({r.mode}, seeds {r.seeds}, {where}, {r.date}, {r.machine}, "
+                          f"{r.wall_s:.0f} s): {r.numbers}")
+                else:
+                    print(f"     -> {r.verdict}")
+        return 0
+    if args.command == "study":
+        from .findings import get
+
+        try:
+            finding = get(args.finding)
+        except ValueError as err:
+            parser.error(str(err))
+        result = finding.run(args.mode, out=args.out, store=args.store, static=not args.no_static)
+        print(result.verdict)
+        print(f"report: {args.out / 'report.html'}")
         return 0
     if args.command == "runs":
         if args.runs_command != "list":

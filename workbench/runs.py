@@ -4,6 +4,10 @@ A *run* is one training job: a normalized :class:`RunConfig`, checkpoints (safet
 (step 0, log-spaced steps and the final step), a tidy history (one row per step × measure) and a status.
 The run id is a hash of the normalized config, so asking for the same run twice trains once.
 
+Weights trained elsewhere — a Hugging Face directory, a state dict with its builder, a checkpoint series as
+Pythia or MultiBERTs publish it — become a finished run with :meth:`RunStore.import_model` (``model="imported"``,
+an id that starts with a hash of the weights, no history); every frozen analysis reads them like a trained run.
+
 Layout of a store::
 
     root/
@@ -18,6 +22,7 @@ Layout of a store::
         checkpoints/<step:08d>/model.safetensors, model.json, trainer.pt
         artifacts/             run-specific arrays (e.g. label_noise.npz)
         .lock                  flock-ed by the process that trains the run
+      .imports/                imports being assembled (RunStore.import_model), renamed into runs/ when complete
 
 Every file is written to a temporary name in the same directory, fsync-ed and renamed (``os.replace``), so
 readers never see a half-written file and a killed writer leaves the previous version intact. Training
@@ -35,6 +40,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -47,7 +53,7 @@ import pandas as pd
 from .results import tidy
 
 __all__ = ["RunConfig", "RunStore", "Run", "checkpoint_schedule", "atomic_write_bytes", "atomic_write_text",
-           "default_store_root"]
+           "default_store_root", "IMPORTED"]
 
 OBJECTIVES = ("supervised", "simclr", "supcon", "barlow", "vicreg", "mae", "mlm", "clm", "autoencoder",
               "distill", "none")
@@ -61,6 +67,8 @@ RECORDERS = ("grad_norm", "act_var", "eigs", "align_unif", "clean_flipped", "el2
 DEFAULT_RECORDERS = ("clean_flipped",)
 #: columns of ``history.csv``; ``layer`` / ``layer_index`` are empty for model-level measures (the loss)
 HISTORY_COLUMNS = ["step", "measure", "split", "layer", "layer_index", "value"]
+#: ``RunConfig.model`` of a run made by :meth:`RunStore.import_model` (weights loaded, not trained here)
+IMPORTED = "imported"
 
 
 def default_store_root() -> Path:
@@ -105,6 +113,11 @@ class RunConfig:
     recorders : what is written into the history besides loss/accuracy (:data:`RECORDERS`), see
         :mod:`workbench.train.recorders`. They are part of the run id (a run asked for with a recorder
         always has its records), sorted so their order does not matter.
+
+    Imported runs: ``model="imported"`` (:data:`IMPORTED`) marks a run made by :meth:`RunStore.import_model`;
+    ``objective`` is ``"none"``, ``steps`` the last imported checkpoint step, and ``model_options`` record ``format``
+    (``"hf"`` or ``"workbench"``), ``architecture``, ``weights`` (SHA-256, see :meth:`RunStore.import_model`) and
+    ``steps`` (the imported checkpoints). Such a run cannot be trained.
     """
 
     dataset: str = "shapes"
@@ -195,7 +208,16 @@ class RunConfig:
         check_positive_int(self.steps, "steps", minimum=0)
         check_positive_int(self.seed, "seed", minimum=0)
         check_positive_int(self.checkpoints, "checkpoints", minimum=0)
-        if self.objective == "none" and self.steps != 0:
+        if self.model == IMPORTED:
+            if self.objective != "none":
+                raise ValueError(f"model={IMPORTED!r} names weights imported with RunStore.import_model, which are "
+                                 f"not trained here; objective must be 'none', got {self.objective!r}")
+            weights = self.model_options.get("weights")
+            if not (isinstance(weights, str) and len(weights) == 64 and all(c in "0123456789abcdef" for c in weights)):
+                raise ValueError(f"model={IMPORTED!r} needs model_options['weights'] = the SHA-256 (64 hex digits) "
+                                 f"of the imported weights, got {weights!r}; import models with "
+                                 "RunStore.import_model(source, dataset=...)")
+        elif self.objective == "none" and self.steps != 0:
             object.__setattr__(self, "steps", 0)  # a random-init baseline trains for zero steps, whatever asked
 
     @classmethod
@@ -219,10 +241,20 @@ class RunConfig:
         return _normalize(dataclasses.asdict(self))
 
     @property
+    def imported(self) -> bool:
+        """Whether this is the config of an imported run (``model == "imported"``), which cannot be trained."""
+        return self.model == IMPORTED
+
+    @property
     def id(self) -> str:
-        """16 hex digits of SHA-256 over the canonical JSON of :meth:`to_dict`."""
+        """16 hex digits of SHA-256 over the canonical JSON of :meth:`to_dict`. For an imported run, the first 8
+        hex digits of its weights hash (``model_options["weights"]``) followed by the first 8 of that SHA-256,
+        so the id shows which weights it holds."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        if self.imported:
+            return self.model_options["weights"][:8] + digest[:8]
+        return digest[:16]
 
 
 def _normalize(x: Any) -> Any:
@@ -279,6 +311,22 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_digest(directory: Path) -> str:
+    """SHA-256 over the lines ``"<name>\t<SHA-256 of the file>\n"`` of the regular files directly in
+    ``directory`` (names not starting with ``.``), in sorted name order: the identity of one checkpoint."""
+    lines = [f"{p.name}\t{_file_sha256(p)}\n" for p in sorted(directory.iterdir())
+             if p.is_file() and not p.name.startswith(".")]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -342,12 +390,13 @@ class Run:
         return self.path / "checkpoints" / f"{int(step):08d}"
 
     def checkpoints(self) -> list[int]:
-        """Steps with a complete checkpoint (a directory holding model.safetensors), ascending."""
+        """Steps with a complete checkpoint (a directory holding model.safetensors, or the config.json of an
+        imported Hugging Face model), ascending."""
         root = self.path / "checkpoints"
         if not root.exists():
             return []
-        return sorted(int(p.name) for p in root.iterdir()
-                      if p.is_dir() and p.name.isdigit() and (p / "model.safetensors").exists())
+        return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()
+                      and ((p / "model.safetensors").exists() or (p / "config.json").exists()))
 
     def resolve_step(self, step: int | str | None) -> int:
         """The checkpoint step ``step`` names: an int that is a checkpoint, or None / "final" for the last."""
@@ -361,21 +410,23 @@ class Run:
         return int(step)
 
     def load_model(self, step: int | str | None = None, device: str = "cpu"):
-        """The model at checkpoint ``step`` (default: the last one), in eval mode."""
+        """The model at checkpoint ``step`` (default: the last one), in eval mode. An imported Hugging Face
+        model is loaded with the ``trust_remote_code`` it was imported with."""
         from .models import load as load_model
 
-        model = load_model(self.checkpoint_dir(self.resolve_step(step)), device=device)
+        trust = bool(self.meta.get("import", {}).get("trust_remote_code", False))
+        model = load_model(self.checkpoint_dir(self.resolve_step(step)), device=device, trust_remote_code=trust)
         model.eval()
         return model
 
     def weights_hash(self, step: int | str | None = None) -> str:
-        """SHA-256 of the checkpoint file (weights identity without loading them)."""
-        p = self.checkpoint_dir(self.resolve_step(step)) / "model.safetensors"
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        """SHA-256 of the checkpoint file (weights identity without loading them). An imported Hugging Face
+        checkpoint without a single ``model.safetensors`` (``.bin`` or sharded weights) gives the digest of its
+        files (:meth:`RunStore.import_model`)."""
+        ckpt = self.checkpoint_dir(self.resolve_step(step))
+        if not (ckpt / "model.safetensors").exists():
+            return _files_digest(ckpt)
+        return _file_sha256(ckpt / "model.safetensors")
 
     # --- history
     def history(self) -> pd.DataFrame:
@@ -503,7 +554,8 @@ class RunStore:
         return run
 
     def get(self, run: str | Run | RunConfig | Mapping[str, Any]) -> Run:
-        """A run by id, unique id prefix, display name, config, or Run."""
+        """A run by id, unique id prefix, display name, config, or Run. ``KeyError`` when nothing matches;
+        ``ValueError`` listing the ids when a prefix or a name matches several runs."""
         if isinstance(run, Run):
             return run
         if isinstance(run, (RunConfig, Mapping)):
@@ -521,7 +573,7 @@ class RunStore:
             return Run(self, matches[0])
         if not matches:
             raise KeyError(f"no run {run!r} in {self.root}; `store.list()` shows the runs")
-        raise KeyError(f"{run!r} is ambiguous: matches runs {matches}; use the full id")
+        raise ValueError(f"run {run!r} is ambiguous: it matches the runs {matches}; pass one of these ids")
 
     def runs(self) -> list[Run]:
         return [Run(self, i) for i in self.ids()]
@@ -539,9 +591,267 @@ class RunStore:
         cols = ["id", "name", "state", "step", "n_checkpoints", "created", *fields]
         return pd.DataFrame(rows, columns=cols)
 
+    def import_model(self, source: str | os.PathLike, *, name: str | None = None, builder: Any = None,
+                     dataset: str, dataset_options: Mapping[str, Any] | None = None,
+                     trust_remote_code: bool = False) -> Run:
+        """Import weights trained elsewhere as a finished run, so every frozen analysis (extraction, measures,
+        :class:`~workbench.study.Study`, downstream evaluation) treats them like a run trained here.
+
+        Parameters
+        ----------
+        source : path
+            One of
+
+            - a Hugging Face directory (``config.json`` + PyTorch weights); its config, weight (``model*.safetensors``,
+              ``pytorch_model*.bin`` and their index) and tokenizer files are copied into the store (not linked,
+              so a later save into the source cannot change the run) — other files (README, optimizer states)
+              are left out;
+            - a workbench model directory (``model.json`` + ``model.safetensors``, :func:`workbench.models.save`);
+            - a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` state-dict file (or a directory holding exactly
+              one) with ``builder=``, or with a ``model.json`` next to it;
+            - a **checkpoint series**: a directory whose entries are named ``step1000``, ``step_1000``,
+              ``checkpoint-1000``, ``ckpt-1000``, ``global_step1000`` or ``1000`` (as Pythia, MultiBERTs or the
+              Hugging Face Trainer publish them), each one model of a single form above (directories, or
+              state-dict files with ``builder=``) → one run whose checkpoints are those steps. A directory that
+              is itself a model (``model.json`` or ``config.json`` at its top) is imported as that one model.
+
+            A single model becomes checkpoint step 0.
+        name : display name; default the source's name (prefixed with its parent's for generic names such as
+            ``model``; with ``-`` and 8 hex digits of the weights hash appended when another run of the store
+            already has that name).
+        builder : ``(model_name, options)`` for :func:`workbench.models.build`, a model name, or an ``nn.Module``
+            built by it (only its ``spec`` is used; the module is not modified) — the architecture the weights of
+            a bare state dict fit. State-dict and workbench checkpoints are stored as ``model.safetensors`` +
+            ``model.json`` (:func:`workbench.models.save`), so they reload without the builder.
+        dataset, dataset_options : the dataset the run's analyses use by default (:func:`workbench.data.load`),
+            e.g. ``"sentences"`` (raw text) for a Hugging Face text encoder.
+        trust_remote_code : passed to Hugging Face ``from_pretrained`` now and whenever the run's model is loaded
+            (recorded in the run's meta); only enable it for code you trust.
+
+        Returns
+        -------
+        Run
+            State ``done``; ``config.model == "imported"`` with ``model_options`` ``format`` (``"hf"`` or
+            ``"workbench"``), ``architecture`` (e.g. ``"BertModel"``, ``"cnn"``), ``steps`` (the checkpoints) and
+            ``weights``: SHA-256 over the lines ``"<step>\t<checkpoint digest>\n"`` in step order, where a
+            checkpoint digest is SHA-256 over ``"<file name>\t<SHA-256 of the file>\n"`` of its stored files in
+            name order. The run id starts with 8 hex digits of ``weights``; importing the same weights again (with
+            the same dataset) returns the existing run, and different weights never share a run.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``source`` does not exist.
+        ValueError
+            ``source`` is no model or series, a series mixes forms or repeats a step, a bare state dict comes
+            without ``builder`` (or does not fit it), or ``dataset`` is unknown.
+        """
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(f"source must be a path to a model directory, weights file or checkpoint series, "
+                            f"got {type(source).__name__}")
+        source = Path(source).expanduser().resolve()
+        if not source.exists():
+            raise FileNotFoundError(f"source: no such file or directory: {str(source)!r}")
+        from . import data as wb_data
+
+        if not isinstance(dataset, str) or dataset not in wb_data.available():
+            raise ValueError(f"dataset must name the dataset the run is analysed on, one of {wb_data.available()} "
+                             f"(or one added with workbench.data.register); got {dataset!r}")
+        if dataset_options is not None and not isinstance(dataset_options, Mapping):
+            raise TypeError(f"dataset_options must be a dict, got {type(dataset_options).__name__}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"name must be a non-empty string or None, got {name!r}")
+        if not isinstance(trust_remote_code, bool):
+            raise TypeError(f"trust_remote_code must be True or False, got {trust_remote_code!r}")
+        if builder is not None:
+            _check_builder(builder)
+        plan = _import_plan(source, builder)
+        forms = {form for _, form, _ in plan}
+        staging_root = self.root / ".imports"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="import-"))
+        try:
+            lines = []
+            for step, form, path in plan:
+                ckpt = staging / "checkpoints" / f"{step:08d}"
+                _stage_checkpoint(form, path, ckpt, builder, trust_remote_code)
+                lines.append(f"{step}\t{_files_digest(ckpt)}\n")
+            steps = [step for step, _, _ in plan]
+            last = staging / "checkpoints" / f"{steps[-1]:08d}"
+            fmt = "hf" if forms == {"hf"} else "workbench"
+            options = {"format": fmt, "architecture": _architecture(last, fmt),
+                       "weights": hashlib.sha256("".join(lines).encode()).hexdigest(), "steps": steps}
+            config = RunConfig(dataset=dataset, dataset_options=dict(dataset_options or {}), model=IMPORTED,
+                               model_options=options, objective="none", steps=steps[-1], recorders=())
+            run = Run(self, config.id)
+            if not (run.path / "config.json").exists():
+                from .models import load as load_model
+
+                load_model(last, trust_remote_code=trust_remote_code)  # fails now, not in a later analysis
+                from .version import __version__
+
+                taken = {r.meta.get("name") for r in self.runs()}
+                default = source.stem if source.is_file() else source.name
+                if default.lower() in _GENERIC_NAMES:  # e.g. a package's "model" directory: name the package
+                    default = f"{source.parent.name}-{default}"
+                _write_json(staging / "config.json", config.to_dict())
+                _write_json(staging / "meta.json", {
+                    "created": _now(), "workbench_version": __version__,
+                    "name": name or (default if default not in taken else f"{default}-{options['weights'][:8]}"),
+                    "import": {"source": str(source), "format": fmt, "forms": sorted(forms), "steps": steps,
+                               "trust_remote_code": trust_remote_code}})
+                _write_json(staging / "status.json", {"state": "done", "step": steps[-1], "error": None,
+                                                      "updated": _now()})
+                try:
+                    os.replace(staging, run.path)
+                except OSError:
+                    if not (run.path / "config.json").exists():  # not a concurrent import of the same weights
+                        raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if name is not None and run.meta.get("name") != name:
+            _write_json(run.path / "meta.json", {**run.meta, "name": name})
+        return run
+
     def delete(self, run: str | Run) -> None:
         run = self.get(run)
         with run.lock():
             trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
             os.replace(run.path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- import
+#: entry names of a checkpoint series: step1000, step_1000, step-1000, checkpoint-1000, ckpt_1000, global_step1000, 1000
+_STEP_NAME = re.compile(r"^(?:global_step|checkpoint|ckpt|step|iter)?[-_]?(\d+)$", re.IGNORECASE)
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_GENERIC_NAMES = {"model", "models", "weights", "checkpoints", "final", "pretrained"}
+#: the files of a Hugging Face directory that define the model and its tokenizer (what is stored and hashed)
+_HF_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+             "tokenizer.model", "sentencepiece.bpe.model", "preprocessor_config.json")
+_HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
+
+
+def _check_builder(builder: Any) -> None:
+    from torch import nn
+
+    if isinstance(builder, nn.Module):
+        spec = getattr(builder, "spec", None)
+        if not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)):
+            raise ValueError(f"builder: this {type(builder).__name__} has no builder spec (model.spec), so the "
+                             "imported checkpoint could not be rebuilt; build it with workbench.models.build(...) "
+                             "(register your own builder with workbench.models.register) or pass "
+                             "builder=(model_name, options)")
+    elif isinstance(builder, (tuple, list)):
+        if len(builder) != 2 or not isinstance(builder[0], str) or not isinstance(builder[1], Mapping):
+            raise TypeError(f"builder must be a (model_name, options) pair, got {builder!r}")
+    elif not isinstance(builder, (str, Mapping)):
+        raise TypeError(f"builder must be (model_name, options), a model name or an nn.Module built by "
+                        f"workbench.models.build, got {type(builder).__name__}")
+    elif isinstance(builder, Mapping) and not isinstance(builder.get("name"), str):
+        raise TypeError(f"builder as a dict must be a model spec {{'name': ..., 'options': {{...}}}}, got {builder!r}")
+
+
+def _build_from(builder: Any):
+    """A fresh model of the architecture ``builder`` names (see :meth:`RunStore.import_model`)."""
+    from torch import nn
+
+    from .models import build
+
+    if isinstance(builder, nn.Module):
+        builder = builder.spec
+    if isinstance(builder, str):
+        return build(builder)
+    if isinstance(builder, Mapping):
+        return build(builder["name"], dict(builder.get("options") or {}))
+    return build(builder[0], dict(builder[1]))
+
+
+def _dir_form(directory: Path, builder: Any, what: str) -> tuple[str, Path] | None:
+    """``(form, path)`` of a directory that is one model, else None. ``what`` names it in errors."""
+    if (directory / "model.json").exists():
+        return "workbench", directory
+    if (directory / "config.json").exists():
+        return "hf", directory
+    weights = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES)
+    if len(weights) > 1:
+        raise ValueError(f"source: {what} holds several weight files {[p.name for p in weights]} and no model.json "
+                         "or config.json; keep one state dict per checkpoint")
+    if weights:
+        return _file_form(weights[0], builder)
+    return None
+
+
+def _file_form(path: Path, builder: Any) -> tuple[str, Path]:
+    if path.suffix.lower() not in _WEIGHT_SUFFIXES:
+        raise ValueError(f"source: {path} is not a weights file (accepted: {', '.join(_WEIGHT_SUFFIXES)}) nor a "
+                         "model directory")
+    if builder is not None:
+        return "state_dict", path
+    if path.with_name("model.json").exists():
+        return "workbench", path
+    raise ValueError(f"builder: {path} holds only weights (a state dict), so the architecture must be given: "
+                     "pass builder=(model_name, options) for workbench.models.build, or an nn.Module built by it")
+
+
+def _import_plan(source: Path, builder: Any) -> list[tuple[int, str, Path]]:
+    """``[(step, form, path)]`` ascending, form ``"hf" | "workbench" | "state_dict"`` — one form for all."""
+    if source.is_file():
+        return [(0, *_file_form(source, builder))]
+    if (source / "model.json").exists() or (source / "config.json").exists():
+        return [(0, *_dir_form(source, builder, str(source)))]
+    entries: dict[int, tuple[str, Path]] = {}
+    for child in sorted(source.iterdir()):
+        m = _STEP_NAME.match(child.name if child.is_dir() else child.stem)
+        if m is None or child.name.startswith(".") or (child.is_file() and child.suffix.lower() not in
+                                                       _WEIGHT_SUFFIXES):
+            continue
+        step = int(m.group(1))
+        if step in entries:
+            raise ValueError(f"source: the series {source} has step {step} twice ({entries[step][1].name} and "
+                             f"{child.name}); keep one entry per step")
+        form = _dir_form(child, builder, f"step directory {child}") if child.is_dir() else _file_form(child, builder)
+        if form is None:
+            raise ValueError(f"source: step directory {child} of the series {source} is not a model (no model.json, "
+                             "config.json or weights file)")
+        entries[step] = form
+    if not entries:
+        form = _dir_form(source, builder, str(source))
+        if form is not None:
+            return [(0, *form)]
+        raise ValueError(f"source: {source} is neither a Hugging Face directory (config.json), a workbench model "
+                         "directory (model.json + model.safetensors), a weights file, nor a checkpoint series "
+                         "(entries named step1000, step_1000, checkpoint-1000 or 1000); it contains "
+                         f"{sorted(p.name for p in source.iterdir())[:20]}")
+    forms = {step: form for step, (form, _) in entries.items()}
+    if len(set(forms.values())) > 1:
+        raise ValueError(f"source: the series {source} mixes checkpoint forms {forms}; every step must be the same "
+                         "kind (all Hugging Face directories, all workbench model directories or all state dicts)")
+    return [(step, form, path) for step, (form, path) in sorted(entries.items())]
+
+
+def _stage_checkpoint(form: str, path: Path, dest: Path, builder: Any, trust_remote_code: bool) -> None:
+    """Write one imported checkpoint into ``dest`` in a form :func:`workbench.models.load` reads."""
+    from . import models
+
+    dest.mkdir(parents=True)
+    if form == "hf":
+        files = [p for p in sorted(path.iterdir()) if p.is_file() and (
+            p.name in _HF_FILES or _HF_WEIGHTS.match(p.name) or (trust_remote_code and p.suffix == ".py"))]
+        if not any(_HF_WEIGHTS.match(p.name) and not p.name.endswith(".json") for p in files):
+            raise ValueError(f"source: the Hugging Face directory {path} holds no PyTorch weights "
+                             "(model*.safetensors or pytorch_model*.bin)")
+        for p in files:  # copied, not hard-linked: saving into the source again (which truncates and rewrites
+            shutil.copyfile(p, dest / p.name)  # files in place) would otherwise change the stored checkpoint
+        return
+    model = models.load(path) if form == "workbench" else models.load(path, into=_build_from(builder))
+    models.save(model, dest)
+
+
+def _architecture(checkpoint: Path, fmt: str) -> str:
+    if fmt == "hf":
+        cfg = _read_json(checkpoint / "config.json")
+        archs = cfg.get("architectures") or []
+        return str(archs[0] if archs else cfg.get("model_type", "unknown"))
+    return str(_read_json(checkpoint / "model.json").get("name", "unknown"))

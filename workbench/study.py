@@ -11,9 +11,13 @@ one call away and CSV export is free.
 """
 from __future__ import annotations
 
+import json
+import numbers
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +30,7 @@ from .results import COLUMNS, tidy
 from .runs import Run
 
 __all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor",
-           "select_per_run"]
+           "select_per_run", "StudyJob", "JobResult", "run_job"]
 
 TIDY_COLUMNS = list(COLUMNS)  # the results schema (workbench.results.COLUMNS), kept under its old name
 
@@ -197,46 +201,246 @@ class InProcessExecutor:
 
 #: extra columns of the study table, after the schema's and before the varied fields (:class:`Study`)
 _STUDY_EXTRAS = ("kind", "task", "method", "label_fraction")
+#: keys of a task given as a dict (:class:`Study` ``tasks``)
+_TASK_KEYS = ("dataset", "options", "target", "name", "splits")
+#: Study attributes that a :class:`StudyJob` does not carry (it rebuilds its own store, one config, no executor)
+_NOT_IN_JOB = frozenset({"store", "executor", "failures", "configs", "table"})
+_SEQUENCES = (list, tuple, range, np.ndarray)
+
+
+def _cell(value: Any) -> Any:
+    """A varied value as a table cell and in a run label: a dict as its JSON (sorted keys), a list as text."""
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, (list, tuple)):
+        return str(value)
+    return value
 
 
 def _label(changes: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in changes.items())
+    return ",".join(f"{k}={_cell(v)}" for k, v in changes.items())
+
+
+def _values(value: Any, what: str, example: str) -> list[Any]:
+    """``value`` as a list; a string, a dict or a scalar is a TypeError (a string would be read letter by letter)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, _SEQUENCES):
+        hint = " (a string would be read letter by letter)" if isinstance(value, str) else ""
+        raise TypeError(f"{what} must be a list, e.g. {example}, got {type(value).__name__} {value!r}{hint}")
+    return [v.item() if isinstance(v, np.generic) else v for v in value]
+
+
+def _check_vary(vary: Any, base: Any) -> dict[str, list[Any]]:
+    """``vary`` checked against ``base``'s fields; a dotted key ``field.key`` changes one entry of a dict field."""
+    if vary is None:
+        return {}
+    if not isinstance(vary, Mapping):
+        raise TypeError(f"vary must be a dict of config field -> list of values, e.g. {{'label_noise': [0.0, 0.2]}}, "
+                        f"got {type(vary).__name__}")
+    fields = base.to_dict()
+    out = {}
+    for key, values in vary.items():
+        if not isinstance(key, str):
+            raise TypeError(f"vary keys must be config field names (str), got {key!r}")
+        name, dot, entry = key.partition(".")
+        if name not in fields:
+            raise ValueError(f"vary has unknown config field {name!r}; fields: {sorted(fields)}")
+        if name == "seed":
+            raise ValueError("vary the seed with seeds=[...], not vary={'seed': ...}")
+        if dot and not isinstance(fields[name], dict):
+            raise ValueError(f"vary[{key!r}]: {name} is not a dict-valued field, so it has no entries; "
+                             f"vary {name!r} itself")
+        if dot and not entry:
+            raise ValueError(f"vary[{key!r}] names no entry after the dot, e.g. '{name}.width'")
+        out[key] = _values(values, f"vary[{key!r}]", f"{{{key!r}: [{values!r}]}}")
+        if not out[key]:
+            raise ValueError(f"vary[{key!r}] is empty; give at least one value")
+    for key in out:
+        if "." in key and key.partition(".")[0] in out:
+            raise ValueError(f"vary has both {key.partition('.')[0]!r} and {key!r}; vary one of them")
+    return out
+
+
+def _changed_fields(base: Any, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """RunConfig fields for a grid point: a dotted key replaces one entry of ``base``'s dict field."""
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        name, dot, entry = key.partition(".")
+        if dot:
+            out.setdefault(name, dict(getattr(base, name)))[entry] = value
+        else:
+            out[name] = value
+    return out
+
+
+def _check_ints(value: Any, what: str, example: str) -> list[int]:
+    """A non-empty list of distinct non-negative integers."""
+    values = _values(value, what, example)
+    if not values:
+        raise ValueError(f"{what} is empty; give at least one, e.g. {example}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{what} must hold integers, e.g. {example}, got {v!r}")
+        if v < 0:
+            raise ValueError(f"{what} must hold integers >= 0, got {v}")
+    if len(set(values)) < len(values):
+        raise ValueError(f"{what} repeats a value: {values}")
+    return [int(v) for v in values]
+
+
+def _check_task(task: Any) -> None:
+    if task is None or isinstance(task, str):
+        return
+    if not isinstance(task, Mapping):
+        raise TypeError(f"tasks: each task must be None (the labels), a factor name (str) or a dict, got "
+                        f"{type(task).__name__} {task!r}")
+    unknown = sorted(set(task) - set(_TASK_KEYS))
+    if unknown:
+        raise ValueError(f"tasks: task {dict(task)} has unknown key(s) {unknown}; a task dict may have {_TASK_KEYS}")
+    if "dataset" not in task and ("options" in task or "name" in task):
+        raise ValueError(f"tasks: task {dict(task)} sets options/name without 'dataset'; name the dataset, or give "
+                         "only 'target' (a factor of the run's own data) and 'splits'")
+    if "splits" in task:
+        splits = _values(task["splits"], "a task's 'splits'", "{'target': 'color', 'splits': ['test']}")
+        if not splits or not all(isinstance(s, str) for s in splits):
+            raise ValueError(f"tasks: task {dict(task)} needs 'splits' as a non-empty list of split names")
+
+
+def _task_name(task: Any) -> str:
+    """The name :func:`workbench.train.evaluate` gives ``task`` (its ``task`` column)."""
+    if task is None or isinstance(task, str):
+        return task or "label"
+    if "dataset" in task:
+        target = task.get("target")
+        return task.get("name") or task["dataset"] + (f":{target}" if target else "")
+    return task.get("target") or "label"
+
+
+_DATA_CACHE: dict[str, Dataset] = {}
+
+
+def _load_data(name: str, options: Mapping[str, Any]) -> Dataset:
+    """``workbench.data.load(name, **options)``, the last two kept in memory (a Study checks and then measures the
+    same data; the datasets are deterministic for their options)."""
+    from . import data as wb_data
+
+    try:
+        key = json.dumps([name, options], sort_keys=True)
+    except TypeError:  # options that are not JSON (arrays): not cached
+        return wb_data.load(name, **dict(options))
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= 2:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = wb_data.load(name, **dict(options))
+    return _DATA_CACHE[key]
+
+
+class JobResult(NamedTuple):
+    """What a :class:`StudyJob` returns: the run's table and the downstream tasks that failed on it
+    (``(label, "task NAME: Error: message")``)."""
+    table: pd.DataFrame
+    failures: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class StudyJob:
+    """One run of a :class:`Study` as a small picklable callable (what the study gives its executor).
+
+    ``job()`` rebuilds the study's evaluation and measure settings around this one run — ``config`` trained (or
+    reused) in the store at ``store_root``, or the stored subject — and returns a :class:`JobResult`. It holds
+    no executor, store handle or other run, so a process pool or a cluster engine can send it elsewhere.
+    ``settings`` are the study's public attributes (a subclass's included; ``_private`` ones are not carried).
+    """
+    label: str
+    changes: Mapping[str, Any] = field(repr=False)
+    config: Any = field(repr=False)
+    store_root: str
+    settings: Mapping[str, Any] = field(repr=False)
+    study_type: type = field(repr=False)
+
+    def study(self) -> Study:
+        """The study of this one run (its ``configs`` hold only ``label``; it has no executor)."""
+        from .runs import RunStore
+
+        study = object.__new__(self.study_type)
+        study.__dict__.update(self.settings)
+        study.store, study.executor, study.failures = RunStore(self.store_root), None, []
+        study.configs = {self.label: (dict(self.changes), self.config)}
+        return study
+
+    def __call__(self) -> JobResult:
+        study = self.study()
+        table = study._one(self.label)
+        return JobResult(table, tuple(study.failures))
+
+
+def run_job(job: StudyJob) -> JobResult:
+    """``job()``: the function a :class:`Study` hands its executor's ``map`` with the jobs."""
+    return job()
 
 
 class Study:
-    """A grid of pretraining choices → runs → downstream evaluation → measures → one tidy table.
+    """A grid of pretraining choices → runs → downstream evaluation → measures → one tidy table; or the same
+    downstream evaluation and measures over runs already in the store (``subjects``).
 
     Parameters
     ----------
-    base : RunConfig or dict — the configuration every run starts from.
-    vary : mapping field → list of values; the runs are the Cartesian product (× ``seeds``).
-    seeds : seeds of every grid point (``RunConfig.seed``).
+    base : RunConfig or dict — the configuration every run starts from (give ``base`` or ``subjects``).
+    vary : mapping field → list of values; the runs are the Cartesian product (× ``seeds``). A dotted key
+        ``"model_options.norm"`` changes one entry of a dict-valued field (``dataset_options``, ``model_options``,
+        …), keeping the others of ``base``; a whole dict field (``"model_options": [{...}, {...}]``) is varied
+        as a whole and its column holds each dict's JSON (sorted keys).
+    subjects : instead of ``base``/``vary``/``seeds``: runs already in the store (a :class:`~workbench.runs.Run`,
+        a run id or a unique run name; e.g. models imported into the store, or runs trained elsewhere), each
+        with at least one checkpoint. They are never trained; their label (``run`` column) is their store name.
+    dataset, dataset_options : the data the subjects are measured and evaluated on (tasks None and factor names
+        included), instead of each subject's ``config.dataset`` / ``dataset_options`` (with ``dataset`` alone
+        the options are empty; with ``dataset_options`` alone the subject's dataset takes them). Subjects only.
+    seeds : seeds of every grid point (``RunConfig.seed``; default ``[0]``), distinct integers >= 0.
     downstream : evaluation methods (:data:`workbench.train.downstream.METHODS`), applied to each task.
-    tasks : downstream tasks (see :func:`workbench.train.evaluate`; None = the run's own labels).
-    label_fractions : passed to :func:`~workbench.train.evaluate`.
+    tasks : downstream tasks: None (the labels), a categorical factor name, or a dict — either
+        :func:`workbench.train.evaluate`'s ``{"dataset", "options", "target", "name"}`` for another dataset or
+        ``{"target": factor}`` of the run's own data — which may add ``"splits": [...]``, the evaluation splits
+        of that task (default: ``evaluate_options["splits"]``, else every non-train split). A task that fails
+        on a run (e.g. an OOD split holding classes the training split lacks) is listed in ``failures`` as
+        ``(label, "task NAME: Error: message")`` with a warning; the run's other rows are kept.
+    label_fractions : passed to :func:`~workbench.train.evaluate`, each in (0, 1].
     measures : names from the measure registry (:mod:`workbench.measures`, ``workbench measures`` lists them),
         computed at every step: what each kind of measure is given is :data:`STUDY_TAKES` (per-layer measures
         on ``measure_split``; probes fitted on ``fit_split``; pair measures layer × layer within a run and
         between every two runs on the same data, rows of kind ``cross_run`` with ``run_b``; model-level
         measures on the run's own objective; alignment and LiDAR on seeded augmented copies of the split;
         token-level measures (``dse``) on the layers' token maps).
+    measure_split : the split measures are computed on (a split of every run's data).
+    measure_examples : the first rows of ``measure_split`` (and ``fit_split``) that are measured.
     measure_options : measure name → options passed to it (e.g. ``{"mutual_knn": {"k": 5}}``).
     fit_split : the split probes (registry measures taking ``fit``) are fitted on.
     views_per_group : augmented copies of each example for LiDAR (its group of views).
-    steps : "final", "all" (every checkpoint) or a list of steps, for measures and downstream alike.
-    layers : probe points for the measures (None = all but the head's input pooling duplicates).
-    store : RunStore or root; executor : see :class:`InProcessExecutor`.
+    steps : "final", "all" (every checkpoint) or a list of checkpoint steps, for measures and downstream alike.
+    layers : probe points for the measures, read by :func:`workbench.models.select_layers`: None selects
+        every probe point of the model (:func:`workbench.models.probe_points`, in forward order — an MLP's
+        ``fc1`` … and ``head``; a CNN's stages, ``pool`` and ``head``), a list names probe points or module
+        paths, a string is a regular expression over the probe-point names.
+    store : RunStore or root (default: the subjects' store when they are Runs, else ``RunStore()``).
+    executor : an object with ``map(fn, jobs)`` yielding ``(job, result_or_exception)`` (see
+        :class:`InProcessExecutor`); it is given :func:`run_job` and one picklable :class:`StudyJob` per run.
+    name : the study's name; a trained run's store name is ``"{name}/{label}"`` (the table's ``run`` column is
+        the label), so studies with the same grid do not share run names.
+    evaluate_options : further keyword arguments of :func:`~workbench.train.evaluate` (``layer``, ``C``,
+        ``finetune_steps``, ``splits``, …).
 
-    ``run()`` trains (or reuses) every run, evaluates, measures and returns the table in the results schema
-    (:mod:`workbench.results`: ``run`` — the grid point's label —, ``step``, ``layer``, ``layer_index``,
-    ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``), then the extra columns ``kind``
-    ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the second run in ``run_b``),
-    ``task``, ``method``, ``label_fraction`` (downstream rows), the
-    varied fields and ``seed``; runs that fail are listed in ``study.failures`` and do not stop the others.
-    Re-running reuses runs, activations and evaluations.
+    Every argument is checked when the Study is made, before any training (the data are loaded to check the
+    split and factor names). ``run()`` trains (or reuses) every run, evaluates, measures and returns the table
+    in the results schema (:mod:`workbench.results`: ``run`` — the grid point's label or the subject's store
+    name —, ``step``, ``layer``, ``layer_index``, ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``),
+    then the extra columns ``kind`` ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the
+    second run in ``run_b``), ``task``, ``method``, ``label_fraction`` (downstream rows), the varied fields
+    (named as in ``vary``) and ``seed`` (trained runs); runs that fail are listed in ``study.failures`` and do
+    not stop the others. Re-running reuses runs, activations and evaluations.
     """
 
-    def __init__(self, base: Any, vary: Mapping[str, Sequence[Any]] | None = None, *, seeds: Sequence[int] = (0,),
+    def __init__(self, base: Any = None, vary: Mapping[str, Sequence[Any]] | None = None, *,
+                 subjects: Sequence[Any] | None = None, dataset: str | None = None,
+                 dataset_options: Mapping[str, Any] | None = None, seeds: Sequence[int] | None = None,
                  downstream: Sequence[str] = ("linear",), tasks: Sequence[Any] = (None,),
                  label_fractions: Sequence[float] = (1.0,), measures: Sequence[str] = ("rankme", "effective_rank"),
                  measure_split: str = "test", measure_examples: int = 1000, steps: Any = "final",
@@ -244,21 +448,75 @@ class Study:
                  evaluate_options: Mapping[str, Any] | None = None,
                  measure_options: Mapping[str, Mapping[str, Any]] | None = None, fit_split: str = "train",
                  views_per_group: int = 4):
-        from .runs import RunConfig, RunStore
+        import inspect
 
-        self.base = RunConfig.from_dict(base)
-        self.vary = {k: list(v) for k, v in (vary or {}).items()}
-        fields = set(self.base.to_dict())
-        for k, v in self.vary.items():
-            if k not in fields:
-                raise ValueError(f"vary has unknown config field {k!r}; fields: {sorted(fields)}")
-            if not v:
-                raise ValueError(f"vary[{k!r}] is empty; give at least one value")
-        if "seed" in self.vary:
-            raise ValueError("vary the seed with seeds=[...], not vary={'seed': ...}")
-        self.seeds = [int(s) for s in seeds]
-        self.downstream, self.tasks = list(downstream), list(tasks)
-        self.label_fractions, self.measures = list(label_fractions), list(measures)
+        from .runs import Run, RunConfig, RunStore
+        from .train.downstream import METHODS, evaluate
+
+        if (base is None) == (subjects is None):
+            raise ValueError("give either base (a config to train, with vary and seeds) or subjects (runs already in "
+                             "the store), " + ("not both" if base is not None else "got neither"))
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty string (the study's name), got {name!r}")
+        if executor is not None and not callable(getattr(executor, "map", None)):
+            raise TypeError(f"executor must have a map(fn, jobs) method (see InProcessExecutor), got "
+                            f"{type(executor).__name__}")
+        if store is None and subjects is not None and not isinstance(subjects, (str, Run)):
+            store = next((s.store for s in subjects if isinstance(s, Run)), None)
+        self.name = name
+        self.store = store if isinstance(store, RunStore) else RunStore(store)
+        self.executor = executor or InProcessExecutor()
+        if subjects is None:
+            if dataset is not None or dataset_options is not None:
+                raise ValueError("dataset= and dataset_options= set the data of subjects=[...]; for trained runs "
+                                 "set them in base")
+            self.base = RunConfig.from_dict(base)
+            self.vary = _check_vary(vary, self.base)
+            self.seeds = _check_ints((0,) if seeds is None else seeds, "seeds", "seeds=[0, 1, 2]")
+            self.subjects: dict[str, str] = {}
+        else:
+            if vary:
+                raise ValueError("vary applies to trained runs (base=...); subjects are measured as they are")
+            if seeds is not None:
+                raise ValueError("seeds applies to trained runs (base=...); a subject is one stored run")
+            if dataset is not None and not isinstance(dataset, str):
+                raise TypeError(f"dataset must be a dataset name (str), got {type(dataset).__name__}")
+            if dataset_options is not None and not isinstance(dataset_options, Mapping):
+                raise TypeError(f"dataset_options must be a dict, got {type(dataset_options).__name__}")
+            self.base, self.vary, self.seeds = None, {}, []
+            self.subjects = self._check_subjects(subjects)
+        self.dataset = dataset
+        self.dataset_options = None if dataset_options is None else dict(dataset_options)
+
+        self.downstream = _values(downstream, "downstream", "downstream=['linear']")
+        for m in self.downstream:
+            if m not in METHODS:
+                raise ValueError(f"downstream has unknown method {m!r}; choose from {list(METHODS)} (or [] for none)")
+        self.tasks = _values(tasks, "tasks", "tasks=[None, 'color']")
+        for task in self.tasks:
+            _check_task(task)
+        fractions = _values(label_fractions, "label_fractions", "label_fractions=[0.1, 1.0]")
+        for f in fractions:
+            if isinstance(f, bool) or not isinstance(f, numbers.Real):
+                raise TypeError(f"label_fractions must hold numbers in (0, 1], got {f!r}")
+            if not 0 < f <= 1:
+                raise ValueError(f"label_fractions must be in (0, 1] (a fraction of the downstream training split), "
+                                 f"got {f}")
+        self.label_fractions = [float(f) for f in fractions]
+        if self.downstream and not (self.tasks and self.label_fractions):
+            raise ValueError("tasks and label_fractions must not be empty when downstream methods are given "
+                             "(downstream=[] evaluates nothing)")
+        self.evaluate_options = dict(evaluate_options or {})
+        accepted = [p for p in inspect.signature(evaluate).parameters
+                    if p not in ("run", "task", "step", "methods", "label_fractions")]
+        unknown = sorted(set(self.evaluate_options) - set(accepted))
+        if unknown:
+            raise ValueError(f"evaluate_options has {unknown}, which evaluate() does not take here; accepted: "
+                             f"{accepted} (steps, downstream, tasks and label_fractions are Study arguments)")
+        if "splits" in self.evaluate_options:
+            _check_task({"splits": self.evaluate_options["splits"]})
+
+        self.measures = _values(measures, "measures", "measures=['rankme']")
         self.measure_options = {k: dict(v) for k, v in (measure_options or {}).items()}
         for m in self.measures:
             if m not in REGISTRY:
@@ -275,17 +533,142 @@ class Study:
         unknown = sorted(set(self.measure_options) - set(self.measures))
         if unknown:
             raise ValueError(f"measure_options names {unknown}, which are not in measures={self.measures}")
+        for arg, value in (("measure_split", measure_split), ("fit_split", fit_split)):
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"{arg} must be a split name (str), e.g. 'test', got {value!r}")
         self.fit_split = fit_split
         if not isinstance(views_per_group, int) or isinstance(views_per_group, bool) or views_per_group < 2:
             raise ValueError(f"views_per_group must be an integer >= 2, got {views_per_group!r}")
         self.views_per_group = views_per_group
+        if isinstance(measure_examples, bool) or not isinstance(measure_examples, numbers.Integral):
+            raise TypeError(f"measure_examples must be an integer >= 1, got {measure_examples!r}")
+        if measure_examples < 1:
+            raise ValueError(f"measure_examples must be >= 1, got {measure_examples}")
         self.measure_split, self.measure_examples = measure_split, int(measure_examples)
-        self.steps, self.layers, self.name = steps, layers, name
-        self.store = store if isinstance(store, RunStore) else RunStore(store)
-        self.executor = executor or InProcessExecutor()
-        self.evaluate_options = dict(evaluate_options or {})
+        if isinstance(steps, str):
+            if steps not in ("final", "all"):
+                raise ValueError(f"steps={steps!r}: use 'final', 'all' or a list of checkpoint steps, e.g. [0, 100]")
+        else:
+            example = f"steps=[{steps}]" if isinstance(steps, numbers.Integral) else "steps=[0, 100]"
+            steps = _check_ints(steps, "steps", example)
+        if not (layers is None or isinstance(layers, str)
+                or (isinstance(layers, (list, tuple)) and layers and all(isinstance(x, str) for x in layers))):
+            raise TypeError(f"layers must be None (every probe point), a regular expression (str) or a non-empty list "
+                            f"of layer names, got {layers!r}")
+        self.steps, self.layers = steps, layers
         self.failures: list[tuple[str, str]] = []
-        self.configs = self._grid()  # validates every config up front: a bad grid fails before any training
+        if self.subjects:
+            self.configs = {label: ({}, Run(self.store, rid).config) for label, rid in self.subjects.items()}
+        else:
+            self.configs = self._grid()  # validates every config up front: a bad grid fails before any training
+        self._check_steps()
+        self._check_data()
+
+    def _check_subjects(self, subjects: Any) -> dict[str, str]:
+        """label (store name) → run id of each subject; each is in the store and has a checkpoint."""
+        from .runs import Run
+
+        if isinstance(subjects, (str, bytes, Run)) or not isinstance(subjects, (list, tuple)):
+            raise TypeError(f"subjects must be a list of runs (Run, run id or run name), got {type(subjects).__name__}")
+        if not subjects:
+            raise ValueError("subjects is empty; give at least one run of the store")
+        out: dict[str, str] = {}
+        for subject in subjects:
+            if isinstance(subject, Run):
+                if subject.store.root.resolve() != self.store.root.resolve() or subject.id not in self.store.ids():
+                    raise ValueError(f"subjects: run {subject.id} is in the store {subject.store.root}, not in the "
+                                     f"study's store {self.store.root}; pass store={str(subject.store.root)!r}")
+                run = Run(self.store, subject.id)
+            elif isinstance(subject, str):
+                try:
+                    run = self.store.get(subject)
+                except (KeyError, ValueError) as err:
+                    raise ValueError(f"subjects: {err.args[0]}") from None
+            else:
+                raise TypeError(f"subjects: each must be a Run, a run id or a run name, got {type(subject).__name__}")
+            if not run.checkpoints():
+                raise ValueError(f"subjects: run {run.name!r} ({run.id}) has no checkpoints; train it or import a "
+                                 "model with checkpoints first")
+            if run.name in out:
+                raise ValueError(f"subjects: {run.name!r} is given twice (or two subjects share that name: "
+                                 f"{out[run.name]} and {run.id}); rename one")
+            out[run.name] = run.id
+        return out
+
+    def _check_steps(self) -> None:
+        """A list of ``steps`` must be checkpoints of every run (the subjects', or the configs' schedules)."""
+        from .runs import Run, checkpoint_schedule
+
+        if isinstance(self.steps, str):
+            return
+        for label, (_, cfg) in self.configs.items():
+            have = (Run(self.store, self.subjects[label]).checkpoints() if label in self.subjects
+                    else checkpoint_schedule(cfg.steps, cfg.checkpoints))
+            missing = sorted(set(self.steps) - set(have))
+            if missing:
+                raise ValueError(f"steps {missing} are not checkpoints of run {label!r} (its checkpoints: {have})")
+
+    def _data_spec(self, label: str) -> tuple[str, dict[str, Any]]:
+        """(dataset name, options) that run ``label`` is measured and evaluated on."""
+        cfg = self.configs[label][1]
+        if self.dataset is None and self.dataset_options is None:
+            return cfg.dataset, dict(cfg.dataset_options)
+        if self.dataset is None:
+            return cfg.dataset, dict(self.dataset_options)
+        return self.dataset, dict(self.dataset_options or {})
+
+    def _data(self, label: str) -> Dataset:
+        return _load_data(*self._data_spec(label))
+
+    def _task_arg(self, task: Any, label: str) -> tuple[Any, list[str] | None]:
+        """``task`` as :func:`~workbench.train.evaluate` takes it for run ``label`` and its evaluation splits."""
+        splits = self.evaluate_options.get("splits")
+        if isinstance(task, Mapping):
+            splits = task.get("splits", splits)
+            task = ({k: v for k, v in task.items() if k != "splits"} if "dataset" in task else task.get("target"))
+        if isinstance(task, Mapping) or (self.dataset is None and self.dataset_options is None):
+            return task, None if splits is None else list(splits)
+        name, options = self._data_spec(label)  # the study's data, not the subject's own
+        target = None if task in (None, "label") else task
+        return {"dataset": name, "options": options, "target": target, "name": target or "label"}, splits
+
+    def _check_data(self) -> None:
+        """The splits and the factor tasks name what each run's data (and each task's dataset) holds."""
+        if not (self.measures or self.downstream):
+            return
+        fit = any(get_measure(m).takes == "x, fit" for m in self.measures)
+        checked: set[str] = set()
+        for label in self.configs:
+            spec = self._data_spec(label)
+            key = json.dumps(spec, sort_keys=True, default=repr)
+            if key in checked:
+                continue
+            checked.add(key)
+            ds = _load_data(*spec)
+            for arg, split, used in (("measure_split", self.measure_split, bool(self.measures)),
+                                     ("fit_split", self.fit_split, fit)):
+                if used and split not in ds:
+                    raise ValueError(f"{arg}={split!r} is not a split of the dataset {spec[0]!r}; its splits: "
+                                     f"{list(ds)}")
+            for task in self.tasks if self.downstream else ():
+                arg, splits = self._task_arg(task, label)
+                if isinstance(arg, Mapping):
+                    name, options = arg["dataset"], dict(arg.get("options") or {})
+                    tds = ds if (name, options) == spec else _load_data(name, options)
+                    target = arg.get("target")
+                else:
+                    name, tds, target = spec[0], ds, None if arg in (None, "label") else arg
+                if target is not None and target not in tds["train"].factors:
+                    raise ValueError(f"tasks: {target!r} is not a factor of the dataset {name!r} (factors: "
+                                     f"{sorted(tds['train'].factors)})")
+                own = not (isinstance(task, Mapping) and "dataset" in task)  # evaluate() checks these as factors
+                if own and target is not None and tds.factor_info.get(target, {}).get("kind") != "categorical":
+                    raise ValueError(f"tasks: {target!r} is a continuous factor; downstream evaluation classifies — "
+                                     "use a categorical factor")
+                bad = [s for s in splits or () if s not in tds]
+                if bad:
+                    raise ValueError(f"tasks: task {_task_name(task)!r} evaluates on split(s) {bad}, which the "
+                                     f"dataset {name!r} lacks; its splits: {list(tds)}")
 
     def _grid(self) -> dict[str, tuple[dict[str, Any], Any]]:
         import itertools
@@ -295,7 +678,8 @@ class Study:
         for values in itertools.product(*(self.vary[k] for k in keys)):
             for seed in self.seeds:
                 changes = dict(zip(keys, values))
-                out[_label({**changes, "seed": seed})] = (changes, self.base.replace(**changes, seed=seed))
+                out[_label({**changes, "seed": seed})] = (changes, self.base.replace(
+                    **_changed_fields(self.base, changes), seed=seed))
         return out
 
     def _steps(self, run: Run) -> list[int]:
@@ -309,30 +693,53 @@ class Study:
             raise ValueError(f"steps {missing} are not checkpoints of run {run.name!r} ({ckpts})")
         return list(self.steps)
 
-    def _one(self, label: str) -> pd.DataFrame:
-        from . import data as wb_data
+    def _run_of(self, label: str) -> Run:
+        """The stored subject ``label``, or the grid point ``label`` trained (or reused) as ``"{name}/{label}"``."""
+        from .runs import Run
         from .train import train
+
+        if label in self.subjects:
+            return Run(self.store, self.subjects[label])
+        return train(self.configs[label][1], self.store, name=f"{self.name}/{label}", progress=False)
+
+    def jobs(self) -> list[StudyJob]:
+        """One :class:`StudyJob` per run, in grid (or subject) order: what :meth:`run` gives the executor."""
+        settings = {k: v for k, v in vars(self).items() if k not in _NOT_IN_JOB and not k.startswith("_")}
+        return [StudyJob(label, changes, cfg, str(self.store.root), settings, type(self))
+                for label, (changes, cfg) in self.configs.items()]
+
+    def _one(self, label: str) -> pd.DataFrame:
+        """Train (or reuse) run ``label`` — or take the stored subject —, measure and evaluate it: its rows of the
+        study table. A downstream task that fails is appended to :attr:`failures`; the other rows are kept."""
         from .train.downstream import evaluate  # not re-exported by workbench.train
 
         changes, cfg = self.configs[label]
-        run = train(cfg, self.store, name=label, progress=False)
+        run = self._run_of(label)
         parts = []
         steps = self._steps(run)
         if self.measures:
-            ds = wb_data.load(cfg.dataset, **dict(cfg.dataset_options))
+            ds = self._data(label)
             for step in steps:
                 parts.append(self._measure(run, ds, step))
         if self.downstream:
-            for step in steps:
-                for task in self.tasks:
-                    ev = evaluate(run, task, step=step, methods=self.downstream,
-                                  label_fractions=self.label_fractions, **self.evaluate_options)
-                    parts.append(ev.assign(kind="downstream"))
+            options = {k: v for k, v in self.evaluate_options.items() if k != "splits"}
+            evaluated: dict[int, list[pd.DataFrame]] = {step: [] for step in steps}
+            for task in self.tasks:
+                arg, splits = self._task_arg(task, label)
+                try:
+                    tables = [evaluate(run, arg, step=step, methods=self.downstream, splits=splits,
+                                       label_fractions=self.label_fractions, **options) for step in steps]
+                except Exception as err:  # one task failing keeps the run's other rows
+                    self.failures.append((label, f"task {_task_name(task)}: {type(err).__name__}: {err}"))
+                    continue
+                for step, ev in zip(steps, tables):
+                    evaluated[step].append(ev.assign(kind="downstream"))
+            parts += [ev for step in steps for ev in evaluated[step]]
         parts.append(run.history().assign(kind="history"))
         table = pd.concat([p for p in parts if len(p)] or parts, ignore_index=True)
         first = [c for c in table.columns if c in COLUMNS] + [c for c in _STUDY_EXTRAS if c in table.columns]
         table = table[[*first, *[c for c in table.columns if c not in first]]]
-        choices = {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in {**changes, "seed": cfg.seed}.items()}
+        choices = {} if label in self.subjects else {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
         return tidy(table, run=label, **choices)
 
     def _activations(self, run: Run, ds: Dataset, step: int, splits: Sequence[str]) -> dict[str, Activations]:
@@ -445,20 +852,16 @@ class Study:
 
     def _cross_runs(self, labels: Sequence[str]) -> pd.DataFrame:
         """Pair measures between every two runs (in grid order) at each step both measured, kind ``cross_run``."""
-        from . import data as wb_data
-        from .train import train
-
         pair = [m for m in self.measures if get_measure(m).takes == "a, b"]
         if not pair or len(labels) < 2:
             return pd.DataFrame()
-        runs = {label: train(self.configs[label][1], self.store, name=label, progress=False) for label in labels}
+        runs = {label: self._run_of(label) for label in labels}
         parts = []
         for i, la in enumerate(labels):
             for lb in labels[i + 1:]:
-                ca, cb = self.configs[la][1], self.configs[lb][1]
-                if (ca.dataset, dict(ca.dataset_options)) != (cb.dataset, dict(cb.dataset_options)):
+                if self._data_spec(la) != self._data_spec(lb):
                     continue  # different data: the examples do not correspond
-                ds = wb_data.load(ca.dataset, **dict(ca.dataset_options))
+                ds = self._data(la)
                 for step in sorted(set(self._steps(runs[la])) & set(self._steps(runs[lb]))):
                     xa = self._activations(runs[la], ds, step, [self.measure_split])[self.measure_split]
                     xb = self._activations(runs[lb], ds, step, [self.measure_split])[self.measure_split]
@@ -469,24 +872,32 @@ class Study:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def run(self, progress: bool = True) -> pd.DataFrame:
-        """Train/reuse, evaluate and measure every run; returns the study table (class docstring)."""
+        """Train/reuse, evaluate and measure every run; returns the study table (class docstring). The executor
+        is given :func:`run_job` and :meth:`jobs`; a failed run, and each failed downstream task of a run (with
+        a warning), is listed in :attr:`failures`."""
         from tqdm.auto import tqdm
 
         self.failures = []
-        tables = []
+        tables, failed = [], set()
         bar = tqdm(total=len(self.configs), desc=self.name, disable=not progress)
-        for label, result in self.executor.map(self._one, list(self.configs)):
-            if isinstance(result, Exception):
-                self.failures.append((label, f"{type(result).__name__}: {result}"))
+        for job, result in self.executor.map(run_job, self.jobs()):
+            if isinstance(result, BaseException):
+                failed.add(job.label)
+                self.failures.append((job.label, f"{type(result).__name__}: {result}"))
             else:
-                tables.append(result)
+                table, task_failures = result
+                tables.append(table)
+                for label, error in task_failures:
+                    self.failures.append((label, error))
+                    warnings.warn(f"study {self.name!r}, run {label!r}: {error} (the run's other rows are kept)",
+                                  stacklevel=2)
             bar.update(1)
         bar.close()
         if self.failures and progress:
-            print(f"{len(self.failures)} run(s) failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
+            print(f"{len(self.failures)} failure(s): " + "; ".join(f"{l}: {e}" for l, e in self.failures))
         if not tables:
             raise RuntimeError("every run of the study failed: " + "; ".join(f"{l}: {e}" for l, e in self.failures))
-        done = [label for label in self.configs if label not in dict(self.failures)]
+        done = [label for label in self.configs if label not in failed]
         cross = self._cross_runs(done)
         if len(cross):
             tables.append(cross)

@@ -68,6 +68,9 @@ class HFModel(nn.Module):
         (e.g. ``model.encoder.layer.3``). For BERT-like models (a module named ``embeddings``) their
         outputs equal the ``output_hidden_states=True`` results. Models without such a module (e.g.
         GPT-2) use the token-embedding module itself, which excludes position embeddings.
+
+    ``forward`` / ``hidden`` return the last hidden state ``[N, T, D]``; ``pooled`` is the representation
+    (attention-masked mean of the last hidden state), used by fine-tuning and the joint-embedding objectives.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any = None, config: Any = None):
@@ -95,6 +98,23 @@ class HFModel(nn.Module):
         """Last hidden state ``[N, T, D]``."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden state ``[N, T, D]`` (the same as :meth:`forward`; the name the workbench Transformer uses)."""
+        return self.forward(input_ids, attention_mask)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's representation ``[N, D]``: the **attention-masked mean of the last hidden state** over the
+        real tokens, ``sum_t m_t h_t / max(1, sum_t m_t)`` (every token when ``attention_mask`` is None; an
+        all-padding row gives zeros). Special tokens ([CLS], [SEP]) count as real tokens. This is the mean pooling
+        of sentence-transformers models such as all-MiniLM-L6-v2 (before their L2 normalisation); it is what
+        :func:`workbench.train.objectives.representation` returns for this wrapper, so fine-tuning
+        (``workbench.train.evaluate(run, methods=["finetune"])``) trains a linear head on it."""
+        h = self.hidden(input_ids, attention_mask)
+        if attention_mask is None:
+            return h.mean(dim=1)
+        w = attention_mask.to(h.device).bool().to(h.dtype)[:, :, None]
+        return (h * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
 
     def tokenize(self, texts: str | list[str], max_length: int = 128) -> dict[str, torch.Tensor]:
         """Tokenise with padding and truncation; returns ``input_ids`` and ``attention_mask`` (LongTensor)."""

@@ -92,7 +92,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import device_of
+from ..models import HFModel, device_of, model_inputs
 from ..runs import CONTRASTIVE, OBJECTIVES, RunConfig
 from .augment import make_augment
 
@@ -121,8 +121,9 @@ def _is_token_model(model: nn.Module) -> bool:
 
 def representation(model: nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The model's representation ``[N, D]``: ``model.pooled(tokens, attention_mask)`` for token
-    Transformers (mean of final hidden states over real tokens), ``model.embed(x)`` otherwise (the
-    vector the classification head reads).
+    Transformers (mean of final hidden states over real tokens) and Hugging Face models
+    (:class:`~workbench.models.HFModel`: the attention-masked mean of the last hidden state), ``model.embed(x)``
+    otherwise (the vector the classification head reads).
 
     Use this rather than ``model.embed`` for code that must handle every builder: on
     :class:`~workbench.models.Transformer`, ``embed`` is the token-embedding *module*.
@@ -141,13 +142,9 @@ def _call(model: nn.Module, batch_inputs: torch.Tensor, attention_mask: torch.Te
 
 
 def _example_inputs(dataset, model: nn.Module, n: int = 2) -> tuple[torch.Tensor, torch.Tensor | None]:
-    split = dataset["train"]
-    device = device_of(model)
-    x = split.inputs[:n]
-    if np.issubdtype(np.asarray(x).dtype, np.integer):
-        mask = None if split.attention_mask is None else torch.as_tensor(split.attention_mask[:n], device=device)
-        return torch.as_tensor(x, dtype=torch.long, device=device), mask
-    return torch.as_tensor(x, dtype=torch.float32, device=device), None
+    """The first ``n`` training inputs as the model reads them (raw text tokenized by ``model.tokenize``)."""
+    args, kwargs = model_inputs(model, dataset["train"], slice(0, n), device_of(model))
+    return args[0], kwargs.get("attention_mask")
 
 
 @torch.no_grad()
@@ -773,6 +770,11 @@ def make_objective(config: RunConfig, dataset, model: nn.Module) -> Objective | 
                          "for plain reconstruction use objective='autoencoder'")
     if name in ("mlm", "clm"):
         _token_model_check(model, name, causal=(name == "clm"))
+    if name == "supervised" and isinstance(model, HFModel):
+        raise ValueError("objective='supervised' trains the model's own class logits, but a Hugging Face model "
+                         "(HFModel) outputs hidden states [N, T, D] and has no class head; fine-tune it on a "
+                         "labelled task with workbench.train.evaluate(run, methods=['finetune']) (a linear head on "
+                         "its mean-pooled representation) after RunStore.import_model(directory, dataset=...)")
     if name == "supervised" and _is_token_model(model):
         task = (getattr(model, "spec", {}) or {}).get("options", {}).get("task")
         if task == "lm":

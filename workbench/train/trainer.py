@@ -179,6 +179,10 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
         Handle on the finished (or, with ``stop_after``, interrupted) run.
     """
     config = RunConfig.from_dict(config)
+    if config.imported:
+        raise ValueError("config describes an imported run (model='imported', RunStore.import_model): its weights were "
+                         "trained elsewhere and it has no training recipe, so train() cannot train it; analyse it "
+                         "as it is, or fine-tune it with workbench.train.evaluate(run, methods=['finetune'])")
     store = store if isinstance(store, RunStore) else RunStore(store)
     run = store.create(config, name=name)
     if run.done:

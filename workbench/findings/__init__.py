@@ -1,0 +1,135 @@
+"""Published findings as self-checking experiments: ``workbench findings`` lists them, ``workbench study ID``
+runs one.
+
+Each finding is one module here declaring a :class:`Finding` (claim, source, the grid of pretraining choices,
+the downstream tasks and measures, the checks of its verdict, its figures, its smoke / quick / full sizes):
+
+=====  ===================  ===========================================================================
+id     module               pretraining choice → what shows it
+=====  ===================  ===========================================================================
+S1     ``label_noise``      symmetric label noise → transfer to held-out classes, ID and OOD; spectrum
+S3     ``norm_placement``   LayerNorm placement → per-layer gradient norms, skip-a-block loss
+S4     ``temperature``      InfoNCE temperature → uniformity and tolerance at the projector and backbone
+S12    ``memorization``     label noise × training length → clean vs flipped fit over steps, EL2N AUROC
+=====  ===================  ===========================================================================
+
+The other findings of ``assets/STUDIES.md`` are listed (:data:`CATALOG`) with their claims and no experiment
+yet. The verdict rule is :mod:`workbench.findings._base`'s docstring (:class:`Check`).
+
+>>> from workbench import findings
+>>> findings.get("S12").name, findings.get("memorization").id
+('memorization', 'S12')
+>>> result = findings.get("S12").run("smoke", store="/tmp/wb-doc-store", progress=False)  # doctest: +SKIP
+>>> print(result.verdict)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..runs import RunStore
+from ._base import (EXPECT, MODES, OUTCOMES, Check, Finding, Quantity, Result, Setting, Verdict, at_step_fraction,
+                    load_verdict, machine, mean_of, save_verdict, slope, verdict_path, with_changes)
+from ._report import verdict_figure, write_report
+from .label_noise import FINDING as S1
+from .memorization import FINDING as S12
+from .norm_placement import FINDING as S3
+from .temperature import FINDING as S4
+
+__all__ = ["Finding", "Setting", "Check", "Quantity", "Verdict", "Result", "MODES", "OUTCOMES", "EXPECT",
+           "FINDINGS", "CATALOG", "get", "findings_table", "recorded_verdicts", "run", "write_report",
+           "verdict_figure", "slope", "mean_of", "at_step_fraction", "with_changes", "machine", "save_verdict"]
+
+#: the findings with an experiment, by id
+FINDINGS: dict[str, Finding] = {f.id: f for f in (S1, S3, S4, S12)}
+
+#: every finding of assets/STUDIES.md: id → (name, claim, source); those without a module have no experiment yet
+CATALOG: dict[str, tuple[str, str, str]] = {
+    "S1": (S1.name, S1.claim, S1.source),
+    "S2": ("ssl_length_dense", "Longer self-supervised training can degrade dense tasks while image-level accuracy "
+           "still rises; a label-free estimator (DSE) picks a better checkpoint.",
+           "Dai et al. 2025, Dense representation Structure Estimator, NeurIPS"),
+    "S3": (S3.name, S3.claim, S3.source),
+    "S4": (S4.name, S4.claim, S4.source),
+    "S5": ("projection_head", "Features before the projection head transfer better than after it.",
+           "Chen et al. 2020, A simple framework for contrastive learning (SimCLR), ICML"),
+    "S6": ("invariance", "Invariance to the right transformations matters as much as or more than data size; a "
+           "wrong invariance hurts.", "Xiao et al. 2021, What should not be contrastive in contrastive learning, "
+           "ICLR"),
+    "S7": ("probe_vs_finetune", "Linear-probe rankings of pretrained models do not match fine-tuning rankings; "
+           "smaller models can be better frozen, larger better fine-tuned.",
+           "Kornblith, Shlens & Le 2019, Do better ImageNet models transfer better?, CVPR"),
+    "S8": ("unlabeled_data", "Unsupervised pretraining helps provably when unlabeled m ≫ labeled n.",
+           "Ge et al. 2024, On the provable advantage of unsupervised pretraining, ICLR"),
+    "S9": ("seed_subspaces", "Networks trained from different seeds share subspaces but not bases.",
+           "Li et al. 2016, Convergent learning, ICLR"),
+    "S10": ("eigenmode_steps", "Self-supervised learning from small initialization learns eigenmodes one at a time, "
+            "in steps.", "Simon et al. 2023, On the stepwise nature of self-supervised learning, ICML"),
+    "S11": ("contrastive_collapse", "Supervised contrastive learning collapses subclasses; unsupervised contrastive "
+            "learning suppresses hard features; larger embeddings help.",
+            "Xue et al. 2023, Which features are learnt by contrastive learning?, ICML"),
+    "S12": (S12.name, S12.claim, S12.source),
+}
+
+
+def get(finding: str) -> Finding:
+    """The finding with this id (``"S1"``, case-insensitive) or name (``"label_noise"``)."""
+    if not isinstance(finding, str):
+        raise TypeError(f"finding must be an id or a name (str), got {type(finding).__name__}")
+    key = finding.strip()
+    for f in FINDINGS.values():
+        if key.upper() == f.id or key.lower() == f.name:
+            return f
+    for fid, (name, _, _) in CATALOG.items():
+        if key.upper() == fid or key.lower() == name:
+            raise ValueError(f"finding {fid} ({name}) has no experiment yet; findings with one: "
+                             f"{', '.join(f'{f.id} ({f.name})' for f in FINDINGS.values())}")
+    raise ValueError(f"unknown finding {finding!r}; give an id or a name: "
+                     f"{', '.join(f'{i} ({n})' for i, (n, _, _) in CATALOG.items())}")
+
+
+def recorded_verdicts() -> dict[str, Verdict]:
+    """The quick verdicts recorded in the repository (``workbench/findings/recorded.json``: written by
+    ``python benchmarks/bench_findings.py``, with their date, machine and time)."""
+    text = importlib.resources.files(__package__).joinpath("recorded.json").read_text()
+    return {k: Verdict.from_dict(v) for k, v in json.loads(text).items()}
+
+
+def findings_table(store: Any = None) -> pd.DataFrame:
+    """One row per finding of :data:`CATALOG`: ``id, name, claim, verdict, numbers, origin, mode, seeds, date,
+    machine, wall_s``. The verdict is the latest of the user's own runs in ``store`` (``origin="yours"``), else
+    the quick verdict recorded in the repository (``"recorded"``); findings without an experiment say so.
+    Nothing is trained."""
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    recorded = recorded_verdicts()
+    rows = []
+    for fid, (name, claim, _source) in CATALOG.items():
+        row: dict[str, Any] = {"id": fid, "name": name, "claim": claim}
+        mine = [v for v in (load_verdict(verdict_path(store, fid, m)) for m in MODES) if v is not None]
+        mine = [v for v in mine if v.mode != "smoke"] or []
+        latest = max(mine, key=lambda v: v.date) if mine else None
+        verdict, origin = (latest, "yours") if latest else (recorded.get(fid), "recorded")
+        if fid not in FINDINGS:
+            row |= {"verdict": "no experiment yet", "origin": ""}
+        elif verdict is None:
+            row |= {"verdict": "not run yet", "origin": ""}
+        else:
+            row |= {"verdict": verdict.outcome, "numbers": verdict.numbers(), "origin": origin, "mode": verdict.mode,
+                    "seeds": " ".join(map(str, verdict.seeds)), "date": verdict.date, "machine": verdict.machine,
+                    "wall_s": verdict.wall_s}
+        rows.append(row)
+    cols = ["id", "name", "claim", "verdict", "numbers", "origin", "mode", "seeds", "date", "machine", "wall_s"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def run(finding: str, mode: str = "quick", *, out: str | Path | None = None, store: Any = None,
+        static: bool = True, progress: bool = True) -> Result:
+    """Run finding ``finding`` (id or name) at size ``mode`` and, with ``out``, write its report; the verdict
+    is kept in the store for ``workbench findings``. See :meth:`Finding.run`."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}")
+    return get(finding).run(mode, out=out, store=store, static=static, progress=progress)
