@@ -120,14 +120,16 @@ def test_bad_checks_and_selections_are_named():
         Check("c", ACC, a={"temperature": 0.1}, expect="positive").evaluate(t, KEYS)
 
 
-def test_with_changes_replaces_one_entry_of_a_dict_field():
+def test_replace_with_a_dotted_key_changes_one_entry_of_a_dict_field():
     base = RunConfig(dataset="shapes", dataset_options={"n_train": 100, "size": 32}, model="cnn",
                      model_options={"width": 16, "depth": 3})
-    cfg = findings.with_changes(base, {"steps": 7, "model_options.width": 8, "dataset_options.n_train": 50})
+    cfg = base.replace(**{"steps": 7, "model_options.width": 8, "dataset_options.n_train": 50})
     assert (cfg.steps, dict(cfg.model_options), dict(cfg.dataset_options)) == (
         7, {"width": 8, "depth": 3}, {"n_train": 50, "size": 32})
-    with pytest.raises(ValueError, match="unknown RunConfig fields"):
-        findings.with_changes(base, {"widht": 3})
+    with pytest.raises(ValueError, match="unknown RunConfig field 'widht'"):
+        base.replace(widht=3)
+    with pytest.raises(ValueError, match="steps is not a dict-valued field"):
+        base.replace(**{"steps.x": 3})
 
 
 def test_registry_lists_twelve_findings_and_finds_them_by_id_or_name():

@@ -234,7 +234,21 @@ class RunConfig:
         return cls(**dict(d))
 
     def replace(self, **changes: Any) -> RunConfig:
-        return RunConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with ``changes``: a plain key replaces a field; a dotted key ``"field.entry"`` (passed as
+        ``**{"model_options.width": 8}``) replaces one entry of a dict-valued field and keeps the others."""
+        d = self.to_dict()
+        out: dict[str, Any] = {}
+        for key, value in changes.items():
+            name, dot, entry = key.partition(".")
+            if name not in d:
+                raise ValueError(f"unknown RunConfig field {name!r}; fields: {sorted(d)}")
+            if dot:
+                if not isinstance(d[name], dict):
+                    raise ValueError(f"{key!r}: {name} is not a dict-valued field, so it has no entries")
+                out.setdefault(name, dict(changes.get(name, d[name])))[entry] = value
+            elif name not in out:
+                out[name] = value
+        return RunConfig.from_dict({**d, **out})
 
     def to_dict(self) -> dict[str, Any]:
         """Normalized, JSON-ready dict: every field present, options sorted, numbers canonical."""

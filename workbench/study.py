@@ -260,18 +260,6 @@ def _check_vary(vary: Any, base: Any) -> dict[str, list[Any]]:
     return out
 
 
-def _changed_fields(base: Any, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """RunConfig fields for a grid point: a dotted key replaces one entry of ``base``'s dict field."""
-    out: dict[str, Any] = {}
-    for key, value in changes.items():
-        name, dot, entry = key.partition(".")
-        if dot:
-            out.setdefault(name, dict(getattr(base, name)))[entry] = value
-        else:
-            out[name] = value
-    return out
-
-
 def _check_ints(value: Any, what: str, example: str) -> list[int]:
     """A non-empty list of distinct non-negative integers."""
     values = _values(value, what, example)
@@ -678,8 +666,7 @@ class Study:
         for values in itertools.product(*(self.vary[k] for k in keys)):
             for seed in self.seeds:
                 changes = dict(zip(keys, values))
-                out[_label({**changes, "seed": seed})] = (changes, self.base.replace(
-                    **_changed_fields(self.base, changes), seed=seed))
+                out[_label({**changes, "seed": seed})] = (changes, self.base.replace(**changes, seed=seed))
         return out
 
     def _steps(self, run: Run) -> list[int]:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..runs import RunStore
 from ._base import (EXPECT, MODES, OUTCOMES, Check, Finding, Quantity, Result, Setting, Verdict, at_step_fraction,
-                    load_verdict, machine, mean_of, save_verdict, slope, verdict_path, with_changes)
+                    load_verdict, machine, mean_of, save_verdict, slope, verdict_path)
 from ._report import verdict_figure, write_report
 from .label_noise import FINDING as S1
 from .memorization import FINDING as S12
@@ -42,7 +42,7 @@ from .temperature import FINDING as S4
 
 __all__ = ["Finding", "Setting", "Check", "Quantity", "Verdict", "Result", "MODES", "OUTCOMES", "EXPECT",
            "FINDINGS", "CATALOG", "get", "findings_table", "recorded_verdicts", "run", "write_report",
-           "verdict_figure", "slope", "mean_of", "at_step_fraction", "with_changes", "machine", "save_verdict"]
+           "verdict_figure", "slope", "mean_of", "at_step_fraction", "machine", "save_verdict"]
 
 #: the findings with an experiment, by id
 FINDINGS: dict[str, Finding] = {f.id: f for f in (S1, S3, S4, S12)}

@@ -44,7 +44,7 @@ from ..runs import RunConfig, RunStore, atomic_write_text
 from ..study import Study
 
 __all__ = ["Finding", "Setting", "Check", "Quantity", "Verdict", "MODES", "OUTCOMES", "EXPECT", "machine",
-           "with_changes", "slope", "mean_of", "at_step_fraction"]
+           "slope", "mean_of", "at_step_fraction"]
 
 MODES = ("smoke", "quick", "full")
 OUTCOMES = ("shown", "not shown", "inconclusive")
@@ -71,22 +71,6 @@ def machine() -> str:
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {n} cores{gpu}"
-
-
-def with_changes(config: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
-    """``config`` with ``changes`` applied: plain keys replace fields; a dotted key ``field.key`` replaces one
-    entry of a dict-valued field (``{"model_options.width": 8}``)."""
-    plain = {k: v for k, v in changes.items() if "." not in k}
-    nested: dict[str, dict[str, Any]] = {}
-    for k, v in changes.items():
-        if "." in k:
-            top, key = k.split(".", 1)
-            nested.setdefault(top, dict(plain.get(top, getattr(config, top, None)) or {}))[key] = v
-    fields = set(config.to_dict())
-    unknown = sorted((set(plain) | set(nested)) - fields)
-    if unknown:
-        raise ValueError(f"changes name unknown RunConfig fields {unknown}; fields: {sorted(fields)}")
-    return config.replace(**{**plain, **nested})
 
 
 # ----------------------------------------------------------------------------------------------- quantities
@@ -356,7 +340,7 @@ class Finding:
         """The :class:`~workbench.study.Study` of setting ``mode`` (not yet run)."""
         s = self._setting(mode)
         kwargs = {**self.study, **s.study}
-        return Study(with_changes(self.base, s.config), self.vary, seeds=list(s.seeds), store=store,
+        return Study(self.base.replace(**s.config), self.vary, seeds=list(s.seeds), store=store,
                      executor=executor, name=f"{self.id.lower()}-{mode}", **kwargs)
 
     def _setting(self, mode: str) -> Setting:
