@@ -84,8 +84,8 @@ def _figures(table: pd.DataFrame) -> dict[str, Any]:
 
 _BASE = RunConfig(dataset="tiny-language", dataset_options={"n_train": 2000, "n_test": 256, "n_ood": 0,
                                                             "max_len": 32, "seed": 0},
-                  model="transformer", model_options={"dim": 64, "depth": 8, "heads": 4, "mlp_ratio": 2.0},
-                  objective="clm", steps=400, batch_size=32, lr=1e-3, warmup=40, schedule="cosine", checkpoints=0,
+                  model="transformer", model_options={"dim": 32, "depth": 8, "heads": 4, "mlp_ratio": 2.0},
+                  objective="clm", steps=300, batch_size=32, lr=1e-3, warmup=30, schedule="cosine", checkpoints=0,
                   recorders=("grad_norm",))
 _DEPTH = {"layers": r"^(embed|layer\d+)$"}  # the residual stream: token embedding, then each block's output
 
