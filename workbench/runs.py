@@ -63,7 +63,7 @@ SCHEDULES = ("constant", "cosine", "warmup-cosine")
 NOISE_TYPES = ("symmetric", "pairflip")
 PROJECTORS = ("none", "linear", "mlp")
 AUGMENTATIONS = ("crop", "flip", "color", "noise", "blur", "rotate", "mask")
-RECORDERS = ("grad_norm", "act_var", "eigs", "align_unif", "clean_flipped", "el2n")
+RECORDERS = ("grad_norm", "act_var", "eigs", "align_unif", "projector_geometry", "clean_flipped", "el2n")
 DEFAULT_RECORDERS = ("clean_flipped",)
 #: columns of ``history.csv``; ``layer`` / ``layer_index`` are empty for model-level measures (the loss)
 HISTORY_COLUMNS = ["step", "measure", "split", "layer", "layer_index", "value"]

@@ -357,10 +357,29 @@ class Finding:
                        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine())
 
     def run(self, mode: str = "quick", *, out: str | Path | None = None, store: Any = None, executor: Any = None,
-            static: bool = True, progress: bool = True, record: bool = True) -> Result:
+            static: bool = True, progress: bool = True, record: bool = True, threads: int | None = 1) -> Result:
         """Train (or reuse) the runs of setting ``mode``, measure, check, and — with ``out`` — write the report
         (:func:`write_report`). ``record`` keeps the verdict in the store (``<store>/findings/``), where
-        ``workbench findings`` reads the latest one."""
+        ``workbench findings`` reads the latest one.
+
+        ``threads``: torch's intra-op threads while the finding runs (restored after; None leaves them). One
+        thread is the default because these small models gain nothing from two on a 2-core CPU, while two threads
+        on a CPU another process also uses run 5-17x slower (measured); the recorded quick verdicts used one.
+        """
+        import torch
+
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return self._run(mode, out, store, executor, static, progress, record)
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self, mode: str, out: Any, store: Any, executor: Any, static: bool, progress: bool,
+             record: bool) -> Result:
         start = time.perf_counter()
         store = store if isinstance(store, RunStore) else RunStore(store)
         study = self.make_study(mode, store=store, executor=executor)

@@ -19,6 +19,11 @@ eigs            checkpoint   ``eig_k`` (k = 1..16) / ``probe`` / ``embed``: top 
                              ``rankme`` of the same features
 align_unif      checkpoint   ``alignment`` and ``uniformity`` (Wang & Isola 2020) / ``probe`` /
                              ``embed``: two augmented views of the probe set (needs ``augment``)
+projector_      checkpoint   where a joint-embedding loss acts: ``alignment``, ``uniformity`` and
+geometry                     ``tolerance`` (Wang & Liu 2021) / ``probe`` / ``projector`` (the objective's
+                             projector output), and ``tolerance`` / ``probe`` / ``embed``; on two
+                             augmented views of the probe set drawn from a fixed seed (needs a
+                             ``simclr``/``supcon``/``barlow``/``vicreg`` objective, hence ``augment``)
 clean_flipped   checkpoint   with label noise: ``accuracy`` on ``train_clean``, ``memorized`` on
                              ``train_flipped`` (fraction of flipped examples predicted as their noisy
                              label), ``accuracy`` on ``train_flipped_true``
@@ -29,6 +34,15 @@ el2n            checkpoint   ``el2n_mean`` on ``train`` and, with label noise, `
 ==============  ===========  =======================================================================
 
 The probe set is the first ``min(512, N_test)`` examples of the test split (or train, if no test split).
+
+``projector_geometry`` in detail: views ``v1 = aug(x)``, ``v2 = aug(x)`` of the probe set ``x`` (the run's
+augmentations, drawn under ``torch.manual_seed(0)`` in a forked RNG, so every checkpoint and every run sees the
+same views and training randomness is untouched); ``h = representation(v)``, ``z = projector(h)``. Then
+``alignment = E ||ẑ1 − ẑ2||²`` (ẑ = z / ||z||), ``uniformity = (U(z1) + U(z2)) / 2`` with
+``U(z) = log E_{i<j} exp(−2 ||ẑ_i − ẑ_j||²)`` (lower = more uniform), ``tolerance = (T(z1) + T(z2)) / 2`` with
+``T`` the mean cosine similarity of same-class pairs (higher = more tolerant; :func:`workbench.spectrum.tolerance`,
+true labels of the probe set; left out for unlabelled data), and the same ``tolerance`` of ``h`` at layer
+``embed``. With ``projector="none"`` the projector is the identity and the ``projector`` rows describe ``h``.
 """
 from __future__ import annotations
 
@@ -71,10 +85,18 @@ class Recorders:
     """The recorders switched on for one run; the trainer calls the hooks below."""
 
     def __init__(self, names: tuple[str, ...], model: nn.Module, dataset: Any, *, labels: np.ndarray | None,
-                 flipped: np.ndarray | None, device: torch.device, augment: Callable | None = None):
+                 flipped: np.ndarray | None, device: torch.device, augment: Callable | None = None,
+                 objective: nn.Module | None = None):
         self.names = set(names)
         self.model, self.dataset, self.labels, self.flipped, self.device = model, dataset, labels, flipped, device
         self.augment = augment
+        self.projector = getattr(objective, "projector", None)
+        if "projector_geometry" in self.names and (self.projector is None or augment is None):
+            name = getattr(objective, "name", None) or "none"
+            raise ValueError(f"recorder 'projector_geometry' measures the projector output of a joint-embedding "
+                             f"objective on augmented views, but objective={name!r} "
+                             + ("has no projector" if self.projector is None else "runs without augment")
+                             + "; use objective='simclr', 'supcon', 'barlow' or 'vicreg' with augment=(...)")
         self._order = {name: i for i, name in enumerate(probe_points(model))}
         self._handles: list[Any] = []
         self._act: dict[str, float] = {}
@@ -152,6 +174,8 @@ class Recorders:
             rows += self._eigs(step)
         if "align_unif" in self.names:
             rows += self._align_unif(step)
+        if "projector_geometry" in self.names:
+            rows += self._projector_geometry(step)
         return rows
 
     def _train_logits(self) -> torch.Tensor:
@@ -207,3 +231,29 @@ class Recorders:
         align, unif = alignment(z1, z2), 0.5 * (uniformity(z1) + uniformity(z2))  # both views, as the paper
         return [{"step": step, "measure": "alignment", "split": "probe", "layer": "embed", "value": align},
                 {"step": step, "measure": "uniformity", "split": "probe", "layer": "embed", "value": unif}]
+
+    @torch.no_grad()
+    def _projector_geometry(self, step: int) -> list[dict[str, Any]]:
+        from ..spectrum import alignment, tolerance, uniformity
+
+        split = self._probe_split()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the same views at every checkpoint; training RNG untouched
+            torch.manual_seed(0)
+            h1, h2 = self._embed(split, self.augment), self._embed(split, self.augment)
+        dtype = next((p.dtype for p in self.projector.parameters()), torch.float32)
+        was = self.projector.training
+        self.projector.eval()
+        try:
+            z1, z2 = (self.projector(h.to(dtype)).double() for h in (h1, h2))
+        finally:
+            self.projector.train(was)
+        row = {"step": step, "split": "probe"}
+        rows = [{**row, "measure": "alignment", "layer": "projector", "value": alignment(z1, z2)},
+                {**row, "measure": "uniformity", "layer": "projector",
+                 "value": 0.5 * (uniformity(z1) + uniformity(z2))}]
+        if split.labels is not None:  # tolerance needs classes
+            y = np.asarray(split.labels)
+            rows += [{**row, "measure": "tolerance", "layer": layer, "value": 0.5 * (tolerance(a, y) + tolerance(b, y))}
+                     for layer, a, b in (("projector", z1, z2), ("embed", h1, h2))]
+        return rows

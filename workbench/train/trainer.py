@@ -238,7 +238,7 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
     eval_ds = dataclasses.replace(ds, splits={**ds.splits, "train": train_split})
     augment = make_augment(config.augment, config.augment_strength, kind=ds.kind) if config.augment else None
     recorders = Recorders(config.recorders, model, eval_ds, labels=labels, flipped=flipped, device=device,
-                          augment=augment)
+                          augment=augment, objective=objective)
 
     def checkpoint_rows(step: int) -> list[dict[str, Any]]:
         rows = _checkpoint_metrics(model, ds, step, device) if config.objective == "supervised" else []
