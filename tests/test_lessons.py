@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
+from _notebooks import execute, output_text
 
 from workbench import findings
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks" / "lessons").glob("*.ipynb"))
-
-
-def _text(output) -> str:
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    return output.get("data", {}).get("text/plain", "")
 
 
 def _finding_of(path: Path) -> str:
@@ -57,27 +51,16 @@ def test_lessons_are_stored_without_outputs(path: Path):
 @pytest.mark.timeout(900)  # hang guards only (here and per cell): training time depends on the machine's load
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
 def test_lesson_runs_at_smoke_size(path: Path, tmp_path: Path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "store"))  # the kernel inherits the test's environment
     monkeypatch.setenv("WORKBENCH_LESSON_MODE", "smoke")
     # one intra-op thread: these tiny runs gain nothing from more, and on a shared 2-core machine the default
     # threads oversubscribe it (measured: a smoke finding ran 3-7x slower with them)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
-    t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
-    seconds = time.perf_counter() - t0
+    _code, outputs, seconds = execute(path, timeout=600)
     print(f"{path.name}: {seconds:.1f} s at smoke size")
 
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.get("execution_count") for c in code), "a code cell did not run"
-    outputs = [o for c in code for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(_text(o) for o in outputs)
+    text = "".join(output_text(o) for o in outputs)
     fid = _finding_of(path)
     assert "recorded" in text, f"{path.name} does not say whether a quick verdict is recorded"
     # the verdict line of str(Verdict), for this finding at the smoke size (the lesson obeyed the size switch)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _notebooks import execute, output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -27,12 +27,6 @@ def store(tmp_path_factory):
     return Path(home) if home else tmp_path_factory.mktemp("store")
 
 
-def _text(output) -> str:
-    if output.get("output_type") == "stream":
-        return output.get("text", "")
-    return output.get("data", {}).get("text/plain", "")
-
-
 def test_notebooks_are_found():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_probing.ipynb", "03_similarity.ipynb", "04_spectrum.ipynb",
@@ -43,26 +37,15 @@ def test_notebooks_are_found():
 @pytest.mark.timeout(2400)  # hang guards only (here and per cell): training time depends on the machine's load
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, store: Path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("WORKBENCH_HOME", str(store))  # the kernel inherits the test's environment
     monkeypatch.setenv("WORKBENCH_QUICK", "1")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=1800, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
-    t0 = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
-    seconds = time.perf_counter() - t0
+    code, outputs, seconds = execute(path, timeout=1800)
 
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.get("execution_count") for c in code), "a code cell did not run"
-    outputs = [o for c in code for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
     mimes = {m for o in outputs for m in o.get("data", {})}
     assert mimes & {"application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json"}, \
         "the notebook drew no figure"
     # it ends with the export of a paper figure: the files it reports exist and the CSV holds the plotted rows
-    last = "".join(_text(o) for o in code[-1].get("outputs", []))
+    last = "".join(output_text(o) for o in code[-1].get("outputs", []))
     written = dict(re.findall(r"'(\w+)': PosixPath\('([^']+)'\)", last))
     assert {"csv", "json"} <= set(written), f"the last cell did not export a figure: {last[:500]}"
     for kind, file in written.items():
