@@ -96,8 +96,8 @@ def test_layer_selection_by_regex_and_errors():
 
 def test_hooks_removed_even_when_forward_fails():
     model = Conv()
-    with pytest.raises(RuntimeError):
-        extract(model, np.zeros((2, 5, 8, 8), np.float32))  # wrong channel count: conv raises
+    with pytest.raises(ValueError, match="could not run on data"):
+        extract(model, np.zeros((2, 5, 8, 8), np.float32))  # wrong channel count: conv raises, named as bad data
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     model.train()
     extract(model, np.zeros((2, 3, 8, 8), np.float32))

@@ -10,18 +10,95 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-__all__ = ["as_2d_float", "as_2d_tensor", "check_finite", "check_same_length", "check_choice", "check_labels",
+__all__ = ["as_2d_float", "as_2d_tensor", "check_finite", "check_real", "check_scale", "check_device",
+           "check_same_length", "check_choice", "check_labels",
            "check_fraction", "check_positive_int", "declare", "Rule", "Interval", "Options", "Flag", "Instance", "Data"]
+
+
+def check_real(x: Any, name: str) -> None:
+    """Raise TypeError if ``x`` (a numpy array or torch tensor) is complex: no measure silently drops the imaginary
+    part."""
+    if (isinstance(x, torch.Tensor) and x.is_complex()) or (isinstance(x, np.ndarray) and np.iscomplexobj(x)):
+        raise TypeError(f"{name} is complex (dtype {x.dtype}); pass the real part ({name}.real) or the magnitude "
+                        f"(abs({name})) explicitly")
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        check_real(x, name)
+        return x.detach().cpu().resolve_conj().numpy() if x.dtype != torch.bfloat16 else \
+            x.detach().cpu().float().numpy()
     if isinstance(x, np.ndarray):
+        check_real(x, name)
         return x
     if isinstance(x, (list, tuple)):
-        return np.asarray(x)
+        arr = np.asarray(x)
+        check_real(arr, name)
+        return arr
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+#: magnitudes (max |x|) outside ``[2**-e, 2**e]`` with ``e`` per input precision are extreme: products of such
+#: values overflow or underflow (float64: about 1e±100, squares and sums of squares stay finite and normal;
+#: float32/float16: about 1e±15)
+_SAFE_EXPONENT = {8: 332, 4: 50, 2: 50}
+
+
+def _max_abs(x: np.ndarray | torch.Tensor) -> float:
+    if isinstance(x, torch.Tensor):
+        if x.numel() == 0:
+            return 0.0
+        lo, hi = torch.aminmax(x.detach())
+        return float(max(abs(float(lo)), abs(float(hi))))
+    if x.size == 0:
+        return 0.0
+    return float(max(abs(float(np.min(x))), abs(float(np.max(x)))))
+
+
+def _extreme_exponent(x: Any) -> int | None:
+    """The binary exponent ``e`` (max |x| in ``[2**(e-1), 2**e)``) of a finite float array or tensor whose magnitude
+    is extreme for its precision, else None (also for non-float, non-finite or empty input: the body checks it)."""
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            return None
+        size = x.element_size()
+    elif isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        size = x.dtype.itemsize
+    else:
+        return None
+    with np.errstate(all="ignore"):
+        m = _max_abs(x)
+    if not np.isfinite(m) or m == 0:
+        return None
+    e = int(np.frexp(m)[1])
+    limit = _SAFE_EXPONENT.get(size, 50)
+    return e if (e > limit or e < -limit) else None
+
+
+def check_scale(x: Any, name: str, scale: str = "refuse") -> Any:
+    """Handle a data argument of extreme magnitude (see ``_SAFE_EXPONENT``; ordinary data pass unchanged).
+
+    ``scale="invariant"``: the measure does not change when its input is multiplied by a constant, so ``x`` is
+    divided by a power of two of its max-abs (exact in floating point: the measure's value is unchanged) and
+    returned. ``"refuse"``: raise ValueError naming ``name`` and the magnitude. ``"any"``: return ``x`` as it is
+    (the function moves data without arithmetic, or passes it to a measure that checks it). A layer mapping is
+    handled layer by layer; an :class:`~workbench.activations.Activations` or other lazy mapping is not read here.
+    """
+    check_choice(scale, ("invariant", "refuse", "any"), "scale")
+    if scale == "any":
+        return x
+    if type(x) is dict:
+        out = {k: check_scale(v, f"{name}[{k!r}]", scale) for k, v in x.items()}
+        return out if any(out[k] is not x[k] for k in x) else x
+    e = _extreme_exponent(x)
+    if e is None:
+        return x
+    if scale == "invariant":
+        return torch.ldexp(x, torch.tensor(-e, device=x.device)).to(x.dtype) if isinstance(x, torch.Tensor) \
+            else np.ldexp(x, -e).astype(x.dtype, copy=False)
+    raise ValueError(f"{name} has an extreme magnitude (max |{name}| = {_max_abs(x):.3g}, dtype {x.dtype}): this "
+                     f"measure depends on the scale of its input, and products of such values overflow or underflow; "
+                     f"rescale {name} (e.g. {name} / abs({name}).max()) and rescale the result accordingly")
 
 
 def check_finite(x: np.ndarray | torch.Tensor, name: str) -> None:
@@ -65,6 +142,8 @@ def as_2d_float(x: Any, name: str, *, dtype=np.float64, min_rows: int = 1) -> np
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.shape[0] < min_rows:
         raise ValueError(f"{name} needs at least {min_rows} samples, got {arr.shape[0]}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(arr.shape)}); pass at least one column")
     arr = arr.astype(dtype, copy=False)
     check_finite(arr, name)
     return arr
@@ -86,12 +165,40 @@ def as_2d_tensor(x: Any, name: str, *, dtype: torch.dtype = torch.float64, min_r
             raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
         if t.shape[0] < min_rows:
             raise ValueError(f"{name} needs at least {min_rows} samples, got {t.shape[0]}")
+        if t.shape[1] == 0:
+            raise ValueError(f"{name} has no features (shape {tuple(t.shape)}); pass at least one column")
         t = t.to(dtype)
     else:
         arr = as_2d_float(x, name, dtype=np.float64, min_rows=min_rows)
         return torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
     check_finite(t, name)
     return t
+
+
+def check_device(device: Any, name: str = "device") -> torch.device:
+    """``device`` (a string such as "cpu" / "cuda:0", a ``torch.device`` or a CUDA index) as a ``torch.device`` that
+    exists on this machine; ValueError naming ``name`` for an unknown device type or an unavailable accelerator."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"{name} must be a device string such as 'cpu' or 'cuda:0', a torch.device or a CUDA index, "
+                        f"got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{name}={device!r} is not a device: {str(err).split(' at ')[0][:120]}; "
+                         "use 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}, {'built without CUDA' if torch.version.cuda is None else 'no GPU'}"
+                             f"); use {name}='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(indices 0..{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}={device!r}: MPS is not available on this machine; use {name}='cpu'")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        raise ValueError(f"{name}={device!r}: device type {dev.type!r} is not supported here; use 'cpu' or 'cuda'")
+    return dev
 
 
 def check_same_length(**arrays: Any) -> int:
@@ -302,14 +409,34 @@ class Data(Rule):
     ``kind``: "x" (a [N, D] array), "layers" (an array, tensor, Activations or layer mapping), "labels"
     (integer class ids of the N rows), "any" (checked by the body, no generated bad cases). ``example``: a
     valid value (or a function of no arguments making one) where the kind's default does not fit; ``bad``:
-    invalid values for the generated tests in place of the kind's defaults.
+    invalid values for the generated tests in place of the kind's defaults. ``scale`` ("x" and "layers"): what a
+    call does with data of extreme magnitude (:func:`check_scale`) — ``"invariant"`` (rescale by a power of two: the
+    measure does not depend on the scale), ``"refuse"`` (the default) or ``"any"``; or a function of the call's
+    arguments returning one of these (e.g. invariant only with ``normalize=True``). Every call refuses complex
+    arrays in data arguments (:func:`check_real`).
     """
 
     N, D, CLASSES = 48, 6, 3
 
-    def __init__(self, kind: str = "x", *, none: bool = False, example: Any = None, bad: list[Any] | None = None):
+    def __init__(self, kind: str = "x", *, none: bool = False, example: Any = None, bad: list[Any] | None = None,
+                 scale: str | Any = "refuse"):
         check_choice(kind, ("x", "layers", "labels", "any"), "kind")
-        self.kind, self.none, self._example, self._bad = kind, none, example, bad
+        if not callable(scale):
+            check_choice(scale, ("invariant", "refuse", "any"), "scale")
+        self.kind, self.none, self._example, self._bad, self.scale = kind, none, example, bad, scale
+
+    def prepare(self, value: Any, name: str, arguments: Mapping[str, Any]) -> Any:
+        """Checks of every call, before the body: complex arrays are refused (TypeError naming ``name``); a data
+        array ("x", "layers") of extreme magnitude is rescaled or refused by :func:`check_scale` with the rule's
+        ``scale`` (a string, or a function of the call's arguments, defaults included, returning one)."""
+        if self.kind == "any" or value is None:
+            return value
+        for v in (value.values() if type(value) is dict else (value,)):
+            if isinstance(v, (np.ndarray, torch.Tensor)):
+                check_real(v, name)
+        if self.kind == "labels":
+            return value
+        return check_scale(value, name, self.scale(arguments) if callable(self.scale) else self.scale)
 
     def example(self) -> Any:
         if self._example is not None:
@@ -350,15 +477,35 @@ def declare(**rules: Rule):
         if unknown:
             raise TypeError(f"declare: {fn.__qualname__} has no parameter(s) {unknown}")
         checked = {k: r for k, r in rules.items() if not isinstance(r, Data)}
+        data = {k: r for k, r in rules.items() if isinstance(r, Data) and r.kind != "any"}
+        data_names = [k for k, r in rules.items() if isinstance(r, Data)]
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            if checked:
-                for name, value in sig.bind_partial(*args, **kwargs).arguments.items():
-                    rule = checked.get(name)
-                    if rule is not None:
-                        rule.check(value, name)
-            return fn(*args, **kwargs)
+            if not (checked or data_names):
+                return fn(*args, **kwargs)
+            bound = sig.bind_partial(*args, **kwargs)
+            for name, value in bound.arguments.items():
+                rule = checked.get(name)
+                if rule is not None:
+                    rule.check(value, name)
+            if data and any(name in bound.arguments for name in data):
+                full = sig.bind_partial(*args, **kwargs)
+                full.apply_defaults()
+                for name, rule in data.items():
+                    if name in bound.arguments:
+                        bound.arguments[name] = rule.prepare(bound.arguments[name], name, full.arguments)
+                args, kwargs = bound.args, bound.kwargs
+            try:
+                return fn(*args, **kwargs)
+            except (np.linalg.LinAlgError, torch.linalg.LinAlgError) as err:
+                given = [n for n in data_names if bound.arguments.get(n) is not None] or data_names or ["the input"]
+                first = (str(err).splitlines() or [""])[0][:160]
+                raise ValueError(
+                    f"{fn.__name__}: the linear algebra on {' / '.join(given)} failed ({first}); "
+                    f"likely causes: constant or duplicate columns, (nearly) identical rows, far fewer samples than "
+                    f"features, or values of extreme magnitude — drop constant columns, add samples or rescale "
+                    f"{given[0]}") from err
 
         wrapper.__declared__ = dict(rules)
         return wrapper

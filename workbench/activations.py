@@ -27,8 +27,12 @@ same model, data and layers reads the files instead of running the model.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -36,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import Data, Flag, Instance, Interval, Options, check_choice, check_positive_int, declare
+from ._validation import (Data, Flag, Instance, Interval, Options, check_choice, check_device, check_positive_int,
+                          check_real, declare)
 from .data import as_split
 from .models.inputs import call_model
 
@@ -98,7 +103,7 @@ class Activations(Mapping[str, torch.Tensor]):
         return f"Activations(n={self.n}, layers={dims}, on_disk={on_disk})"
 
 
-@declare(x=Data("layers", bad=[{}, None, "features"]), name=Instance(str, example="x"))
+@declare(x=Data("layers", bad=[{}, None, "features"], scale="any"), name=Instance(str, example="x"))
 def as_layers(x: Any, name: str) -> tuple[Mapping[str, Any], bool]:
     """The one data-first convention: ``x`` as an ordered mapping layer name → ``[N, D]`` data, and whether
     ``x`` was a mapping.
@@ -184,8 +189,73 @@ def _pool(out: torch.Tensor, pool: str, layout: str, mask: torch.Tensor | None, 
     return (out * m.unsqueeze(-1)).sum(1) / denom
 
 
+def _check_inputs(model: nn.Module, the_split: Any) -> Any:
+    """The split of ``extract``, its inputs checked: real numbers, or texts for a model that tokenizes (TypeError
+    naming data); a numpy string array becomes an object array of texts (in a copy of the split)."""
+    inputs = the_split.inputs
+    check_real(inputs, "data")
+    if inputs.dtype.kind in "US" or inputs.dtype == object:
+        if not hasattr(model, "tokenize"):
+            first = inputs.reshape(-1)[0] if inputs.size else None
+            raise TypeError(f"data holds {type(first).__name__ if first is not None else inputs.dtype} values "
+                            f"(dtype {inputs.dtype}), but {type(model).__name__} cannot read raw text (it has no "
+                            ".tokenize); pass numeric inputs, or load a Hugging Face model with "
+                            "workbench.models.load(path)")
+        if inputs.dtype.kind in "US":
+            return dataclasses.replace(the_split, inputs=inputs.astype(object))
+    elif inputs.dtype.kind not in "biuf":
+        raise TypeError(f"data must hold numbers or texts, got dtype {inputs.dtype}")
+    return the_split
+
+
 def _cache_key(whash: str, data_fp: str, module_path: str, pool: str) -> str:
-    return hashlib.sha256(f"v1|{whash}|{data_fp}|{module_path}|{pool}".encode()).hexdigest()[:32]
+    # v2: every cached .npy has a sidecar .json with its SHA-256, shape and dtype (files of v1 had none)
+    return hashlib.sha256(f"v2|{whash}|{data_fp}|{module_path}|{pool}".encode()).hexdigest()[:32]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _file_sha256(path: Path, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_sidecar(path: Path, digest: str, shape: tuple[int, int]) -> None:
+    """Record the checksum, shape and dtype of a cache file next to it (written after the file, atomically)."""
+    side = _sidecar(path)
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"sha256": digest, "shape": list(shape), "dtype": "<f4",
+                               "bytes": path.stat().st_size}))
+    os.replace(tmp, side)
+
+
+def _cache_intact(path: Path) -> bool:
+    """Whether the cache file ``path`` matches its sidecar (size, SHA-256, shape, dtype); a mismatch warns naming the
+    file, which is then recomputed."""
+    why = None
+    try:
+        meta = json.loads(_sidecar(path).read_text())
+        if path.stat().st_size != meta["bytes"]:
+            why = f"{path.stat().st_size} bytes instead of {meta['bytes']}"
+        elif _file_sha256(path) != meta["sha256"]:
+            why = "its SHA-256 does not match the one recorded when it was written"
+        else:
+            arr = np.load(path, mmap_mode="r")
+            if list(arr.shape) != meta["shape"] or arr.dtype.str != meta["dtype"]:
+                why = f"shape {arr.shape} / dtype {arr.dtype.str} instead of {tuple(meta['shape'])} / {meta['dtype']}"
+    except FileNotFoundError:
+        why = f"its checksum file {_sidecar(path).name} is missing"
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        why = f"its checksum file {_sidecar(path).name} or header cannot be read ({type(err).__name__}: {err})"
+    if why is None:
+        return True
+    warnings.warn(f"activation cache file {path} is damaged ({why}); recomputing it", RuntimeWarning, stacklevel=3)
+    return False
 
 
 # declared rules (workbench._validation.declare): a small model and its inputs as the valid example of extract
@@ -232,7 +302,16 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
 
     check_choice(pool, POOLS, "pool")
     check_positive_int(batch_size, "batch_size")
-    the_split = as_split(data, split)
+    if device is not None:
+        device = check_device(device, "device")
+    if cache is not None and Path(cache).exists() and not Path(cache).is_dir():
+        raise ValueError(f"cache={str(cache)!r} is a file; pass a directory for the activation cache (it is created "
+                         "if missing)")
+    if isinstance(data, (torch.Tensor, np.ndarray)):
+        check_real(data, "data")
+        if data.ndim == 0:
+            raise ValueError(f"data is a 0-d array ({data!r}); pass an array of examples [N, ...]")
+    the_split = _check_inputs(model, as_split(data, split))
     n = len(the_split)
     if n == 0:
         raise ValueError("data has no examples")
@@ -257,7 +336,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         meta["weights_hash"] = whash
         paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool)}.npy"
                  for name, path in chosen.items()}
-        if all(p.exists() for p in paths.values()):
+        if all(p.exists() for p in paths.values()) and all(_cache_intact(p) for p in paths.values()):
             return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})
 
     buffers: dict[str, Any] = {}  # layer -> in-memory array, or open temp file when spilling to the cache
@@ -278,6 +357,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     was_training = model.training
     model.eval()
     tmp_paths: dict[str, Path] = {}
+    digests: dict[str, Any] = {}  # layer -> SHA-256 of its cache file, updated as the file is written
+    shapes: dict[str, tuple[int, int]] = {}
     try:
         from tqdm.auto import tqdm
 
@@ -290,7 +371,15 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                 elif the_split.inputs.dtype == object and hasattr(model, "tokenize"):
                     texts = [str(s) for s in the_split.inputs[idx]]
                     current_mask[0] = model.tokenize(texts)["attention_mask"].to(device)
-                call_model(model, the_split, idx, device)
+                try:
+                    call_model(model, the_split, idx, device)
+                except RuntimeError as err:  # dtype or shape mismatches of the inputs with the model
+                    inputs = the_split.inputs
+                    hint = ("; integer inputs are token ids for embedding models: for a model of real-valued "
+                            "features pass data.astype(np.float32)") if np.issubdtype(inputs.dtype, np.integer) else ""
+                    raise ValueError(f"{type(model).__name__} could not run on data (inputs of shape "
+                                     f"{tuple(inputs.shape)}, dtype {inputs.dtype}): {str(err).splitlines()[0][:200]}"
+                                     f"{hint}") from err
                 for name in chosen:
                     if name not in current:
                         raise RuntimeError(f"layer {name!r} did not run in the forward pass; it cannot be captured")
@@ -304,12 +393,17 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                         if cache_dir is not None:
                             tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{os.getpid()}.tmp")
                             buffers[name] = open(tmp_paths[name], "wb")  # noqa: SIM115 — closed below
+                            header = io.BytesIO()
                             np.lib.format.write_array_header_1_0(
-                                buffers[name], {"descr": "<f4", "fortran_order": False, "shape": shape})
+                                header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                            digests[name], shapes[name] = hashlib.sha256(header.getvalue()), shape
+                            buffers[name].write(header.getvalue())
                         else:
                             buffers[name] = np.empty(shape, dtype=np.float32)
                     if cache_dir is not None:
-                        buffers[name].write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+                        chunk = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+                        digests[name].update(chunk)
+                        buffers[name].write(chunk)
                     else:
                         buffers[name][idx] = arr
         if cache_dir is not None:
@@ -318,6 +412,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                 os.fsync(buffers[name].fileno())
                 buffers[name].close()
                 os.replace(tmp_paths[name], paths[name])
+                _write_sidecar(paths[name], digests[name].hexdigest(), shapes[name])
     except BaseException:
         for name, p in tmp_paths.items():
             if cache_dir is not None and name in buffers:

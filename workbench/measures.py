@@ -151,10 +151,11 @@ class Inputs:
 
 
 @declare(name=Instance(str, example="tolerance"),
-         x=Data("layers", none=True, example=lambda: Data("layers").example(), bad=[np.ones(Data.N), {}, "x"]),
+         x=Data("layers", none=True, example=lambda: Data("layers").example(), bad=[np.ones(Data.N), {}, "x"],
+                scale="any"),
          labels=Data("labels", none=True, example=lambda: Data("labels").example()),
-         b=Data("layers", none=True, bad=[{}, "b"]), groups=Data("any", none=True),
-         views=Data("layers", none=True, bad=[{}, "views"]),
+         b=Data("layers", none=True, bad=[{}, "b"], scale="any"), groups=Data("any", none=True),
+         views=Data("layers", none=True, bad=[{}, "views"], scale="any"),
          fit=Data("any", none=True, bad=[(np.ones((Data.N, Data.D)),), "fit"]), outputs=Data("any", none=True),
          model=Data("any", none=True), loss=Instance(Callable, none=True), data=Data("any", none=True))
 def compute(name: str, x: Any = None, labels: Any = None, *, b: Any = None, groups: Any = None, views: Any = None,

@@ -97,7 +97,7 @@ def output_variance(model: nn.Module, data: Any, *, layers: Any = None, split: s
     return layer_frame(rows)
 
 
-@declare(a=Data("x"), b=Data("x"))
+@declare(a=Data("x", scale="invariant"), b=Data("x", scale="invariant"))
 def angular_distance(a: Any, b: Any) -> float:
     """Mean angular distance between matching rows of ``a`` and ``b`` (``[M, D]`` each).
 

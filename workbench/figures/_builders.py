@@ -167,6 +167,19 @@ def _data_from_traces(traces: Sequence[Mapping]) -> pd.DataFrame:
 # helpers
 # --------------------------------------------------------------------------------------------------
 
+def _plottable(df: pd.DataFrame, what: str, column: str = "value") -> pd.DataFrame:
+    """``df`` if its ``column`` holds something to draw: complex numbers are refused (TypeError), and a column without
+    one finite number (all NaN/Inf) is a ValueError rather than a blank plot. Both name the column."""
+    values = df[column]
+    if pd.api.types.is_complex_dtype(values):
+        raise TypeError(f"{what}: column {column!r} is complex (dtype {values.dtype}); plot its real part "
+                        f"(df[{column!r}].to_numpy().real) or its magnitude (abs) explicitly")
+    if len(values) and not np.isfinite(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)).any():
+        raise ValueError(f"{what}: column {column!r} has no finite number ({len(values)} rows, all NaN/Inf); "
+                         "nothing to plot — check the measure that produced the table")
+    return df
+
+
 def _require(df: pd.DataFrame, cols: Iterable[str], what: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{what} needs a pandas DataFrame, got {type(df).__name__}")
@@ -230,7 +243,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
     highlight: a layer name marked with a vertical dotted line in every panel.
     color_map: fixed ``{group: colour}`` (keeps colours stable when groups come and go).
     """
-    check_tidy(df, "layer_curve(df)", require=[color] + ([facet] if facet is not None else []))
+    _plottable(check_tidy(df, "layer_curve(df)", require=[color] + ([facet] if facet is not None else [])),
+               "layer_curve(df)")
     if x not in ("layer", "layer_index"):
         raise ValueError(f"x must be 'layer' or 'layer_index', got {x!r}")
     if error not in (True, False, "band", "bars"):
@@ -383,7 +397,8 @@ def layer_heatmap(df_or_matrix: pd.DataFrame | np.ndarray, title: str | None = N
     xtitle = ytitle = "layer"
     cbar = measure or "value"
     if isinstance(df_or_matrix, pd.DataFrame) and "layer_b" in df_or_matrix.columns:
-        data = check_tidy(df_or_matrix, "layer_heatmap(df_or_matrix)", require=["layer_b"]).copy()
+        data = _plottable(check_tidy(df_or_matrix, "layer_heatmap(df_or_matrix)", require=["layer_b"]),
+                          "layer_heatmap(df_or_matrix)").copy()
         ms = _unique(data["measure"])
         if measure is not None:
             if measure not in ms:
@@ -491,7 +506,7 @@ def spectrum_plot(spectra: Mapping[str, Any] | pd.DataFrame, normalize: bool = T
     """
     parts: list[pd.DataFrame] = []
     if isinstance(spectra, pd.DataFrame):
-        check_tidy(spectra, "spectrum_plot(spectra)")
+        _plottable(check_tidy(spectra, "spectrum_plot(spectra)"), "spectrum_plot(spectra)")
         if spectra.empty:
             raise ValueError("spectrum_plot: no spectra given (the table is empty)")
         keys = ("run", "step", "layer", "split", "measure")
@@ -567,7 +582,7 @@ def step_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run",
              the measure.
     log_x:   log-scaled step axis (checkpoints are log-spaced); step 0 is drawn at the axis' left end.
     """
-    check_tidy(df, "step_curve(df)", require=[color])
+    _plottable(check_tidy(df, "step_curve(df)", require=[color]), "step_curve(df)")
     data = df.copy()
     measures = _unique(data["measure"])
     if not measures:

@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 from .._validation import Data, Flag, Instance, declare
 from ..results import check_tidy
 from . import _style
-from ._builders import _COLOR_MAP, _ERROR, _MEASURE, _TITLE, _as_list, _example_table, _unique, attach_data, layer_curve
+from ._builders import (_COLOR_MAP, _ERROR, _MEASURE, _TITLE, _as_list, _example_table, _plottable, _unique,
+                        attach_data, layer_curve)
 
 __all__ = ["probe_curve", "with_layer_index", "ACCURACY_MEASURES"]
 
@@ -67,7 +68,7 @@ def probe_curve(df: pd.DataFrame, measure: str | None = None, *, color: str = "r
     score is drawn dashed in the group's colour and named ``"<group> · random init"``.
     The attached data (CSV on export) are the rows drawn, with a ``panel`` column.
     """
-    data = check_tidy(df, "probe_curve(df)", require=[color])
+    data = _plottable(check_tidy(df, "probe_curve(df)", require=[color]), "probe_curve(df)")
     if data[color].isna().any() and "method" in data.columns:
         data = data.assign(**{color: data[color].astype(object).where(data[color].notna(), data["method"])})
     measures = _unique(data["measure"])

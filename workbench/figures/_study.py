@@ -18,7 +18,7 @@ from . import _style
 from .._validation import Data, Instance, Options, declare
 from ..results import check_tidy, tidy
 from ..study import select_per_run
-from ._builders import _unique, attach_data
+from ._builders import _plottable, _unique, attach_data
 
 __all__ = ["per_run_values", "study_scatter", "RANK_METHODS"]
 
@@ -43,7 +43,7 @@ def per_run_values(table: pd.DataFrame, measure: Mapping[str, Any], downstream: 
     """One row per run with both values: ``run``, ``keep`` columns (e.g. the varied choices, taken from the
     measure row), ``measure`` and ``downstream`` (the two selected values). Runs lacking either value are left
     out."""
-    check_tidy(table, "per_run_values(table)")
+    _plottable(check_tidy(table, "per_run_values(table)"), "per_run_values(table)")
     a = select_per_run(table, measure, "measure")
     b = select_per_run(table, downstream, "downstream")
     missing = [c for c in keep if c not in a.columns]
@@ -72,7 +72,7 @@ def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: M
 
     if method not in RANK_METHODS:
         raise ValueError(f"method must be one of {RANK_METHODS}, got {method!r}")
-    check_tidy(table, "study_scatter(table)")
+    _plottable(check_tidy(table, "study_scatter(table)"), "study_scatter(table)")
     if color is not None and color not in table.columns:
         raise ValueError(f"study_scatter: color={color!r} is not a column of the table; columns: {list(table.columns)}")
     rows = per_run_values(table, measure, downstream, keep=(color,) if color else ())

@@ -35,7 +35,10 @@ from ._stats import bootstrap_ci
 STD_FLOOR_REL = 1e-10
 
 # Declared rules (:func:`workbench._validation.declare`) of the arguments every probe shares.
-PROBE_RULES = {"x": Data("layers"), "labels": Data("labels"), "evals": Instance(Mapping, none=True),
+#: probes do not depend on the scale of x (features are standardized or compared by angle): extreme magnitudes are
+#: rescaled exactly — unless evaluation sets come with it, whose x would need the same factor (then refused)
+PROBE_RULES = {"x": Data("layers", scale=lambda a: "invariant" if a.get("evals") is None else "refuse"),
+               "labels": Data("labels"), "evals": Instance(Mapping, none=True),
                "n_boot": Interval(int, 0), "ci_level": Interval(float, 0, 1, closed="neither"),
                "seed": Interval(int, 0)}
 

@@ -321,7 +321,7 @@ def knn_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] | None =
     prob = prepare(x, labels, evals)
     n = len(prob.y_train)
     if max(ks) >= n:
-        raise ValueError(f"ks contains k={max(ks)} but there are only N={n} training examples; every k must be "
+        raise ValueError(f"ks contains k={max(ks)} but x has only N={n} training examples; every k must be "
                          "smaller than N (k = N would let every query vote with the whole training set)")
     if block_size is not None:
         block_size = check_int(block_size, "block_size", minimum=1)
@@ -448,7 +448,7 @@ def gaussian_nb_probe(x: Any, labels: Any, evals: Mapping[str, tuple[Any, Any]] 
         var = torch.zeros_like(means).index_add_(0, y, (xt - means[y]).square()) / counts[:, None]
         eps = var_smoothing * float(xt.var(dim=0, unbiased=False).max())
         if not eps > 0 and bool((var == 0).any()):
-            raise ValueError(f"layer {layer!r}: a class has zero variance in some feature and var_smoothing * max "
+            raise ValueError(f"layer {layer!r} of x: a class has zero variance in some feature and var_smoothing * max "
                              "feature variance is 0 (constant features or var_smoothing=0), so the Gaussian "
                              "likelihood is undefined; drop constant features or use var_smoothing > 0")
         var = var + eps

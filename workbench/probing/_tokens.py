@@ -20,7 +20,7 @@ __all__ = ["TokenRows", "token_rows", "sentence_split"]
 
 # declared rules of the token arguments (10 sentences x 4 tokens x 3 features in the valid example)
 _TOKEN_RULES = {
-    "x": Data("layers", example=lambda: np.random.default_rng(0).normal(size=(10, 4, 3)),
+    "x": Data("layers", example=lambda: np.random.default_rng(0).normal(size=(10, 4, 3)), scale="any",
               bad=[np.zeros((10, 4)), "features"]),
     "labels": Data("any", example=lambda: np.tile([0, 1, 2, 3], (10, 1)),
                    bad=[np.zeros(10, dtype=int), np.zeros((10, 3), dtype=int), np.full((10, 4), "a")]),

@@ -9,9 +9,18 @@ covariance matrix (Bjorck & Golub 1973): take orthonormal bases ``Qx`` [N, rx] a
 column spaces (thin SVD of ``Xc`` and ``Yc``; ``rx``, ``ry`` their numerical ranks), then
 ``rho = singular values of Qx^T Qy``, ``k = min(rx, ry)``. This equals the square roots of the top ``k``
 eigenvalues of ``Sxx^-1 Sxy Syy^-1 Syx`` whenever the covariances are invertible, and stays accurate when they
-are ill conditioned. Rank handling: singular values ``s_i <= rtol * s_max`` of the centered data count as zero
-(default ``rtol = max(N, width) * eps_float64``, numpy's ``matrix_rank`` rule), so constant or duplicated
-columns simply drop out of the column space, and ``k`` counts canonical pairs of the non-degenerate parts.
+are ill conditioned. Rank handling: singular values ``s_i <= rtol * s_max`` of the centered data count as zero,
+with the default ``rtol = max(N, width) * eps`` where ``eps`` is the machine epsilon of the **input's** dtype
+(numpy's ``matrix_rank`` rule, ``S.max() * max(M, N) * eps(dtype)``): 1.19e-7 for float32 (and float16/bfloat16
+use theirs), 2.2e-16 for float64, integer or bool input, even though everything is computed in float64. So
+constant or duplicated columns simply drop out of the column space, and ``k`` counts canonical pairs of the
+non-degenerate parts. Why the input's precision: a float32 representation carries rounding noise at about
+``eps_float32`` of its scale, and a LayerNorm output (rows of zero mean, so the centered data has one exactly
+null direction) keeps that noise as a direction ~1e-8 below the top singular value; judged in float64 it would
+count as signal and pair with a random direction of the other representation, pulling the mean CCA down (on
+MiniLM's embeddings vs its layer 0, 1000 sentences: 0.77 with the float64 rule, 0.87 with float32's). A float32
+array cast to float64 by the caller still carries float32 noise: pass ``rtol=max(N, width) * 1.2e-7`` for it (or
+keep it float32).
 
 Similarity indexes (Kornblith et al. 2019, "Similarity of neural network representations revisited", ICML,
 Sec. 3 and Table 1; Raghu et al. 2017, "SVCCA", NeurIPS):
@@ -49,6 +58,7 @@ import pandas as pd
 import torch
 
 from .._validation import Data, Instance, Interval, Options, as_2d_tensor, check_choice, declare
+from ..activations import as_layers
 from ._pairs import OUTPUTS, pairwise, same_device
 
 __all__ = ["canonical_correlations", "cca", "svcca", "pwcca", "cca_matrix", "svcca_matrix", "pwcca_matrix"]
@@ -56,6 +66,10 @@ __all__ = ["canonical_correlations", "cca", "svcca", "pwcca", "cca_matrix", "svc
 _SUMMARIES = ("mean", "r2")
 _EPS64 = float(np.finfo(np.float64).eps)
 _VARIANCE_SLACK = 1e-10  # cumulative variance fractions within this of the threshold count as reaching it
+#: canonical correlations do not depend on the scale of either input: extreme magnitudes are rescaled exactly
+_INVARIANT_X = Data("x", scale="invariant")
+_INVARIANT_LAYERS = Data("layers", scale="invariant")
+_INVARIANT_LAYERS_OR_NONE = Data("layers", none=True, scale="invariant")
 _RTOL = Interval(float, 0, 1, closed="left", none=True)  # the declared rule of every ``rtol``
 _VARIANCE = Interval(float, 0, 1, closed="right", none=True)
 _DIMS = Instance(numbers.Integral, tuple, list, none=True)  # svcca_matrix refuses a pair itself (its message)
@@ -93,10 +107,52 @@ def _check_rtol(rtol: Any) -> float | None:
     return float(rtol)
 
 
+def _dtype_eps(x: Any) -> float:
+    """Machine epsilon of the precision ``x`` was given in: its floating dtype (torch or numpy), else float64."""
+    dt = getattr(x, "dtype", None)
+    if isinstance(dt, torch.dtype):
+        return float(torch.finfo(dt).eps) if dt.is_floating_point else _EPS64
+    if dt is None and hasattr(x, "dtypes"):  # a DataFrame: the widest of its column dtypes
+        try:
+            dt = np.result_type(*x.dtypes)
+        except TypeError:
+            return _EPS64
+    try:
+        dt = np.dtype(dt) if dt is not None else None
+    except TypeError:
+        return _EPS64
+    return float(np.finfo(dt).eps) if dt is not None and np.issubdtype(dt, np.floating) else _EPS64
+
+
+def _layers_with_eps(x: Any, arg: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """``layer_dict(x, arg)`` (float64 tensors) plus each layer's input epsilon, keyed by the name
+    :func:`~workbench.similarity._pairs.pairwise` passes to ``prepare`` (``"a['layer']"``); pass the first
+    mapping on to ``pairwise`` (its float64 tensors go through unchanged)."""
+    layers, _ = as_layers(x, arg)
+    tensors, eps = {}, {}
+    for k, v in layers.items():
+        name = f"{arg}[{str(k)!r}]"
+        tensors[str(k)] = as_2d_tensor(v, name, min_rows=2)
+        eps[name] = _dtype_eps(v)
+    return tensors, eps
+
+
+def _pairwise_bases(a: Any, b: Any, prepare, compare, measure: str, output: str, symmetric: bool = True):
+    """:func:`pairwise` with ``prepare(x, name, eps)`` told each layer's input epsilon (see :func:`_dtype_eps`)."""
+    layers_a, eps = _layers_with_eps(a, "a")
+    layers_b = None
+    if b is not None:
+        layers_b, eps_b = _layers_with_eps(b, "b")
+        eps.update(eps_b)
+    return pairwise(layers_a, layers_b, lambda x, name: prepare(x, name, eps.get(name, _EPS64)), compare, measure,
+                    output=output, symmetric=symmetric)
+
+
 def _decompose(x: torch.Tensor, name: str, rtol: float | None,
-               what: str = "its canonical correlations are") -> _Basis:
-    """Center (float64), thin SVD, drop directions with ``s <= rtol * s_max``. Constant data is an error
-    (the message says ``what`` is undefined). Shared with :mod:`workbench.similarity._shape`."""
+               what: str = "its canonical correlations are", eps: float = _EPS64) -> _Basis:
+    """Center (float64), thin SVD, drop directions with ``s <= rtol * s_max`` (``rtol=None``: ``max(N, width) *
+    eps``, ``eps`` the input dtype's machine epsilon, see :func:`_dtype_eps`). Constant data is an error (the
+    message says ``what`` is undefined). Shared with :mod:`workbench.similarity._shape`."""
     n, width = x.shape
     xc = x - x.mean(dim=0, keepdim=True)
     u, s, vh = torch.linalg.svd(xc, full_matrices=False)
@@ -104,7 +160,7 @@ def _decompose(x: torch.Tensor, name: str, rtol: float | None,
     if not s_max > 0.0:
         raise ValueError(f"{name} is constant across all {n} samples (zero variance after centering), so "
                          f"{what} undefined; drop this representation or check the activations")
-    tol = (max(n, width) * _EPS64 if rtol is None else rtol) * s_max
+    tol = (max(n, width) * eps if rtol is None else rtol) * s_max
     r = int((s > tol).sum())
     return _Basis(name, n, width, r, u[:, :r], s[:r], vh[:r])
 
@@ -171,7 +227,7 @@ def _pair(a: Any, b: Any, rtol: float | None) -> tuple[_Basis, _Basis]:
         raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    return _decompose(x, "a", rtol), _decompose(y, "b", rtol)
+    return _decompose(x, "a", rtol, eps=_dtype_eps(a)), _decompose(y, "b", rtol, eps=_dtype_eps(b))
 
 
 def _check_svcca_args(variance: Any, dims: Any) -> tuple[float | None, tuple[int, int] | None]:
@@ -196,7 +252,7 @@ def _check_svcca_args(variance: Any, dims: Any) -> tuple[float | None, tuple[int
     return float(variance), None
 
 
-@declare(a=Data("x"), b=Data("x"), rtol=_RTOL)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, rtol=_RTOL)
 def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.ndarray:
     """All canonical correlations of two representations of the same examples, largest first.
 
@@ -211,9 +267,11 @@ def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.n
         The representations ``X`` and ``Y``: rows are examples (same order in both); computed in float64 on
         the inputs' device.
     rtol : float or None
-        Singular values of a centered representation ``<= rtol * largest`` count as zero (default
-        ``max(N, width) * 2.2e-16``). For float32 activations with exactly collinear columns computed in
-        float32, ``rtol ~ 1e-5`` drops the rounding-level directions that float64 would otherwise keep.
+        Singular values of a centered representation ``<= rtol * largest`` count as zero. Default
+        ``max(N, width) * eps`` with ``eps`` the machine epsilon of that input's dtype (1.19e-7 for float32,
+        2.2e-16 for float64, integer or bool), as numpy's ``matrix_rank``; so float32 activations lose their
+        rounding-level directions (e.g. the null direction of a LayerNorm output) although the computation runs
+        in float64. Pass a number to override (the same for both inputs).
 
     Returns
     -------
@@ -238,7 +296,7 @@ def canonical_correlations(a: Any, b: Any, *, rtol: float | None = None) -> np.n
     return _correlations(pa, pb).cpu().numpy()
 
 
-@declare(a=Data("x"), b=Data("x"), summary=Options(*_SUMMARIES), rtol=_RTOL)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, summary=Options(*_SUMMARIES), rtol=_RTOL)
 def cca(a: Any, b: Any, *, summary: str = "mean", rtol: float | None = None) -> float:
     """CCA similarity of two representations: mean canonical correlation or ``R^2_CCA``.
 
@@ -283,7 +341,7 @@ def cca(a: Any, b: Any, *, summary: str = "mean", rtol: float | None = None) -> 
     return _summary(_correlations(pa, pb), summary)
 
 
-@declare(a=Data("x"), b=Data("x"), variance=_VARIANCE, dims=_DIMS, rtol=_RTOL)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, variance=_VARIANCE, dims=_DIMS, rtol=_RTOL)
 def svcca(a: Any, b: Any, *, variance: float | None = None, dims: int | tuple[int, int] | None = None,
           rtol: float | None = None) -> float:
     """Singular vector CCA (Raghu et al. 2017, "SVCCA", NeurIPS): truncated SVD of each, then mean CCA.
@@ -338,7 +396,7 @@ def svcca(a: Any, b: Any, *, variance: float | None = None, dims: int | tuple[in
     return _summary(_correlations(pa, pb), "mean")
 
 
-@declare(a=Data("x"), b=Data("x"), rtol=_RTOL)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, rtol=_RTOL)
 def pwcca(a: Any, b: Any, *, rtol: float | None = None) -> float:
     """Projection-weighted CCA (Morcos, Raghu & Bengio 2018, NeurIPS; Kornblith et al. 2019, Table 1).
 
@@ -390,7 +448,7 @@ def pwcca(a: Any, b: Any, *, rtol: float | None = None) -> float:
 # ---------------------------------------------------------------- all pairs of layers
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), summary=Options(*_SUMMARIES), rtol=_RTOL,
+@declare(a=_INVARIANT_LAYERS, b=_INVARIANT_LAYERS_OR_NONE, summary=Options(*_SUMMARIES), rtol=_RTOL,
          output=Options(*OUTPUTS))
 def cca_matrix(a: Any, b: Any = None, *, summary: str = "mean", rtol: float | None = None,
                output: str = "tidy") -> pd.DataFrame:
@@ -433,10 +491,11 @@ def cca_matrix(a: Any, b: Any = None, *, summary: str = "mean", rtol: float | No
         _check_samples(a, b, _HINT_CCA)
         return _summary(_correlations(a, b), summary)
 
-    return pairwise(a, b, lambda x, name: _decompose(x, name, rtol), compare, f"cca_{summary}", output=output)
+    return _pairwise_bases(a, b, lambda x, name, eps: _decompose(x, name, rtol, eps=eps), compare, f"cca_{summary}",
+                           output)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), variance=_VARIANCE, dims=_DIMS, rtol=_RTOL,
+@declare(a=_INVARIANT_LAYERS, b=_INVARIANT_LAYERS_OR_NONE, variance=_VARIANCE, dims=_DIMS, rtol=_RTOL,
          output=Options(*OUTPUTS))
 def svcca_matrix(a: Any, b: Any = None, *, variance: float | None = None, dims: int | None = None,
                  rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
@@ -462,18 +521,18 @@ def svcca_matrix(a: Any, b: Any = None, *, variance: float | None = None, dims: 
     rtol = _check_rtol(rtol)
     keep = None if dims_pair is None else dims_pair[0]
 
-    def prepare(x: torch.Tensor, name: str) -> _Basis:
-        return _truncate(_decompose(x, name, rtol), variance, keep)
+    def prepare(x: torch.Tensor, name: str, eps: float) -> _Basis:
+        return _truncate(_decompose(x, name, rtol, eps=eps), variance, keep)
 
     def compare(a: _Basis, b: _Basis) -> float:
         _check_samples(a, b, _HINT_SVCCA)
         return _summary(_correlations(a, b), "mean")
 
     measure = f"svcca_var{variance:g}" if keep is None else f"svcca_dims{keep}"
-    return pairwise(a, b, prepare, compare, measure, output=output)
+    return _pairwise_bases(a, b, prepare, compare, measure, output)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), rtol=_RTOL, output=Options(*OUTPUTS))
+@declare(a=_INVARIANT_LAYERS, b=_INVARIANT_LAYERS_OR_NONE, rtol=_RTOL, output=Options(*OUTPUTS))
 def pwcca_matrix(a: Any, b: Any = None, *, rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
     """:func:`pwcca` for every layer pair, weights from the **row** layer: ``value[i, j] = pwcca(a[i], b[j])``.
 
@@ -496,5 +555,5 @@ def pwcca_matrix(a: Any, b: Any = None, *, rtol: float | None = None, output: st
         _check_samples(a, b, _HINT_CCA)
         return _pwcca_value(a, b)
 
-    return pairwise(a, b, lambda x, name: _decompose(x, name, rtol), compare, "pwcca", output=output,
-                    symmetric=False)
+    return _pairwise_bases(a, b, lambda x, name, eps: _decompose(x, name, rtol, eps=eps), compare, "pwcca", output,
+                           symmetric=False)

@@ -286,7 +286,7 @@ def _min_rows(debiased: bool) -> int:
     return 4 if debiased else 2
 
 
-@declare(a=Data("x"), b=Data("x"), kernel=Options(*_KERNELS), debiased=Flag(),
+@declare(a=Data("x", scale="invariant"), b=Data("x", scale="invariant"), kernel=Options(*_KERNELS), debiased=Flag(),
          sigma=Interval(float, 0, None, closed="neither"))
 def cka(a: Any, b: Any, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5) -> float:
     """Centered kernel alignment between two representations of the same ``N`` examples.
@@ -603,7 +603,8 @@ def _check_self(values: np.ndarray, names: list[str], debiased: bool) -> None:
             raise _self_error(name, float(value), debiased)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), kernel=Options(*_KERNELS), debiased=Flag(),
+@declare(a=Data("layers", scale="invariant"), b=Data("layers", none=True, scale="invariant"),
+         kernel=Options(*_KERNELS), debiased=Flag(),
          sigma=Interval(float, 0, None, closed="neither"), output=Options(*OUTPUTS))
 def cka_matrix(a: Any, b: Any = None, *, kernel: str = "linear", debiased: bool = False, sigma: float = 0.5,
                output: str = "tidy") -> pd.DataFrame:

@@ -60,6 +60,10 @@ _TILE = 1 << 23  # score entries per [block, N] tile (64 MiB of float64)
 _OVERLAP_TILE = 1 << 24  # booleans per [rows, k, k] overlap comparison
 _K = Interval(int, 1)  # the declared rule of every ``k`` (k <= N - 1 is checked against the data)
 _BLOCK = Interval(int, 1, none=True)
+#: neighbourhoods do not depend on the scale of the data: extreme magnitudes are rescaled exactly
+_INVARIANT_X = Data("x", scale="invariant")
+_INVARIANT_LAYERS = Data("layers", scale="invariant")
+_INVARIANT_LAYERS_OR_NONE = Data("layers", none=True, scale="invariant")
 
 
 def _check_k(k: Any, n: int, name: str) -> int:
@@ -132,7 +136,7 @@ def _knn(x: torch.Tensor, name: str, k: int, metric: str, block_size: int | None
     return out
 
 
-@declare(x=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
+@declare(x=_INVARIANT_X, k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def knn_indices(x: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> torch.Tensor:
     """Indices of each example's ``k`` nearest neighbours among the other examples.
 
@@ -211,7 +215,7 @@ def _pair(a: Any, b: Any, k: Any, metric: str, block_size: Any) -> tuple[torch.T
     return _knn(x, "a", k, metric, block_size), _knn(y, "b", k, metric, block_size)
 
 
-@declare(a=Data("x"), b=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def mutual_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mutual k-nearest-neighbour alignment (Huh et al. 2024).
 
@@ -251,7 +255,7 @@ def mutual_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_siz
     return _mutual(na, nb)
 
 
-@declare(a=Data("x"), b=Data("x"), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
+@declare(a=_INVARIANT_X, b=_INVARIANT_X, k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK)
 def jaccard_knn(a: Any, b: Any, *, k: int = 10, metric: str = "cosine", block_size: int | None = None) -> float:
     """Mean Jaccard similarity of the two k-NN sets of each example (k-NN Jaccard; Klabunde et al. 2023).
 
@@ -290,7 +294,7 @@ def _matrix(a, b, k, metric, block_size, output, name, fn) -> pd.DataFrame:
     return pairwise(a, b, prepare, fn, f"{name}_{metric}_k{k}", output=output, symmetric=True, min_rows=2)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
+@declare(a=_INVARIANT_LAYERS, b=_INVARIANT_LAYERS_OR_NONE, k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
          output=Options(*OUTPUTS))
 def mutual_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
                       block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:
@@ -328,7 +332,7 @@ def mutual_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosi
     return _matrix(a, b, k, metric, block_size, output, "mutual_knn", _mutual)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
+@declare(a=_INVARIANT_LAYERS, b=_INVARIANT_LAYERS_OR_NONE, k=_K, metric=Options(*KNN_METRICS), block_size=_BLOCK,
          output=Options(*OUTPUTS))
 def jaccard_knn_matrix(a: Any, b: Any = None, *, k: int = 10, metric: str = "cosine",
                        block_size: int | None = None, output: str = "tidy") -> pd.DataFrame:

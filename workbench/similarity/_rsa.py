@@ -227,7 +227,8 @@ def _check_metric_args(metric: str, max_n: Any) -> int:
     return int(max_n)
 
 
-@declare(x=Data("x"), metric=Options(*METRICS), square=Flag(), max_n=Interval(int, 3))
+@declare(x=Data("x", scale=lambda a: "invariant" if a["metric"] in ("correlation", "cosine") else "refuse"),
+         metric=Options(*METRICS), square=Flag(), max_n=Interval(int, 3))
 def rdm(x: Any, *, metric: str = "correlation", square: bool = False, max_n: int = _MAX_N) -> torch.Tensor:
     """Representational dissimilarity matrix of one representation (Kriegeskorte et al. 2008).
 
@@ -372,8 +373,8 @@ def _measure_name(metric: str, compare: str) -> str:
     return f"rsa_{metric}_{compare.replace('-', '_')}"
 
 
-@declare(a=Data("x"), b=Data("x"), metric=Options(*METRICS), compare=Options(*COMPARISONS),
-         max_n=Interval(int, 3))
+@declare(a=Data("x", scale="invariant"), b=Data("x", scale="invariant"), metric=Options(*METRICS),
+         compare=Options(*COMPARISONS), max_n=Interval(int, 3))
 def rsa(a: Any, b: Any, *, metric: str = "correlation", compare: str = "spearman", max_n: int = _MAX_N) -> float:
     """Representational similarity analysis: correlation between the RDMs of two representations.
 
@@ -429,8 +430,8 @@ def rsa(a: Any, b: Any, *, metric: str = "correlation", compare: str = "spearman
     return _compare(pa, pb, compare)
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), metric=Options(*METRICS), compare=Options(*COMPARISONS),
-         output=Options(*OUTPUTS), max_n=Interval(int, 3))
+@declare(a=Data("layers", scale="invariant"), b=Data("layers", none=True, scale="invariant"), metric=Options(*METRICS),
+         compare=Options(*COMPARISONS), output=Options(*OUTPUTS), max_n=Interval(int, 3))
 def rsa_matrix(a: Any, b: Any = None, *, metric: str = "correlation", compare: str = "spearman",
                output: str = "tidy", max_n: int = _MAX_N) -> pd.DataFrame:
     """:func:`rsa` between every layer of ``a`` and every layer of ``b`` (``b=None``: ``a`` against itself).

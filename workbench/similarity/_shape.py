@@ -45,8 +45,11 @@ distance agrees at ``alpha`` in {0, 1}; for ``0 < alpha < 1`` (and for netrep's 
 values differ, netrep's depending on ``N``.
 
 Rank handling and regularization: ``Cx^{-1/2}`` is applied on the numerical column space of ``Xc`` only
-(singular values ``<= rtol * s_max`` count as zero; default ``rtol = max(N, p) * eps_float64``), since
-zero-variance directions contribute nothing to ``phi``. Poorly conditioned covariances (near-collinear
+(singular values ``<= rtol * s_max`` count as zero; default ``rtol = max(N, p) * eps`` with ``eps`` the machine
+epsilon of the input's dtype, 1.19e-7 for float32 and 2.2e-16 for float64, as numpy's ``matrix_rank``; see
+:mod:`workbench.similarity._cca`), since zero-variance directions contribute nothing to ``phi``. Judging float32
+activations by float64's epsilon would keep their rounding noise (e.g. the null direction of a LayerNorm output)
+and, for ``alpha < 1``, whiten it up to the size of a real direction. Poorly conditioned covariances (near-collinear
 neurons, ``p`` close to ``N``) can be regularized by ``shrinkage`` ``s`` in [0, 1]: ``Cx`` is replaced by
 ``(1 - s) Cx + s (tr Cx / p) I`` (shrinkage towards the isotropic covariance with the same mean variance; it
 keeps the scale equivariance, and ``alpha = 0, s = 1`` equals ``alpha = 1`` for the angular distance).
@@ -66,11 +69,14 @@ import pandas as pd
 import torch
 
 from .._validation import Data, Interval, Options, as_2d_tensor, check_choice, declare
-from ._pairs import OUTPUTS, pairwise, same_device
-from ._cca import _RTOL, _check_rtol, _decompose
+from ._pairs import OUTPUTS, same_device
+from ._cca import _RTOL, _EPS64, _check_rtol, _decompose, _dtype_eps, _pairwise_bases
 
 __all__ = ["shape_distance", "shape_matrix"]
 
+#: the angular distance at alpha 0 or 1 does not depend on the inputs' scales (extreme magnitudes are rescaled
+#: exactly); the euclidean one and partial whitening (0 < alpha < 1) do, so extreme magnitudes are refused there
+_SCALE = lambda a: "invariant" if a["metric"] == "angular" and a["alpha"] in (0, 1) else "refuse"  # noqa: E731
 _METRICS = ("angular", "euclidean")
 
 
@@ -106,8 +112,9 @@ def _check_shrinkage(shrinkage: Any) -> float:
     return float(shrinkage)
 
 
-def _prepare(x: torch.Tensor, name: str, alpha: float, shrinkage: float, rtol: float | None) -> _Shape:
-    basis = _decompose(x, name, rtol, what="its shape distance is")
+def _prepare(x: torch.Tensor, name: str, alpha: float, shrinkage: float, rtol: float | None,
+             eps: float = _EPS64) -> _Shape:
+    basis = _decompose(x, name, rtol, what="its shape distance is", eps=eps)
     n, width, r, s, u = basis.n, basis.width, basis.rank, basis.sv, basis.basis
     lam = s.square() / n  # nonzero eigenvalues of Cx
     if alpha < 1.0:
@@ -143,7 +150,7 @@ def _measure_name(alpha: float, metric: str, shrinkage: float) -> str:
     return f"shape_{metric}_alpha{alpha:g}" + (f"_shrinkage{shrinkage:g}" if shrinkage > 0 else "")
 
 
-@declare(a=Data("x"), b=Data("x"), alpha=Interval(float, 0, 1), metric=Options(*_METRICS),
+@declare(a=Data("x", scale=_SCALE), b=Data("x", scale=_SCALE), alpha=Interval(float, 0, 1), metric=Options(*_METRICS),
          shrinkage=Interval(float, 0, 1), rtol=_RTOL)
 def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
                    rtol: float | None = None) -> float:
@@ -173,8 +180,9 @@ def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular
         Regularizes the whitening: ``Cx -> (1 - s) Cx + s (tr Cx / p) I`` before ``^{-1/2}`` (only used when
         ``alpha < 1``). 0 (default) = the paper's definition.
     rtol : float or None
-        Singular values of ``Xc`` ``<= rtol * largest`` count as zero (default ``max(N, p) * 2.2e-16``); only
-        the remaining directions are whitened.
+        Singular values of ``Xc`` ``<= rtol * largest`` count as zero (default ``max(N, p) * eps``, ``eps`` the
+        machine epsilon of that input's dtype: 1.19e-7 for float32, 2.2e-16 for float64); only the remaining
+        directions are whitened.
 
     Returns
     -------
@@ -207,12 +215,13 @@ def shape_distance(a: Any, b: Any, *, alpha: float = 1.0, metric: str = "angular
         raise ValueError(f"mismatched number of samples: a has {x.shape[0]}, b has {y.shape[0]}; "
                          "pass representations of the same examples (same rows, same order)")
     x, y = same_device([x, y])
-    pa = _prepare(x, "a", alpha, shrinkage, rtol)
-    pb = _prepare(y, "b", alpha, shrinkage, rtol)
+    pa = _prepare(x, "a", alpha, shrinkage, rtol, _dtype_eps(a))
+    pb = _prepare(y, "b", alpha, shrinkage, rtol, _dtype_eps(b))
     return _distance(pa, pb, metric, cca_limit=(alpha == 0.0 and shrinkage == 0.0))
 
 
-@declare(a=Data("layers"), b=Data("layers", none=True), alpha=Interval(float, 0, 1), metric=Options(*_METRICS),
+@declare(a=Data("layers", scale=_SCALE), b=Data("layers", none=True, scale=_SCALE), alpha=Interval(float, 0, 1),
+         metric=Options(*_METRICS),
          shrinkage=Interval(float, 0, 1), rtol=_RTOL, output=Options(*OUTPUTS))
 def shape_matrix(a: Any, b: Any = None, *, alpha: float = 1.0, metric: str = "angular", shrinkage: float = 0.0,
                  rtol: float | None = None, output: str = "tidy") -> pd.DataFrame:
@@ -253,6 +262,6 @@ def shape_matrix(a: Any, b: Any = None, *, alpha: float = 1.0, metric: str = "an
     shrinkage = _check_shrinkage(shrinkage)
     rtol = _check_rtol(rtol)
     cca_limit = alpha == 0.0 and shrinkage == 0.0
-    return pairwise(a, b, lambda x, name: _prepare(x, name, alpha, shrinkage, rtol),
-                    lambda pa, pb: _distance(pa, pb, metric, cca_limit), _measure_name(alpha, metric, shrinkage),
-                    output=output)
+    return _pairwise_bases(a, b, lambda x, name, eps: _prepare(x, name, alpha, shrinkage, rtol, eps),
+                           lambda pa, pb: _distance(pa, pb, metric, cca_limit), _measure_name(alpha, metric, shrinkage),
+                           output)

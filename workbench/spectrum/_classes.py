@@ -62,8 +62,8 @@ def _geometry(vectors: torch.Tensor, what: str) -> tuple[float, float, float]:
     return equinorm, equiangular, max_angle
 
 
-@declare(x=Data("x"), labels=Data("labels"), weights=Data("x", none=True), bias=Data("any", none=True),
-         logits=Data("x", none=True))
+@declare(x=Data("x", scale="invariant"), labels=Data("labels"), weights=Data("x", none=True, scale="invariant"),
+         bias=Data("any", none=True), logits=Data("x", none=True, scale="invariant"))
 def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = None,
                     logits: Any = None) -> dict[str, float]:
     """Neural-collapse statistics NC1-NC4 (Papyan, Han & Donoho 2020, "Prevalence of neural collapse
@@ -120,7 +120,7 @@ def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = Non
     resid = h - means[inv]
     _, s, vh = torch.linalg.svd(means, full_matrices=False)
     if not float(s[0]) > 0.0 or float(s[0]) ** 2 <= n * d * (n * _EPS * float(z.abs().max())) ** 2:
-        raise ValueError("all class means coincide (between-class covariance is zero), so NC1 is undefined; "
+        raise ValueError("all class means coincide in x (between-class covariance is zero), so NC1 is undefined; "
                          "check the labels and features")
     keep = s.square() > d * _EPS * s[0].square()
     v = vh[keep].T                                   # eigenvectors of Sigma_B with non-zero eigenvalues
@@ -163,7 +163,7 @@ def neural_collapse(x: Any, labels: Any, *, weights: Any = None, bias: Any = Non
     return out
 
 
-@declare(x=Data("x"), labels=Data("labels"))
+@declare(x=Data("x", scale="invariant"), labels=Data("labels"))
 def cdnv(x: Any, labels: Any) -> float:
     """Class-distance normalized variance (Galanti, Gyorgy & Hutter 2022, "On the role of neural collapse
     in transfer learning", ICLR), averaged over all pairs of classes.
@@ -201,7 +201,7 @@ def cdnv(x: Any, labels: Any) -> float:
     if not float(pair_d2.min()) > 0.0:
         k = int(pair_d2.argmin())
         a, b = values[int(iu[0, k])], values[int(iu[1, k])]
-        raise ValueError(f"classes {a} and {b} have the same mean, so their CDNV is infinite; "
+        raise ValueError(f"classes {a} and {b} have the same mean in x, so their CDNV is infinite; "
                          "check the labels or merge the classes")
     return float(((var[iu[0]] + var[iu[1]]) / (2.0 * pair_d2)).mean())
 
@@ -274,7 +274,7 @@ def lidar(x: Any, groups: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> flo
     cm = means - means.mean(dim=0)
     sigma_b = cm.T @ cm / (n - 1)
     if not float(sigma_b.diagonal().sum()) > n * d * (n_rows * _EPS * float(z.abs().max())) ** 2:
-        raise ValueError("all group means coincide (between-group scatter is zero), so LiDAR is undefined")
+        raise ValueError("all group means coincide in x (between-group scatter is zero), so LiDAR is undefined")
     w_val, w_vec = torch.linalg.eigh(sigma_w)
     if not float(w_val[0]) > 0.0:
         raise ValueError("the within-group scatter is singular; pass delta > 0 (paper default 1e-4)")

@@ -22,6 +22,9 @@ from .._validation import Data, Flag, Interval, as_2d_tensor, check_labels, decl
 
 __all__ = ["alignment", "uniformity", "tolerance"]
 
+#: data of extreme magnitude are rescaled when each row is normalized (the value does not depend on the scale), else
+#: refused
+_IF_NORMALIZED = lambda a: "invariant" if a["normalize"] else "refuse"  # noqa: E731
 _BLOCK_ELEMENTS = 8_000_000  # float64 entries per block of pairwise distances (64 MB)
 
 
@@ -50,7 +53,8 @@ def _normalized(z: torch.Tensor, name: str, normalize: bool) -> torch.Tensor:
     return z / norms
 
 
-@declare(a=Data("x"), b=Data("x"), alpha=Interval(float, 0, None, closed="neither"), normalize=Flag())
+@declare(a=Data("x", scale=_IF_NORMALIZED), b=Data("x", scale=_IF_NORMALIZED),
+         alpha=Interval(float, 0, None, closed="neither"), normalize=Flag())
 def alignment(a: Any, b: Any, *, alpha: float = 2.0, normalize: bool = True) -> float:
     """Alignment of positive pairs (Wang & Isola 2020, ICML, Sec. 4.1): ``E ||f(x) - f(y)||_2^alpha``.
 
@@ -88,7 +92,7 @@ def alignment(a: Any, b: Any, *, alpha: float = 2.0, normalize: bool = True) -> 
     return float((x - y).norm(dim=1).pow(alpha).mean())
 
 
-@declare(x=Data("x"), t=Interval(float, 0, None, closed="neither"), normalize=Flag(),
+@declare(x=Data("x", scale=_IF_NORMALIZED), t=Interval(float, 0, None, closed="neither"), normalize=Flag(),
          block_size=Interval(int, 1, none=True))
 def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, block_size: int | None = None) -> float:
     """Uniformity (Wang & Isola 2020, ICML, Sec. 4.1): ``log E_{x != y} exp(-t ||f(x) - f(y)||_2^2)``.
@@ -145,7 +149,7 @@ def uniformity(x: Any, *, t: float = 2.0, normalize: bool = True, block_size: in
     return float(total) - math.log(n * (n - 1) / 2.0)
 
 
-@declare(x=Data("x"), labels=Data("labels"), normalize=Flag())
+@declare(x=Data("x", scale=_IF_NORMALIZED), labels=Data("labels"), normalize=Flag())
 def tolerance(x: Any, labels: Any, *, normalize: bool = True) -> float:
     """Tolerance to semantically similar samples (Wang & Liu 2021, "Understanding the behaviour of
     contrastive loss", CVPR): mean cosine similarity of pairs of samples of the same class.
@@ -191,7 +195,7 @@ def tolerance(x: Any, labels: Any, *, normalize: bool = True) -> float:
     counts = torch.bincount(inv_t).to(torch.float64)
     pairs = float((counts * (counts - 1)).sum())
     if pairs == 0:
-        raise ValueError("tolerance needs at least one class with 2 or more samples; every class has one")
+        raise ValueError("tolerance needs a class with 2 or more samples of x; every class in labels has one")
     sums = torch.zeros((counts.shape[0], x.shape[1]), dtype=x.dtype, device=x.device).index_add_(0, inv_t, x)
     self_sim = x.square().sum()
     return float((sums.square().sum() - self_sim) / pairs)

@@ -51,6 +51,8 @@ ALPHA_K_RANGE = (6, 100)
 # the pair of ranks of ``k_range`` itself
 _METHOD = Options(*METHODS)
 _EPS_RULE = Interval(float, 0)
+#: the data rule of the measures that do not depend on the scale of x (extreme magnitudes are rescaled exactly)
+_INVARIANT = Data("x", scale="invariant")
 _K_RANGE = Instance(tuple, list)
 _WIDE = Data("x", example=lambda: np.random.default_rng(0).normal(size=(200, 20)))  # alpha_req fits ranks 6..20
 
@@ -125,7 +127,7 @@ def _lsvr_value(m: Moments, centered: bool, negative_log: bool) -> float:
 
 
 # --------------------------------------------------------------------------------- public measures
-@declare(x=Data("x"), eps=_EPS_RULE, method=_METHOD)
+@declare(x=_INVARIANT, eps=_EPS_RULE, method=_METHOD)
 def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     """RankMe of an embedding matrix (Garrido et al. 2023, "RankMe: assessing the downstream performance
     of pretrained self-supervised representations by their rank", ICML, Eq. 1).
@@ -163,7 +165,7 @@ def rankme(x: Any, *, eps: float = 1e-7, method: str = "auto") -> float:
     return _rankme_value(_moments(x, centered=False, uncentered=True, method=method), eps)
 
 
-@declare(x=Data("x"), method=_METHOD)
+@declare(x=_INVARIANT, method=_METHOD)
 def effective_rank(x: Any, *, method: str = "auto") -> float:
     """Effective rank of the covariance of ``Z`` (Roy & Vetterli 2007, "The effective rank: a measure of
     effective dimensionality", EUSIPCO, Def. 1, applied to the covariance matrix).
@@ -195,7 +197,7 @@ def effective_rank(x: Any, *, method: str = "auto") -> float:
     return _effective_rank_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
-@declare(x=Data("x"), method=_METHOD)
+@declare(x=_INVARIANT, method=_METHOD)
 def participation_ratio(x: Any, *, method: str = "auto") -> float:
     """Participation ratio ``(sum_k lambda_k)^2 / sum_k lambda_k^2`` of the covariance eigenvalues.
 
@@ -223,7 +225,7 @@ def participation_ratio(x: Any, *, method: str = "auto") -> float:
     return _participation_ratio_value(_moments(x, centered=True, uncentered=False, method=method))
 
 
-@declare(x=Data("x"), centered=Flag(), method=_METHOD)
+@declare(x=_INVARIANT, centered=Flag(), method=_METHOD)
 def stable_rank(x: Any, *, centered: bool = True, method: str = "auto") -> float:
     """Stable (numerical) rank ``||A||_F^2 / ||A||_2^2 = sum_k sigma_k(A)^2 / sigma_1(A)^2``.
 
@@ -290,13 +292,19 @@ def alpha_req(x: Any, *, k_range: tuple[int, int] = ALPHA_K_RANGE, weighting: st
     covariance of the **centered** data by least squares on ``log lambda_k = log c - alpha log k`` over the
     ranks ``k_range = (k_min, k_max)`` (1-based, inclusive) and reports alpha *with* the fit quality.
 
-    Fit range. The default ``(6, 100)`` is the range of the reference implementation by the paper's group
-    (``reptrix``, ``fit_range = np.arange(5, 100)`` in 0-based indices): the first few eigenvalues are
-    skipped because the power law describes the body of the spectrum, not its head. ``k_max`` is clipped
-    to the number of non-zero eigenvalues (at most ``min(N - 1, D)``); fewer than 3 ranks left is an
-    error. ``weighting="uniform"`` is ordinary least squares; ``"inverse_rank"`` weights rank ``k`` by
-    ``1/k`` as reptrix (after Stringer et al. 2019) does, which counters the crowding of points at large
-    ``k`` on a log axis.
+    Fit range and weights. The default, ranks ``(6, 100)`` with uniform weights (ordinary least squares), is
+    **not** the reference implementation's. It is the range of an early version of the paper group's
+    ``reptrix`` (``get_alpha(fit_range=np.arange(5, 100))``, 0-based, until Feb 2024) without that code's
+    weights. The current ``reptrix`` (``reptrix/alpha.py``, ``get_alpha`` / ``get_powerlaw``, since commit
+    e5adeca, 2024-02-23) fits ranks **11 to 100** (``np.arange(10, 100)``, 0-based) by weighted least squares
+    with weight ``1/k`` on rank ``k`` (after Stringer et al. 2019); that fit is
+    ``alpha_req(x, k_range=(11, 100), weighting="inverse_rank")``, which gives reptrix's alpha exactly (its
+    eigenvalues are explained-variance *ratios*, which shifts only ``log_c``; its R^2 is unweighted and taken
+    over ranks ``k_min .. 500``, not over the fit range as ``r2`` here). ``"inverse_rank"`` counters the
+    crowding of points at large ``k`` on a log axis. The first few eigenvalues are skipped in every variant
+    because the power law describes the body of the spectrum, not its head. ``k_max`` is clipped to the number
+    of non-zero eigenvalues (at most ``min(N - 1, D)``; reptrix fails there instead); fewer than 3 ranks left
+    is an error.
 
     Not the heavy-tailed "alpha" of weight matrices (Martin & Mahoney, a Hill/MLE fit to the *density* of
     eigenvalues of ``W^T W``): this is the decay *by rank* of the activation covariance spectrum.
@@ -363,7 +371,7 @@ def _alpha_req_value(m: Moments, k_min: int, k_max: int, weighting: str) -> Alph
                           log_c=float(intercept))
 
 
-@declare(x=Data("x"), centered=Flag(), method=_METHOD)
+@declare(x=_INVARIANT, centered=Flag(), method=_METHOD)
 def singular_value_entropy(x: Any, *, centered: bool = False, method: str = "auto") -> float:
     """Singular value entropy (SVE) of a feature matrix, as used in NMTune (Chen et al. 2024,
     "Understanding and mitigating the label noise in pre-training on downstream tasks", ICLR).
@@ -395,7 +403,7 @@ def singular_value_entropy(x: Any, *, centered: bool = False, method: str = "aut
     return _sve_value(_moments(x, centered=centered, uncentered=not centered, method=method), centered)
 
 
-@declare(x=Data("x"), centered=Flag(), negative_log=Flag(), method=_METHOD)
+@declare(x=_INVARIANT, centered=Flag(), negative_log=Flag(), method=_METHOD)
 def largest_singular_value_ratio(x: Any, *, centered: bool = False, negative_log: bool = False,
                                  method: str = "auto") -> float:
     """Largest singular value ratio (LSVR) of a feature matrix (NMTune, Chen et al. 2024, ICLR).
@@ -456,7 +464,7 @@ def spectrum(x: Any, *, centered: bool = True, method: str = "auto") -> np.ndarr
     return lam.cpu().numpy().copy()
 
 
-@declare(x=Data("layers"), measures=Instance(Iterable), eps=_EPS_RULE,
+@declare(x=Data("layers", scale="invariant"), measures=Instance(Iterable), eps=_EPS_RULE,
          alpha_k_range=_K_RANGE, method=_METHOD)
 def layer_spectrum_table(x: Any, measures: Iterable[str] = ("rankme", "effective_rank"), *, eps: float = 1e-7,
                          alpha_k_range: tuple[int, int] = ALPHA_K_RANGE, method: str = "auto") -> pd.DataFrame:

@@ -313,8 +313,8 @@ def _fit(x: Any, labels: Any, regression: bool, tol: float, max_iter: int):
     return _maximise(sp, tol, max_iter), names, sp
 
 
-@declare(x=Data("x"), labels=Data("labels"), regression=Flag(), tol=Interval(float, 0, closed="neither"),
-         max_iter=Interval(int, 1))
+@declare(x=Data("x", scale="invariant"), labels=Data("labels"), regression=Flag(),
+         tol=Interval(float, 0, closed="neither"), max_iter=Interval(int, 1))
 def logme(x: Any, labels: Any, *, regression: bool = False, tol: float = 1e-10,
           max_iter: int = 100) -> float:
     """LogME: mean over targets of the maximum Bayesian linear-regression log evidence per sample.

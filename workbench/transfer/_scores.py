@@ -170,7 +170,7 @@ def _ledoit_wolf(xc: torch.Tensor, gram_eigs: torch.Tensor) -> tuple[float, floa
     return min(max(b2, 0.0), delta2) / delta2, mu
 
 
-@declare(x=Data("x"), labels=Data("labels"), shrinkage=Flag())
+@declare(x=Data("x", scale="invariant"), labels=Data("labels"), shrinkage=Flag())
 def hscore(x: Any, labels: Any, *, shrinkage: bool = False) -> float:
     """H-score ``tr( cov(f)^+ cov(E[f | y]) )`` (Bao, Li, Huang & Zheng 2019, "An information-theoretic
     approach to transferability in task transfer learning", ICIP); with ``shrinkage=True`` the

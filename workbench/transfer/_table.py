@@ -17,7 +17,7 @@ __all__ = ["transfer_table", "MEASURES"]
 MEASURES = ("logme", "hscore", "hscore_shrinkage", "transrate")
 
 
-@declare(x=Data("layers"), labels=Data("labels"), measures=Instance(str, Iterable),
+@declare(x=Data("layers", scale="any"), labels=Data("labels"), measures=Instance(str, Iterable),
          transrate_eps=Interval(float, 0, closed="neither"))
 def transfer_table(x: Any, labels: Any, *, measures: Iterable[str] = MEASURES,
                    transrate_eps: float = 1e-4) -> pd.DataFrame:
