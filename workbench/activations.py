@@ -22,8 +22,9 @@ the data are 1-D signals and a token sequence ``[N, T, D]`` otherwise (images th
 Cache: with ``cache=DIR`` each layer is appended, batch by batch, to its own ``.npy`` file with plain
 writes (not a writable memory map, whose dirty pages count against the process), so memory stays at one
 batch for any N; the file is renamed into place only when complete, and read back as a memory map. The key
-is SHA-256 of (weights hash, data fingerprint, layer module path, pooling), so a second call with the
-same model, data and layers reads the files instead of running the model.
+is SHA-256 of (weights hash, data fingerprint, layer module path, pooling, and for a Hugging Face model its
+``max_length`` and ``truncation``), so a second call with the same model, settings, data and layers reads the
+files instead of running the model.
 """
 from __future__ import annotations
 
@@ -208,9 +209,20 @@ def _check_inputs(model: nn.Module, the_split: Any) -> Any:
     return the_split
 
 
-def _cache_key(whash: str, data_fp: str, module_path: str, pool: str) -> str:
+def _cache_key(whash: str, data_fp: str, module_path: str, pool: str, settings: str = "") -> str:
     # v2: every cached .npy has a sidecar .json with its SHA-256, shape and dtype (files of v1 had none)
-    return hashlib.sha256(f"v2|{whash}|{data_fp}|{module_path}|{pool}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"v2|{whash}|{data_fp}|{module_path}|{pool}{settings}".encode()).hexdigest()[:32]
+
+
+def _model_settings(model: nn.Module) -> str:
+    """The part of the cache key for a model's settings beyond its weights that change its activations: a Hugging
+    Face model's token limit and truncation (``HFModel.max_length`` / ``.truncation``); empty for other models, whose
+    keys stay as they were."""
+    from .models import HFModel
+
+    if isinstance(model, HFModel):
+        return f"|max_length={model.max_length}|truncation={model.truncation}"
+    return ""
 
 
 def _sidecar(path: Path) -> Path:
@@ -334,7 +346,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         cache_dir.mkdir(parents=True, exist_ok=True)
         whash = weights_hash(model)
         meta["weights_hash"] = whash
-        paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool)}.npy"
+        settings = _model_settings(model)
+        paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool, settings)}.npy"
                  for name, path in chosen.items()}
         if all(p.exists() for p in paths.values()) and all(_cache_intact(p) for p in paths.values()):
             return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})

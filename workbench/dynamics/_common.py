@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 from collections.abc import Iterable
 from typing import Any, Callable, Iterator, Sequence
 
@@ -287,14 +288,19 @@ def run_loss(run: Any, model: nn.Module, *, split: str = "test", n: int = 256, s
          labels=Data("labels"), attention_mask=Data("any", none=True))
 def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) -> LossFn:
     """``loss(model)`` = mean cross-entropy of ``model(inputs)`` (logits ``[N, C]``) against ``labels``."""
-    from .._validation import check_same_length
+    from .._validation import check_labels, check_same_length
 
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"inputs must be a torch tensor (one batch), got {type(inputs).__name__}")
-    y = torch.as_tensor(labels)
-    if y.ndim != 1 or y.is_floating_point():
-        raise TypeError(f"labels must be a 1-D integer array (class ids), got {y.dtype} {tuple(y.shape)}")
+    if isinstance(labels, (list, tuple)) or (isinstance(labels, np.ndarray) and labels.dtype == object):
+        arr = np.asarray(labels, dtype=object)  # Python ints (e.g. an object array of ids): converted, nothing else
+        if arr.ndim == 1 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in arr):
+            labels = arr.astype(np.int64)
+    y = torch.as_tensor(check_labels(labels, "labels", min_classes=1))
     check_same_length(inputs=inputs, labels=y)
+    if int(y.min()) < 0:
+        raise ValueError(f"labels must be class ids 0..C-1 (they index the logits' columns), got {int(y.min())}; "
+                         "map them with np.unique(labels, return_inverse=True)")
     kwargs = {} if attention_mask is None else {"attention_mask": torch.as_tensor(attention_mask)}
 
     def loss(model: nn.Module) -> torch.Tensor:
@@ -303,6 +309,9 @@ def cross_entropy_loss(inputs: Any, labels: Any, *, attention_mask: Any = None) 
         if logits.ndim != 2:
             raise ValueError(f"cross_entropy_loss needs classifier logits [N, C]; the model returned "
                              f"{tuple(logits.shape)} (for a language model use run_loss)")
+        if int(y.max()) >= logits.shape[1]:
+            raise ValueError(f"labels must be class ids in 0..{logits.shape[1] - 1} (the model returns "
+                             f"{logits.shape[1]} logits per example), got {int(y.max())}")
         return nn.functional.cross_entropy(logits, y.to(device))
 
     return loss

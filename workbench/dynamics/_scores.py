@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import Data, Instance, Interval, Options, check_choice, check_labels, check_positive_int, declare
+from .._validation import (Data, Instance, Interval, Options, check_choice, check_finite, check_labels,
+                           check_positive_int, declare)
 from ..models import device_of, predict
 from ..results import tidy
 from ..train import recorders
@@ -19,9 +20,44 @@ from ._common import eval_mode, example_classifier, example_split, math_attentio
 
 __all__ = ["el2n", "el2n_scores", "grand_scores"]
 
-# defined where the el2n recorder uses it; declared here (NaN logits give NaN scores, they are not refused)
-el2n = declare(logits=Data("x", bad=[np.zeros(Data.N), np.zeros((Data.N, Data.CLASSES, 1))]),
-               labels=Data("labels"))(recorders.el2n)
+
+
+def _logits(logits: Any, name: str) -> np.ndarray | torch.Tensor:
+    """``logits`` checked as a finite real [N, C] array or tensor (object arrays of numbers are converted); the
+    score itself is computed where the ``el2n`` recorder uses it (:func:`workbench.train.recorders.el2n`)."""
+    if isinstance(logits, torch.Tensor):
+        z = logits.detach()
+        kind = "f" if z.is_floating_point() else ("b" if z.dtype == torch.bool else "i")
+    elif isinstance(logits, (np.ndarray, list, tuple)):
+        z = np.asarray(logits)
+        if z.dtype == object:  # numbers held as Python objects: converted; anything else (strings, None) refused
+            odd = [v for v in z.ravel() if not isinstance(v, numbers.Real)][:1]
+            if odd:
+                odd = odd[0]
+                raise TypeError(f"{name} must hold numbers (classifier logits [N, C]), got an object array holding "
+                                f"{type(odd).__name__} values such as {odd!r}")
+            z = z.astype(np.float64)
+        kind = z.dtype.kind
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor of classifier logits [N, C], got "
+                        f"{type(logits).__name__}")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers (classifier logits [N, C]), got dtype {z.dtype}")
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] == 0:
+        raise ValueError(f"{name} must be [N, C] classifier outputs with N, C >= 1, got shape {tuple(z.shape)}")
+    check_finite(z, name)
+    return z
+
+
+@declare(logits=Data("x", bad=[np.zeros(Data.N), np.zeros((Data.N, Data.CLASSES, 1))]), labels=Data("labels"))
+def el2n(logits: Any, labels: Any) -> np.ndarray:
+    """EL2N score per example: ``‖softmax(f(x)) − onehot(y)‖₂`` (Paul et al. 2021, "Deep learning on a data
+    diet: finding important examples early in training"), in float64.
+
+    ``logits`` ``[N, C]`` (array or tensor; finite: NaN/Inf logits are refused), ``labels`` ``[N]`` class ids in
+    ``0 .. C−1``.
+    """
+    return recorders.el2n(_logits(logits, "logits"), labels)
 
 _MODELS = Data("any", example=lambda: [example_classifier(0), example_classifier(1)], bad=[[], ["model"], "models"])
 # data: a labelled Split, a Dataset with split=, or an input array (with labels=)
@@ -95,7 +131,8 @@ def el2n_scores(models: Any, data: Any, *, labels: Any = None, split: str | None
     """
     the_split, y = _split_and_labels(data, split, labels)
     check_positive_int(batch_size, "batch_size")
-    scores = [el2n(predict(m, the_split, batch_size, device_of(m)), y) for m in _models(models, step)]
+    scores = [recorders.el2n(_logits(predict(m, the_split, batch_size, device_of(m)), f"models[{i}]'s logits"), y)
+              for i, m in enumerate(_models(models, step))]  # a diverged model (NaN logits) is named, not averaged
     return _frame(scores, "el2n", step)
 
 

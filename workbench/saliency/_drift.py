@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from typing import Any, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
-from .._validation import Data, Flag, Interval, Options, check_choice, check_fraction, declare
+from .._validation import Data, Flag, Interval, Options, check_choice, check_finite, check_fraction, declare
 from ..results import tidy
 from ._examples import example_attribution
 from ._result import CHANNEL_REDUCTIONS, Attribution, feature_map
@@ -23,18 +24,30 @@ __all__ = ["rank_correlation", "topk_overlap", "drift"]
 
 
 def _rows(x: Any, name: str) -> np.ndarray:
+    """Attribution scores [N, ...] as a finite float64 array [N, F] (the features flattened); strings, NaN/Inf and
+    empty maps are refused naming ``name``."""
     if isinstance(x, Attribution):
         x = x.map("l1")
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().to(torch.float64).numpy()
-    try:
-        x = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a numeric array, tensor or Attribution [N, ...], got {type(x).__name__}") \
-            from None
-    if x.ndim < 2:
-        raise ValueError(f"{name} must be [N, ...] (one row of feature scores per example), got shape {x.shape}")
-    return x.reshape(len(x), -1)
+        x = x.detach().cpu()
+        x = x.to(torch.float64).numpy() if x.dtype != torch.bool else x.numpy()
+    elif not isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(f"{name} must be a numeric array, tensor or Attribution [N, ...], got {type(x).__name__}")
+    arr = np.asarray(x)
+    if arr.dtype == object:  # numbers held as Python objects: converted; strings, None, ... refused
+        odd = [v for v in arr.ravel() if not isinstance(v, numbers.Real)][:1]
+        if odd:
+            raise TypeError(f"{name} must hold numeric feature scores, got an object array holding "
+                            f"{type(odd[0]).__name__} values such as {odd[0]!r}")
+    elif arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numeric feature scores, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must be [N, ...] (one row of feature scores per example), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); pass at least one example with at least one feature")
+    check_finite(arr, name)
+    return arr.reshape(len(arr), -1)
 
 
 def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -44,15 +57,27 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@declare(a=_MAP, b=_MAP)
-def rank_correlation(a: Any, b: Any) -> np.ndarray:
+@declare(a=_MAP, b=_MAP, constant=Options("raise", "nan"))
+def rank_correlation(a: Any, b: Any, *, constant: str = "raise") -> np.ndarray:
     """Spearman rank correlation per example between two attribution maps ``[N, ...]`` (flattened).
 
     ``rho = corr(rank(a_i), rank(b_i))`` (Pearson correlation of the ranks, ties given their average rank, as
-    in ``scipy.stats.spearmanr``), float64; NaN when either row is constant. An :class:`Attribution` is
-    compared through its ``map("l1")``.
+    in ``scipy.stats.spearmanr``), float64. An :class:`Attribution` is compared through its ``map("l1")``.
+
+    A row with the same score in every feature (e.g. an all-zero attribution) has no ranking, so its correlation
+    is undefined: ``constant="raise"`` (default) refuses such input with a ValueError naming ``a`` or ``b`` and
+    the rows; ``constant="nan"`` returns NaN for those rows (as :func:`drift` does, which counts the finite
+    values in its ``n`` column).
     """
+    check_choice(constant, ("raise", "nan"), "constant")
     a, b = _pair(a, b)
+    if constant == "raise":
+        for name, m in (("a", a), ("b", b)):
+            flat = np.flatnonzero((m == m[:, :1]).all(axis=1))
+            if flat.size:
+                raise ValueError(f"{name} has {flat.size} row(s) with the same score in every feature (rows "
+                                 f"{flat[:5].tolist()}), whose rank correlation is undefined; drop those examples, "
+                                 "or pass constant='nan' to get NaN for them")
     ra = rankdata(a, axis=1) - (a.shape[1] + 1) / 2
     rb = rankdata(b, axis=1) - (a.shape[1] + 1) / 2
     denom = np.sqrt((ra * ra).sum(1) * (rb * rb).sum(1))
@@ -119,6 +144,8 @@ def drift(attributions: Sequence[Attribution], *, k: float = 0.1, channels: str 
             raise ValueError(f"attribution shapes differ ({tuple(first.attributions.shape)} vs "
                              f"{tuple(a.attributions.shape)}); use the same method and layer for every model")
     maps = [feature_map(a.attributions, channels, kind=a.kind) for a in items]
+    for i, m in enumerate(maps):
+        check_finite(m, f"attributions[{i}]")  # named here: rank_correlation would call it a or b
     if pairs == "all":
         index_pairs = list(itertools.combinations(range(len(items)), 2))
     else:
@@ -126,7 +153,8 @@ def drift(attributions: Sequence[Attribution], *, k: float = 0.1, channels: str 
     rows = []
     for i, j in index_pairs:
         a, b = items[i], items[j]
-        values = {"spearman": rank_correlation(maps[i], maps[j]), "topk_overlap": topk_overlap(maps[i], maps[j], k)}
+        values = {"spearman": rank_correlation(maps[i], maps[j], constant="nan"),
+                  "topk_overlap": topk_overlap(maps[i], maps[j], k)}
         meta = {"run": a.run, "step": a.step, "run_b": b.run, "step_b": b.step}
         for measure, v in values.items():
             if per_example:

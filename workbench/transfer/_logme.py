@@ -85,6 +85,8 @@ _GRID_MARGIN_DECADES = 3.0
 _BOUND_DECADES = 10.0  # t is kept within [lambda_min, lambda_max] widened by this many decades
 _RES0_REL = 1e-10      # res0 <= this * ||y||^2 counts as "y in the column space of F"
 _GOLDEN_STEPS = 80
+#: the ``limit`` column of :func:`logme_targets`: where the supremum of the evidence lies
+_LIMITS = ("none", "no_signal", "noise_free")
 
 
 @dataclass
@@ -260,13 +262,15 @@ def _maximise(sp: _Spectrum, tol: float, max_iter: int) -> dict[str, np.ndarray]
     at_inf = best_logt == math.inf
     alpha = torch.where(at_inf, torch.full_like(alpha, math.inf), alpha)
     beta = torch.where(at_inf, sp.n / sp.yy, beta)
+    limit = at_inf.long()  # index into _LIMITS
     if sp.r == sp.n:
         at_zero = best_logt == -math.inf
         alpha = torch.where(at_zero, zero_alpha, alpha)
         beta = torch.where(at_zero, torch.full_like(beta, math.inf), beta)
         gamma = torch.where(at_zero, torch.full_like(gamma, float(sp.r)), gamma)
+        limit = torch.where(at_zero, torch.full_like(limit, 2), limit)
     out = {"log_evidence": value / sp.n, "alpha": alpha, "beta": beta, "gamma": gamma,
-           "iterations": iters, "converged": ~stuck}
+           "iterations": iters, "converged": ~stuck, "limit": limit}
     return {k: v.cpu().numpy() for k, v in out.items()}
 
 
@@ -381,11 +385,20 @@ def logme_targets(x: Any, labels: Any, *, regression: bool = False, tol: float =
     """The per-target pieces of :func:`logme`, one row per target column.
 
     Columns: ``target`` (class id, or column index for regression), ``log_evidence`` (maximum log
-    evidence / N; :func:`logme` is their mean), ``alpha``, ``beta`` (the maximiser; ``alpha = inf``
-    when the supremum is the no-signal limit, ``beta = inf`` for the noise-free limit possible when
-    ``rank(F) = N``), ``gamma`` (effective number of well-determined parameters), ``iterations``
-    (accelerated fixed-point iterations used) and ``converged`` (the fixed point met ``tol`` or ran into a
-    limit; if not, the value comes from the golden-section search). Same arguments as :func:`logme`.
+    evidence / N; :func:`logme` is their mean), ``alpha``, ``beta`` (the maximiser), ``gamma`` (effective
+    number of well-determined parameters), ``iterations`` (accelerated fixed-point iterations used),
+    ``converged`` (the fixed point met ``tol`` or ran into a limit; if not, the value comes from the
+    golden-section search) and ``limit``, which flags a supremum that is attained only in a limit:
+
+    - ``"none"``: an interior maximum; ``alpha`` and ``beta`` are finite.
+    - ``"no_signal"``: the evidence is highest with the weights forced to zero (``alpha = inf``, ``gamma = 0``,
+      ``beta = N / ||y||^2``) — the features carry no linear signal for this target that pays for its cost,
+      common for rank-deficient features, very few samples or ``D > N``.
+    - ``"noise_free"``: (only when ``rank(F) = N``) the target is interpolated exactly (``beta = inf``,
+      ``gamma = N``).
+
+    ``log_evidence`` is finite in every case; ``alpha`` / ``beta`` are ``inf`` exactly in the flagged rows (filter
+    on ``limit == "none"`` before averaging or plotting them). Same arguments as :func:`logme`.
 
     Examples
     --------
@@ -398,4 +411,5 @@ def logme_targets(x: Any, labels: Any, *, regression: bool = False, tol: float =
     out, names, _ = _fit(x, labels, regression, tol, max_iter)
     return pd.DataFrame({"target": names, **{k: out[k] for k in
                                              ("log_evidence", "alpha", "beta", "gamma", "iterations",
-                                              "converged")}})
+                                              "converged")},
+                         "limit": [_LIMITS[i] for i in out["limit"]]})
