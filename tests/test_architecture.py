@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
 #: allowed import direction: a package may import from its own layer's packages' lower layers only
 LAYERS = [
-    {"_validation", "version"},
+    {"_validation", "_threads", "version"},
     {"results"},  # the one schema; its functions declare their parameters (_validation)
     {"data"},
     {"models"},

@@ -71,7 +71,8 @@ def test_state_dict_with_builder_reloads_the_same_function(tmp_path):
     assert run.done and run.status["state"] == "done" and run.checkpoints() == [0]
     assert run.config.model == IMPORTED and run.config.objective == "none"
     assert run.config.model_options["format"] == "workbench" and run.config.model_options["architecture"] == "mlp"
-    assert sorted(p.name for p in run.checkpoint_dir(0).iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in run.checkpoint_dir(0).iterdir()) == ["manifest.json", "model.json",
+                                                                       "model.safetensors"]
     x = torch.randn(32, 8)
     loaded = run.load_model()
     with torch.no_grad():
@@ -179,7 +180,8 @@ def test_series_of_hugging_face_checkpoints_with_bin_weights(tmp_path):
         torch.save({"state": {}}, d / "optimizer.pt")
     run = RunStore(tmp_path / "store").import_model(tmp_path / "pythia", dataset="tiny-language")
     assert run.checkpoints() == [0, 500] and run.config.model_options["format"] == "hf"
-    assert sorted(p.name for p in run.checkpoint_dir(500).iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert sorted(p.name for p in run.checkpoint_dir(500).iterdir()) == ["config.json", "manifest.json",
+                                                                         "pytorch_model.bin"]
     ids = torch.randint(0, 60, (2, 7))
     for step, original in originals.items():
         with torch.no_grad():
@@ -207,7 +209,7 @@ def test_import_minilm_directory(minilm_dir, minilm_run):
     run, store = minilm_run, minilm_run.store
     expected = _weights([(0, _digest({n: minilm_dir / n for n in MINILM_FILES}))])
     assert run.id.startswith(expected[:8]) and run.config.model_options["weights"] == expected
-    assert sorted(p.name for p in run.checkpoint_dir(0).iterdir()) == MINILM_FILES
+    assert sorted(p.name for p in run.checkpoint_dir(0).iterdir()) == sorted([*MINILM_FILES, "manifest.json"])
     stored = run.checkpoint_dir(0) / "model.safetensors"  # a copy: saving into the source cannot change the run
     assert not stored.is_symlink() and not stored.samefile(minilm_dir / "model.safetensors")
     assert run.config.model_options["architecture"] == "BertModel" and run.config.model_options["format"] == "hf"

@@ -5,6 +5,8 @@
     workbench findings [--store DIR] [--format table|csv|json]
     workbench study ID --out DIR [--quick | --full | --smoke] [--store DIR]
     workbench runs list [--store DIR] [--format table|csv|json]
+    workbench runs check [--store DIR]      verify every checksum of every run (exit 1 when something is wrong)
+    workbench runs repair [--store DIR]     fix what check finds, as far as it can be fixed without retraining
     workbench measures [--family NAME] [--format table|csv|json]
 """
 from __future__ import annotations
@@ -51,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     lst = runs_sub.add_parser("list", help="one line per run")
     lst.add_argument("--store", type=Path, default=None, help="run store directory")
     lst.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    chk = runs_sub.add_parser("check", help="verify every stored file of every run (exit 1 and one line per problem)")
+    chk.add_argument("--store", type=Path, default=None, help="run store directory")
+    rep = runs_sub.add_parser("repair", help="remove temporary files and leftovers, move corrupt checkpoints and runs "
+                                             "aside, rebuild histories and manifests, mark dead runs interrupted")
+    rep.add_argument("--store", type=Path, default=None, help="run store directory")
     meas = sub.add_parser("measures", help="the registered measures: what each takes and returns, its reference")
     meas.add_argument("--family", default=None, help="only this family (spectrum, similarity, probe, …)")
     meas.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -98,12 +105,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {args.out / 'report.html'}")
         return 0
     if args.command == "runs":
-        if args.runs_command != "list":
+        if args.runs_command not in ("list", "check", "repair"):
             parser.parse_args(["runs", "--help"])
             return 2
         from .runs import RunStore
 
         store = RunStore(args.store)
+        if args.runs_command == "check":
+            problems = store.check()
+            for r in problems.itertuples():
+                print(f"{r.path}: {r.problem}")
+            if problems.empty:
+                print(f"ok: {len(store.ids())} runs in {store.root}, every stored file matches its checksum")
+            return 1 if len(problems) else 0
+        if args.runs_command == "repair":
+            actions = store.repair()
+            for r in actions.itertuples():
+                print(f"{r.path}: {r.action}")
+            print(f"{len(actions)} repairs in {store.root}" if len(actions) else f"nothing to repair in {store.root}")
+            return 0
         df = store.list()
         if args.format == "csv":
             sys.stdout.write(df.to_csv(index=False))

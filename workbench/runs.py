@@ -19,15 +19,42 @@ Layout of a store::
         history.csv            step, measure, split, layer, layer_index, value (:data:`HISTORY_COLUMNS`; read
                                back by :meth:`Run.history` in the results schema, :mod:`workbench.results`)
         downstream.csv         every downstream evaluation (:data:`workbench.train.DOWNSTREAM_COLUMNS`)
-        checkpoints/<step:08d>/model.safetensors, model.json, trainer.pt
+        checkpoints/<step:08d>/model.safetensors, model.json, objective.safetensors (objectives with parameters),
+                               trainer.pt (optimizer state, step and the running sums of the logging interval),
+                               history.csv (every history row up to this step), manifest.json (written last:
+                               {"step", "files": {name: {"sha256", "size"}}})
+        checkpoints/.corrupt-<step>-<n>/   a checkpoint that failed verification, moved aside (never deleted)
         artifacts/             run-specific arrays (e.g. label_noise.npz)
+        manifest.json          {"version", "files": {relative path: {"sha256", "size"}}, "digest"} of config.json,
+                               meta.json, status.json, history.csv, downstream.csv, artifacts/* and
+                               checkpoints/<step>/manifest.json
         .lock                  flock-ed by the process that trains the run
+        .manifest.lock         flock-ed while a file and its manifest entry are being replaced
       .imports/                imports being assembled (RunStore.import_model), renamed into runs/ when complete
+      quarantine/              runs whose config.json was unreadable, moved here by :meth:`RunStore.repair`
 
-Every file is written to a temporary name in the same directory, fsync-ed and renamed (``os.replace``), so
-readers never see a half-written file and a killed writer leaves the previous version intact. Training
-holds an exclusive ``fcntl.flock`` on ``.lock``: a second process asking for the same run waits, then
-finds it done.
+Every file is written to a temporary name in the same directory, fsync-ed and renamed (``os.replace``), then the
+directory is fsync-ed, so readers never see a half-written file and a killed writer (or a power loss) leaves the
+previous version intact. Every file of a run goes through :meth:`Run.write_file`, which records its SHA-256 and
+size in the run's ``manifest.json`` (the new entry is listed, with the old one as ``previous``, before the file is
+replaced, so a kill between the two leaves a file the manifest accepts); every read verifies it:
+
+- a checkpoint is *intact* when its ``manifest.json`` is present and every file it lists matches. Training resumes
+  from the last checkpoint of the schedule before the first one that is not intact (that one is moved aside with a
+  warning naming the file); its weights, optimizer state, running sums and history snapshot make the resumed run
+  equal to an uninterrupted one, row for row. :meth:`Run.load_model` of a corrupt checkpoint raises ``ValueError``.
+- a damaged ``history.csv`` is rebuilt from the last intact checkpoint's snapshot (with a warning naming it);
+  a damaged ``status.json`` is recomputed from the checkpoints (``"interrupted"``); a damaged ``meta.json`` reads
+  as ``{}``; a damaged ``downstream.csv`` or artifact raises ``ValueError`` naming the file.
+- a run whose ``config.json`` is damaged is *broken*: :meth:`RunStore.list` shows it with state ``"broken"`` and
+  :meth:`RunStore.runs` leaves it out, both with a warning naming the file; every other run keeps working.
+- runs written by older versions (no manifests) are read without verification; :meth:`RunStore.repair` adds them.
+
+:meth:`RunStore.check` (``workbench runs check``) verifies every checksum of every run; :meth:`RunStore.repair`
+(``workbench runs repair``) fixes what can be fixed. Training holds an exclusive ``fcntl.flock`` on ``.lock``: a
+second process asking for the same run waits, then finds it done. Temporary files of a run are removed when that
+lock is taken for training; ``.deleted-*`` leftovers of an interrupted :meth:`RunStore.delete` when the store lists
+its runs.
 """
 from __future__ import annotations
 
@@ -44,8 +71,10 @@ import re
 import shutil
 import socket
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -53,7 +82,7 @@ import pandas as pd
 from .results import tidy
 
 __all__ = ["RunConfig", "RunStore", "Run", "checkpoint_schedule", "atomic_write_bytes", "atomic_write_text",
-           "default_store_root", "IMPORTED"]
+           "default_store_root", "IMPORTED", "StoreWarning"]
 
 OBJECTIVES = ("supervised", "simclr", "supcon", "barlow", "vicreg", "mae", "mlm", "clm", "autoencoder",
               "distill", "none")
@@ -69,6 +98,17 @@ DEFAULT_RECORDERS = ("clean_flipped",)
 HISTORY_COLUMNS = ["step", "measure", "split", "layer", "layer_index", "value"]
 #: ``RunConfig.model`` of a run made by :meth:`RunStore.import_model` (weights loaded, not trained here)
 IMPORTED = "imported"
+#: the manifest of a run directory and of each checkpoint directory
+MANIFEST = "manifest.json"
+#: files of a run directory its manifest tracks (besides ``artifacts/*`` and ``checkpoints/<step>/manifest.json``)
+TRACKED = ("config.json", "meta.json", "status.json", "history.csv", "downstream.csv")
+_NUMERIC_FIELDS = ("data_fraction", "label_noise", "label_smoothing", "augment_strength", "temperature", "views",
+                   "projector_depth", "embed_dim", "mask_ratio", "init_scale", "lr", "weight_decay", "batch_size",
+                   "steps", "warmup", "seed", "checkpoints")
+
+
+class StoreWarning(UserWarning):
+    """A stored file failed verification (or could not be read) and was worked around; the message names it."""
 
 
 def default_store_root() -> Path:
@@ -152,6 +192,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         from ._validation import check_choice, check_fraction, check_positive_int
 
+        for name in _NUMERIC_FIELDS:  # True == 1: a bool would pass as a number and hash like one
+            if isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a number, got the bool {getattr(self, name)!r}; pass a number "
+                                f"(the default is {name}={_DEFAULTS[name]!r})")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise TypeError(f"dataset must be a dataset name (str), got {self.dataset!r}")
         if not isinstance(self.model, str) or not self.model:
@@ -202,8 +246,8 @@ class RunConfig:
         check_positive_int(self.warmup, "warmup", minimum=0)
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.steps, "steps", minimum=0)
         check_positive_int(self.seed, "seed", minimum=0)
@@ -271,6 +315,9 @@ class RunConfig:
         return digest[:16]
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
 def _normalize(x: Any) -> Any:
     """Canonical JSON-ready form: dict keys sorted, tuples → lists, numpy scalars → Python, 1.0 stays float."""
     if isinstance(x, Mapping):
@@ -299,8 +346,14 @@ def checkpoint_schedule(steps: int, n: int) -> list[int]:
 
 # ----------------------------------------------------------------------------------------------- atomic io
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, fsync and ``os.replace``."""
-    path = Path(path)
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, ``os.replace`` and fsync of the
+    directory."""
+    _atomic_write(Path(path), data, sync_dir=True)
+
+
+def _atomic_write(path: Path, data: bytes, sync_dir: bool) -> None:
+    """:func:`atomic_write_bytes`; ``sync_dir=False`` skips the directory fsync (a rename whose loss is harmless:
+    the file is whole either way)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -313,14 +366,76 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if sync_dir:
+        _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename into it survives a power loss (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, _json_bytes(obj))
+
+
+def _files_digest_of(files: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a manifest's ``files`` (the manifest's own checksum, ``digest``)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _manifest_bytes(files: Mapping[str, Any]) -> bytes:
+    files = dict(sorted(files.items()))
+    return _json_bytes({"version": 1, "files": files, "digest": _files_digest_of(files)})
+
+
+def _plain(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {"sha256": entry["sha256"], "size": entry["size"]}
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": _file_sha256(path), "size": path.stat().st_size}
+
+
+def _relpath(relpath: Any) -> str:
+    """``relpath`` as a clean POSIX path inside a run directory (``ValueError`` for anything that leaves it)."""
+    if not isinstance(relpath, (str, os.PathLike)):
+        raise TypeError(f"relpath must be a path relative to the run directory, got {type(relpath).__name__}")
+    parts = Path(relpath).parts
+    if (not parts or Path(relpath).is_absolute() or any(x in ("..", ".") or x.startswith(".") for x in parts)
+            or Path(relpath).as_posix() == MANIFEST or parts[0] == "checkpoints"):
+        raise ValueError(f"relpath must name a file inside the run directory (no '..', no hidden names, not "
+                         f"{MANIFEST} or checkpoints/, which the store writes itself), got {str(relpath)!r}")
+    return Path(relpath).as_posix()
+
+
+def _history_text(rows: list[dict[str, Any]]) -> str:
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False)
+
+
+def _history_rows(data: bytes) -> list[dict[str, Any]]:
+    """Rows of a stored ``history.csv`` with every value as written (floats parsed round-trip exactly)."""
+    exact = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}  # 3: exact default
+    df = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values=[""],
+                     dtype={"measure": str, "split": str, "layer": str}, **exact)
+    return df.reindex(columns=HISTORY_COLUMNS).to_dict("records")
 
 
 def _read_json(path: Path) -> Any:
@@ -335,11 +450,85 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _entry(data: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+def _bytes_problem(data: bytes | None, entry: Mapping[str, Any] | None) -> str | None:
+    """What is wrong with a file's content ``data`` (None: absent) given its manifest ``entry`` (None: not listed,
+    so unverified), or None. An entry being replaced lists the accepted older versions in ``previous`` (None: the
+    file may be absent)."""
+    if entry is None:
+        return None
+    previous = entry.get("previous") or []
+    if data is None:
+        return None if None in previous else "missing (deleted), but listed in the manifest"
+    accepted = [entry, *(e for e in previous if e is not None)]
+    if not any(len(data) == e.get("size") for e in accepted):
+        return (f"{len(data)} bytes where the manifest says {entry.get('size')} (truncated, or written around the "
+                "run store)")
+    digest = hashlib.sha256(data).hexdigest()
+    if not any(digest == e.get("sha256") for e in accepted):
+        return "content does not match its SHA-256 in the manifest (garbled, or written around the run store)"
+    return None
+
+
+def _path_problem(path: Path, entry: Mapping[str, Any] | None) -> str | None:
+    """:func:`_bytes_problem` of the file at ``path`` (sizes compared before anything is hashed)."""
+    if entry is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return _bytes_problem(None, entry)
+    previous = [e for e in entry.get("previous") or [] if e is not None]
+    if not any(size == e.get("size") for e in [entry, *previous]):
+        return f"{size} bytes where the manifest says {entry.get('size')} (truncated, or written around the run store)"
+    digest = _file_sha256(path)
+    if not any(digest == e.get("sha256") for e in [entry, *previous]):
+        return "content does not match its SHA-256 in the manifest (garbled, or written around the run store)"
+    return None
+
+
+def _seal_checkpoint(directory: Path, step: int) -> dict[str, Any]:
+    """fsync every file of a checkpoint being assembled in ``directory``, write its ``manifest.json`` last
+    (``{"step", "files": {name: {"sha256", "size"}}}``), fsync the directory; return the manifest's own entry."""
+    files = {}
+    for p in sorted(directory.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST:
+            h, size = hashlib.sha256(), 0
+            with open(p, "rb") as f:
+                for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(chunk)
+                    size += len(chunk)
+                os.fsync(f.fileno())
+            files[p.name] = {"sha256": h.hexdigest(), "size": size}
+    data = (json.dumps({"step": int(step), "files": files}, indent=1, sort_keys=True) + "\n").encode()
+    with open(directory / MANIFEST, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(directory)
+    return _entry(data)
+
+
+#: checkpoint verification results, keyed by the stat of every file of the checkpoint and its manifest entry
+_VERIFIED: dict[tuple, str | None] = {}
+
+
+def _is_leftover(p: Path) -> bool:
+    """A temporary file or directory of an interrupted write: ``.<name>.<random>.tmp`` (atomic writes),
+    ``.tmp-*`` / ``.old-*`` (checkpoints being written / replaced)."""
+    n = p.name
+    return n.startswith(".") and (n.endswith(".tmp") or n.startswith((".tmp-", ".old-")))
+
+
 def _files_digest(directory: Path) -> str:
     """SHA-256 over the lines ``"<name>\t<SHA-256 of the file>\n"`` of the regular files directly in
-    ``directory`` (names not starting with ``.``), in sorted name order: the identity of one checkpoint."""
+    ``directory`` (names not starting with ``.``, the checkpoint's own ``manifest.json`` left out), in sorted name
+    order: the identity of one checkpoint."""
     lines = [f"{p.name}\t{_file_sha256(p)}\n" for p in sorted(directory.iterdir())
-             if p.is_file() and not p.name.startswith(".")]
+             if p.is_file() and not p.name.startswith(".") and p.name != MANIFEST]
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
@@ -353,16 +542,40 @@ class Run:
         self.path = store.root / "runs" / run_id
 
     def __repr__(self) -> str:
-        return f"Run({self.id!r}, name={self.name!r}, state={self.status['state']!r}, steps={self.config.steps})"
+        config, problem = self._config()
+        if problem is not None:
+            return f"Run({self.id!r}, state='broken': config.json {problem})"
+        return f"Run({self.id!r}, name={self.name!r}, state={self.status['state']!r}, steps={config.steps})"
 
     @property
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(_read_json(self.path / "config.json"))
+        """The run's config. ``ValueError`` naming ``config.json`` when it is missing, unreadable or damaged."""
+        config, problem = self._config()
+        if problem is not None:
+            raise ValueError(f"{self.path / 'config.json'}: {problem}; this run cannot be read; `workbench runs "
+                             f"repair` moves it to {self.store.root / 'quarantine'}")
+        return config
+
+    def _config(self) -> tuple[RunConfig | None, str | None]:
+        data, problem = self._read_verified("config.json")
+        if problem is None and data is None:
+            problem = "missing"
+        if problem is not None:
+            return None, problem
+        try:
+            return RunConfig.from_dict(json.loads(data)), None
+        except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None, f"unreadable ({type(err).__name__}: {err})"
 
     @property
     def meta(self) -> dict[str, Any]:
-        p = self.path / "meta.json"
-        return _read_json(p) if p.exists() else {}
+        """Display name, created time, workbench version; ``{}`` with a :class:`StoreWarning` when damaged."""
+        meta, problem = self._json_file("meta.json")
+        if problem is not None:
+            warnings.warn(f"{self.path / 'meta.json'}: {problem}; read as {{}} (display name and created time lost; "
+                          "`workbench runs repair` rewrites it)", StoreWarning, stacklevel=2)
+            return {}
+        return meta or {}
 
     @property
     def name(self) -> str:
@@ -375,18 +588,42 @@ class Run:
         A run left ``"running"`` by a process that died (killed, crashed, machine rebooted) is marked
         ``"interrupted"`` here — it resumes from its last checkpoint on the next :func:`~workbench.train.train`.
         The owner is alive exactly while it holds the run's lock, so an unheld lock means the owner is gone.
+        A damaged ``status.json`` is recomputed from the checkpoints (``"interrupted"``, or ``"created"`` without
+        checkpoints) with a :class:`StoreWarning` naming it, and rewritten when nobody trains the run.
         """
+        return self._status(fix=True)
+
+    def _status(self, fix: bool) -> dict[str, Any]:
+        """The status; ``fix``: rewrite a damaged status or a dead owner's ``"running"`` (when the lock is free)."""
         p = self.path / "status.json"
-        status = _read_json(p) if p.exists() else {"state": "created", "step": -1, "error": None}
+        status, problem = self._json_file("status.json")
+        if problem is None and status is not None and not (
+                status.get("state") in _STATES and isinstance(status.get("step"), int)):
+            problem = f"holds no valid state ({status!r:.80})"
+        if problem is not None:
+            with self._try_lock() as owned:
+                steps = self.checkpoints()
+                if not owned:  # a live owner rewrites it at its next checkpoint
+                    return {"state": "running", "step": max(steps, default=-1), "error": None, "updated": _now()}
+                state = "interrupted" if steps else "created"
+                message = f"{p}: {problem}; state recomputed from the checkpoints: {state!r}"
+                warnings.warn(message, StoreWarning, stacklevel=3)
+                if fix:
+                    self.set_status(state, max(steps, default=-1), error=message)
+                return {"state": state, "step": max(steps, default=-1), "error": message, "updated": _now()}
+        if status is None:
+            return {"state": "created", "step": -1, "error": None}
         if status["state"] == "running":
             with self._try_lock() as owned:
                 if owned:  # nobody trains it: re-read under the lock (the owner may have just finished)
-                    status = _read_json(p)
-                    if status["state"] == "running":
+                    status = self._json_file("status.json")[0] or status
+                    if status.get("state") == "running":
                         who = f"pid {status.get('pid', '?')} on {status.get('host', '?')}"
-                        self.set_status("interrupted", max(self.checkpoints(), default=-1),
-                                        error=f"the training process ({who}) ended without finishing")
-                        status = _read_json(p)
+                        error = f"the training process ({who}) ended without finishing"
+                        status = {"state": "interrupted", "step": max(self.checkpoints(), default=-1), "error": error,
+                                  "updated": _now()}
+                        if fix:
+                            self.set_status(status["state"], status["step"], error=error)
         return status
 
     @property
@@ -397,20 +634,286 @@ class Run:
         status = {"state": state, "step": int(step), "error": error, "updated": _now()}
         if state == "running":
             status |= {"pid": os.getpid(), "host": socket.gethostname()}
-        _write_json(self.path / "status.json", status)
+        self.write_file("status.json", _json_bytes(status))
+
+    # --- verified files
+    def write_file(self, relpath: str, data: bytes) -> Path:
+        """Write ``data`` to ``relpath`` (relative to the run directory, e.g. ``"artifacts/x.npz"``) and record it in
+        the run's manifest: the new SHA-256 and size are listed (the old ones kept as accepted ``previous``
+        versions) under ``.manifest.lock``, the file is written atomically (temp file, fsync, ``os.replace``, fsync
+        of the directory), then the entry is settled. Every read verifies the file against it. Returns the path."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, got {type(data).__name__}; encode text with .encode()")
+        rel = _relpath(relpath)
+        path, data = self.path / rel, bytes(data)
+        self._update_manifest(rel, _entry(data), commit=lambda: atomic_write_bytes(path, data))
+        return path
+
+    def _read_verified(self, relpath: str) -> tuple[bytes | None, str | None]:
+        """``(content or None when absent, problem or None)`` of a tracked file, verified against the manifest
+        (read again when a concurrent writer replaced it between the two reads)."""
+        path = self.path / relpath
+        data, problem = None, None
+        for _ in range(3):
+            files = self._manifest_files()
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                data = None
+            except OSError as err:  # e.g. a directory where the file should be
+                return None, f"unreadable ({type(err).__name__}: {err})"
+            problem = _bytes_problem(data, None if files is None else files.get(relpath))
+            if problem is None:
+                return data, None
+        return data, problem
+
+    def _json_file(self, relpath: str) -> tuple[dict[str, Any] | None, str | None]:
+        data, problem = self._read_verified(relpath)
+        if problem is not None or data is None:
+            return None, problem
+        try:
+            obj = json.loads(data)
+        except ValueError as err:
+            return None, f"unreadable ({type(err).__name__}: {err})"
+        if not isinstance(obj, dict):
+            return None, f"holds a JSON {type(obj).__name__}, not an object"
+        return obj, None
+
+    def _manifest(self) -> tuple[dict[str, Any] | None, str | None]:
+        """``(files or None when there is no manifest, problem or None)``."""
+        p = self.path / MANIFEST
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        try:
+            manifest = json.loads(data)
+            files = manifest["files"]
+            if not (isinstance(files, dict) and all(isinstance(e, dict) and isinstance(e.get("sha256"), str)
+                                                    and isinstance(e.get("size"), int) for e in files.values())):
+                return None, "unreadable (not a run manifest)"
+        except (ValueError, KeyError, TypeError) as err:
+            return None, f"unreadable ({type(err).__name__}: {err})"
+        if manifest.get("digest") != _files_digest_of(files):
+            return None, "does not match its own digest (garbled)"
+        return files, None
+
+    def _manifest_files(self) -> dict[str, Any] | None:
+        files, problem = self._manifest()
+        if problem is not None:
+            warnings.warn(f"{self.path / MANIFEST}: {problem}; the files of run {self.id} are read unverified "
+                          "(`workbench runs repair` rebuilds it)", StoreWarning, stacklevel=3)
+        return files
+
+    @contextlib.contextmanager
+    def _manifest_lock(self) -> Iterator[None]:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".manifest.lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _update_manifest(self, relpath: str, entry: dict[str, Any] | None,
+                         commit: Callable[[], None] | None = None) -> None:
+        """Set (``entry``) or drop (None) the manifest entry of ``relpath``. With ``commit`` (the write, rename or
+        removal of the file itself), the entry is first listed with the accepted old versions as ``previous``, then
+        ``commit()`` runs, then the entry is settled: a kill at any point leaves a file the manifest accepts."""
+        with self._manifest_lock():
+            files, problem = self._manifest()
+            if problem is not None:
+                warnings.warn(f"{self.path / MANIFEST}: {problem}; rebuilt from the files now present",
+                              StoreWarning, stacklevel=3)
+            files = dict(self._scan_manifest() if problem is not None else files or {})
+            if commit is not None:
+                old = files.get(relpath)
+                if old is not None:
+                    accepted = [_plain(old), *(old.get("previous") or [])]
+                else:  # not listed: what is there now (a file of an older version), or nothing
+                    path = self.path / relpath
+                    accepted = [_file_entry(path) if path.is_file() else None]
+                if entry is None:
+                    accepted.append(None)
+                pending = entry if entry is not None else (None if old is None else _plain(old))
+                if pending is not None:
+                    unique = []
+                    for e in accepted:
+                        if e not in unique and e != _plain(pending):
+                            unique.append(e)
+                    files[relpath] = {**_plain(pending), "previous": unique}
+                    self._write_manifest(files)
+                commit()
+            if entry is None:
+                files.pop(relpath, None)
+            else:
+                files[relpath] = _plain(entry)
+            # settling needs no directory fsync: if the rename is lost, the entry above (accepting both) stays
+            self._write_manifest(files, sync_dir=commit is None)
+
+    def _write_manifest(self, files: Mapping[str, Any], sync_dir: bool = True) -> None:
+        _atomic_write(self.path / MANIFEST, _manifest_bytes(files), sync_dir)
+
+    def _scan_manifest(self) -> dict[str, Any]:
+        """Manifest entries of the tracked files present now (what :meth:`RunStore.repair` trusts)."""
+        files = {}
+        for name in TRACKED:
+            if (self.path / name).is_file():
+                files[name] = _file_entry(self.path / name)
+        if (self.path / "artifacts").is_dir():
+            for p in sorted((self.path / "artifacts").iterdir()):
+                if p.is_file() and not p.name.startswith("."):
+                    files[f"artifacts/{p.name}"] = _file_entry(p)
+        for step in self.checkpoints():
+            p = self.checkpoint_dir(step) / MANIFEST
+            if p.is_file():
+                files[f"checkpoints/{step:08d}/{MANIFEST}"] = _file_entry(p)
+        return files
 
     # --- checkpoints
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / "checkpoints" / f"{int(step):08d}"
 
     def checkpoints(self) -> list[int]:
-        """Steps with a complete checkpoint (a directory holding model.safetensors, or the config.json of an
-        imported Hugging Face model), ascending."""
+        """Steps with a checkpoint (a directory holding its manifest, model.safetensors, or the config.json of an
+        imported Hugging Face model), ascending. Whether one is intact: :meth:`checkpoint_problem`."""
         root = self.path / "checkpoints"
         if not root.exists():
             return []
         return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()
-                      and ((p / "model.safetensors").exists() or (p / "config.json").exists()))
+                      and any((p / f).exists() for f in (MANIFEST, "model.safetensors", "config.json")))
+
+    def checkpoint_problem(self, step: int, require: tuple[str, ...] = ()) -> str | None:
+        """What is wrong with checkpoint ``step`` — a message that starts with the path of the bad file — or None
+        when it is intact: its ``manifest.json`` is present (and matches the run's manifest) and every file it lists
+        has its size and SHA-256. A checkpoint of an older version (no manifest, not listed by the run) is not
+        verified. ``require``: file names that must be part of it (e.g. ``("trainer.pt",)`` to resume training).
+        Results are cached per process while no file of the checkpoint changes."""
+        d = self.checkpoint_dir(step)
+        files = self._manifest_files()
+        listed = None if files is None else files.get(f"checkpoints/{int(step):08d}/{MANIFEST}")
+        try:
+            stats = tuple((p.name, st.st_size, st.st_mtime_ns, st.st_ino)
+                          for p in sorted(d.iterdir()) for st in [p.stat()])
+        except FileNotFoundError:
+            return f"{d}: missing"
+        key = (str(d), stats, json.dumps(listed, sort_keys=True), tuple(require))
+        if key not in _VERIFIED:
+            if len(_VERIFIED) > 4096:
+                _VERIFIED.clear()
+            _VERIFIED[key] = self._checkpoint_problem(d, int(step), listed, tuple(require))
+        return _VERIFIED[key]
+
+    def _checkpoint_problem(self, d: Path, step: int, listed: Mapping[str, Any] | None,
+                            require: tuple[str, ...]) -> str | None:
+        mpath = d / MANIFEST
+        try:
+            data = mpath.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is None:
+            if listed is not None and None not in (listed.get("previous") or []):
+                return f"{mpath}: missing (deleted), but listed in {self.path / MANIFEST}"
+            missing = [name for name in require if not (d / name).is_file()]
+            return f"{d / missing[0]}: missing" if missing else None  # an older version's checkpoint: unverified
+        problem = _bytes_problem(data, listed)
+        if problem is not None:
+            return f"{mpath}: {problem}"
+        try:
+            manifest = json.loads(data)
+            files = manifest["files"]
+            ok = int(manifest["step"]) == step and isinstance(files, dict) and all(
+                isinstance(e, dict) and "/" not in n and not n.startswith(".") for n, e in files.items())
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            return f"{mpath}: unreadable (not the manifest of checkpoint {step})"
+        for name in require:
+            if name not in files:
+                return f"{d / name}: missing (the checkpoint's manifest does not list it)"
+        for name, entry in sorted(files.items()):
+            problem = _path_problem(d / name, entry)
+            if problem is not None:
+                return f"{d / name}: {problem}"
+        return None
+
+    @contextlib.contextmanager
+    def checkpoint_writer(self, step: int, history: list[dict[str, Any]] | None = None) -> Iterator[Path]:
+        """Assemble checkpoint ``step`` in a temporary directory (yielded: write the model and trainer files into
+        it), then seal it: ``history.csv`` (the snapshot ``history``, if given) is added, every file fsync-ed,
+        ``manifest.json`` written last, the directory fsync-ed and renamed into place (an existing checkpoint of
+        that step is replaced), the run's manifest updated and ``checkpoints/`` fsync-ed. An exception (or a
+        kill) inside leaves the previous state; the temporary directory is removed (by :meth:`clean_leftovers`
+        after a kill)."""
+        final = self.checkpoint_dir(step)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{int(step):08d}-"))
+        old = None
+        try:
+            yield tmp
+            if history is not None:
+                (tmp / "history.csv").write_text(_history_text(history))
+            entry = _seal_checkpoint(tmp, step)
+            if final.exists():
+                old = final.with_name(f".old-{int(step):08d}-{os.getpid()}-{id(tmp):x}")
+                os.replace(final, old)
+            self._update_manifest(f"checkpoints/{int(step):08d}/{MANIFEST}", entry,
+                                  commit=lambda: os.replace(tmp, final))
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not final.exists():
+                os.replace(old, final)
+                old = None
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def move_checkpoint_aside(self, step: int) -> Path:
+        """Move checkpoint ``step`` to ``checkpoints/.corrupt-<step>-<n>`` (kept for inspection, no longer a
+        checkpoint) and drop it from the run's manifest; returns the new path. Hold :meth:`lock` when calling."""
+        d = self.checkpoint_dir(step)
+        n = 0
+        while (aside := d.with_name(f".corrupt-{int(step):08d}-{n}")).exists():
+            n += 1
+        self._update_manifest(f"checkpoints/{int(step):08d}/{MANIFEST}", None, commit=lambda: os.replace(d, aside))
+        _fsync_dir(d.parent)
+        return aside
+
+    def checkpoint_history(self, step: int) -> list[dict[str, Any]] | None:
+        """The history snapshot stored in checkpoint ``step`` (rows with the keys of :data:`HISTORY_COLUMNS`,
+        values exactly as written), or None for a checkpoint without one (written by an older version)."""
+        p = self.checkpoint_dir(step) / "history.csv"
+        if not p.is_file():
+            return None
+        return _history_rows(p.read_bytes())
+
+    def clean_leftovers(self, lock: bool = False) -> list[Path]:
+        """Remove the temporary files and directories interrupted writes left in this run (``.<name>.*.tmp``,
+        ``checkpoints/.tmp-*``, ``checkpoints/.old-*``); returns them. Call it holding :meth:`lock` (a live
+        trainer's temporary checkpoint must survive), or with ``lock=True``: then the run lock is taken here if it
+        is free, and nothing is removed if it is not. Atomic writes in flight are safe either way (they hold the
+        manifest lock, taken here too)."""
+        if lock:
+            with self._try_lock() as owned:
+                return self.clean_leftovers() if owned else []
+        removed = []
+        with self._manifest_lock():
+            for folder in (self.path, self.path / "artifacts", self.path / "checkpoints"):
+                if not folder.is_dir():
+                    continue
+                for p in sorted(folder.iterdir()):
+                    if _is_leftover(p):
+                        if p.is_dir():
+                            shutil.rmtree(p, ignore_errors=True)
+                        else:
+                            with contextlib.suppress(FileNotFoundError):
+                                p.unlink()
+                        removed.append(p)
+        if removed:
+            _fsync_dir(self.path)
+        return removed
 
     def resolve_step(self, step: int | str | None) -> int:
         """The checkpoint step ``step`` names: an int that is a checkpoint, or None / "final" for the last."""
@@ -423,13 +926,24 @@ class Run:
             raise ValueError(f"step={step!r} is not a checkpoint of run {self.id}; available steps: {steps}")
         return int(step)
 
+    def _intact(self, step: int | str | None) -> Path:
+        """The directory of checkpoint ``step`` after verifying it (``ValueError`` naming the bad file)."""
+        step = self.resolve_step(step)
+        problem = self.checkpoint_problem(step)
+        if problem is not None:
+            raise ValueError(f"checkpoint {step} of run {self.id} is corrupt: {problem}; `workbench runs repair` moves "
+                             "it aside (train() then recomputes it)")
+        return self.checkpoint_dir(step)
+
     def load_model(self, step: int | str | None = None, device: str = "cpu"):
-        """The model at checkpoint ``step`` (default: the last one), in eval mode. An imported Hugging Face
-        model is loaded with the ``trust_remote_code`` it was imported with."""
+        """The model at checkpoint ``step`` (default: the last one), in eval mode, after verifying the checkpoint
+        (``ValueError`` naming a corrupt file). An imported Hugging Face model is loaded with the
+        ``trust_remote_code`` it was imported with."""
         from .models import load as load_model
 
+        ckpt = self._intact(step)
         trust = bool(self.meta.get("import", {}).get("trust_remote_code", False))
-        model = load_model(self.checkpoint_dir(self.resolve_step(step)), device=device, trust_remote_code=trust)
+        model = load_model(ckpt, device=device, trust_remote_code=trust)
         model.eval()
         return model
 
@@ -437,7 +951,7 @@ class Run:
         """SHA-256 of the checkpoint file (weights identity without loading them). An imported Hugging Face
         checkpoint without a single ``model.safetensors`` (``.bin`` or sharded weights) gives the digest of its
         files (:meth:`RunStore.import_model`)."""
-        ckpt = self.checkpoint_dir(self.resolve_step(step))
+        ckpt = self._intact(step)
         if not (ckpt / "model.safetensors").exists():
             return _files_digest(ckpt)
         return _file_sha256(ckpt / "model.safetensors")
@@ -452,39 +966,226 @@ class Run:
         layer ``"embed"`` (``layer_index`` NaN). Histories stored by older versions (a ``metric`` column, ""
         for no layer, no ``layer_index``) are read alike; their ``layer_index`` is the order in which the
         recorder wrote the layers of each measure.
+
+        A damaged ``history.csv`` (deleted, truncated, garbled) is rebuilt from the snapshot of the last intact
+        checkpoint, with a :class:`StoreWarning` naming it (and rewritten when nobody trains the run).
         """
         p = self.path / "history.csv"
-        if not p.exists():
+        data, problem = self._read_verified("history.csv")
+        if problem is None and data is not None:
+            try:
+                return tidy(_read_stored(io.BytesIO(data)), run=self.name)
+            except (ValueError, KeyError, TypeError) as err:  # pandas' parser errors are ValueErrors
+                problem = f"unreadable ({type(err).__name__}: {err})"
+        if problem is None:
             return tidy([], run=self.name)
-        return tidy(_read_stored(p), run=self.name)
+        rows, step = self._snapshot()
+        if rows is None:
+            warnings.warn(f"{p}: {problem}; no intact checkpoint holds a history snapshot, so the history reads "
+                          "empty", StoreWarning, stacklevel=2)
+            return tidy([], run=self.name)
+        with self._try_lock() as owned:
+            if owned:
+                self.write_history(rows)
+        warnings.warn(f"{p}: {problem}; rebuilt from the snapshot in checkpoint {step} "
+                      f"({self.checkpoint_dir(step) / 'history.csv'})", StoreWarning, stacklevel=2)
+        return tidy(_read_stored(io.BytesIO(_history_text(rows).encode())), run=self.name)
+
+    def _snapshot(self) -> tuple[list[dict[str, Any]] | None, int | None]:
+        """The history snapshot of the last intact checkpoint that holds one, and its step."""
+        for step in reversed(self.checkpoints()):
+            if (self.checkpoint_dir(step) / "history.csv").is_file() and self.checkpoint_problem(step) is None:
+                return self.checkpoint_history(step), step
+        return None, None
+
+    def history_problem(self) -> str | None:
+        """What is wrong with ``history.csv`` (a message naming it), or None."""
+        data, problem = self._read_verified("history.csv")
+        if problem is None and data is not None:
+            try:
+                _read_stored(io.BytesIO(data))
+            except (ValueError, KeyError, TypeError) as err:
+                problem = f"unreadable ({type(err).__name__}: {err})"
+        return None if problem is None else f"{self.path / 'history.csv'}: {problem}"
 
     def downstream(self) -> pd.DataFrame:
         """Every downstream evaluation stored with this run (:func:`workbench.train.evaluate`), in the results
         schema with the extra columns ``task``, ``method``, ``label_fraction``. Tables stored by older versions
-        (a ``metric`` column, no ``layer_index``: NaN) are read alike."""
+        (a ``metric`` column, no ``layer_index``: NaN) are read alike. A damaged ``downstream.csv`` raises
+        ``ValueError`` naming it."""
         p = self.path / "downstream.csv"
-        if not p.exists():
+        data, problem = self._read_verified("downstream.csv")
+        if problem is None and data is None:
             return tidy([], run=self.name).assign(task=pd.Series(dtype=object), method=pd.Series(dtype=object),
                                                   label_fraction=pd.Series(dtype=float))
-        return tidy(_read_stored(p, dtype={"task": str, "method": str}, order_layers=False), run=self.name)
+        if problem is None:
+            try:
+                return tidy(_read_stored(io.BytesIO(data), dtype={"task": str, "method": str}, order_layers=False),
+                            run=self.name)
+            except (ValueError, KeyError, TypeError) as err:
+                problem = f"unreadable ({type(err).__name__}: {err})"
+        raise ValueError(f"{p}: {problem}; `workbench runs repair` moves it aside, then re-run the evaluations "
+                         "(workbench.train.evaluate)")
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         """Store ``rows`` (dicts with the keys of :data:`HISTORY_COLUMNS`; a missing key is empty) atomically."""
-        df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        atomic_write_text(self.path / "history.csv", df.to_csv(index=False))
+        self.write_file("history.csv", _history_text(rows).encode())
 
     # --- artifacts
     def save_artifact(self, name: str, **arrays: np.ndarray) -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        atomic_write_bytes(self.path / "artifacts" / f"{name}.npz", buf.getvalue())
+        self.write_file(f"artifacts/{name}.npz", buf.getvalue())
 
     def load_artifact(self, name: str) -> dict[str, np.ndarray]:
         p = self.path / "artifacts" / f"{name}.npz"
-        if not p.exists():
+        data, problem = self._read_verified(f"artifacts/{name}.npz")
+        if problem is None and data is None:
             raise FileNotFoundError(f"run {self.id} has no artifact {name!r}")
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        if problem is None:
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+                problem = f"unreadable ({type(err).__name__}: {err})"
+        raise ValueError(f"{p}: {problem}; `workbench runs repair` moves it aside")
+
+    # --- verification and repair (RunStore.check / RunStore.repair)
+    def _tracked_names(self, files: Mapping[str, Any] | None) -> list[str]:
+        names = set(TRACKED) | {r for r in files or {} if r.startswith("artifacts/")}
+        if (self.path / "artifacts").is_dir():
+            names |= {f"artifacts/{p.name}" for p in (self.path / "artifacts").iterdir()
+                      if p.is_file() and not p.name.startswith(".")}
+        return sorted(names)
+
+    def _file_problem(self, rel: str, files: Mapping[str, Any] | None) -> str | None:
+        """What is wrong with the tracked file ``rel`` (checksum against ``files``, then whether it parses)."""
+        path = self.path / rel
+        problem = _path_problem(path, None if files is None else files.get(rel))
+        if problem is not None or not path.is_file():
+            return problem
+        try:
+            if rel == "config.json":
+                RunConfig.from_dict(json.loads(path.read_bytes()))
+            elif rel.endswith(".json"):
+                if not isinstance(json.loads(path.read_bytes()), dict):
+                    return "holds no JSON object"
+            elif rel.endswith(".csv"):
+                _read_stored(path, order_layers=False)
+            elif rel.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as z:
+                    for k in z.files:
+                        z[k]
+        except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+            return f"unreadable ({type(err).__name__}: {err})"
+        if files is not None and rel not in files:
+            return "not in the manifest, so not verified (`workbench runs repair` adds it)"
+        return None
+
+    def _problems(self) -> list[tuple[Path, str]]:
+        """Every problem of this run as ``(path, what is wrong)``; changes nothing."""
+        out: list[tuple[Path, str]] = []
+        files, problem = self._manifest()
+        if problem is not None:
+            out.append((self.path / MANIFEST, f"{problem}; nothing else of this run can be verified"))
+        elif files is None:
+            out.append((self.path / MANIFEST, "missing: a run of an older version, not verified (`workbench runs "
+                                              "repair` adds the manifests)"))
+        for rel in self._tracked_names(files):
+            problem = self._file_problem(rel, files)
+            if problem is not None:
+                out.append((self.path / rel, problem))
+        steps = self.checkpoints()
+        for step in steps:
+            problem = self.checkpoint_problem(step)
+            if problem is not None:
+                path, _, what = problem.partition(": ")
+                out.append((Path(path), what))
+            elif not (self.checkpoint_dir(step) / MANIFEST).exists():
+                out.append((self.checkpoint_dir(step) / MANIFEST, "missing: a checkpoint of an older version, not "
+                                                                  "verified (`workbench runs repair` adds it)"))
+        for rel in sorted(files or {}):
+            parts = rel.split("/")
+            if parts[0] == "checkpoints" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) not in steps:
+                out.append((self.path / "checkpoints" / parts[1], "missing: a checkpoint the manifest lists"))
+        for folder in (self.path, self.path / "artifacts", self.path / "checkpoints"):
+            if folder.is_dir():
+                out += [(p, "temporary file of an interrupted write (`workbench runs repair` removes it)")
+                        for p in sorted(folder.iterdir()) if _is_leftover(p)]
+        status = self._json_file("status.json")[0]
+        if status is not None and status.get("state") == "running":
+            with self._try_lock() as owned:
+                if owned:
+                    out.append((self.path / "status.json", f"state 'running', but its process (pid "
+                                                           f"{status.get('pid', '?')}) is gone"))
+        return out
+
+    def _aside(self, rel: str) -> Path:
+        """Move the tracked file ``rel`` to ``.corrupt-<name>-<n>`` next to it and drop its manifest entry."""
+        path = self.path / rel
+        n = 0
+        while (aside := path.with_name(f".corrupt-{path.name}-{n}")).exists():
+            n += 1
+        self._update_manifest(rel, None, commit=lambda: os.replace(path, aside) if path.exists() else None)
+        return aside
+
+    def _repair(self) -> list[tuple[Path, str]]:
+        """:meth:`RunStore.repair` of this run, the run lock held by the caller; returns ``(path, action)``."""
+        out: list[tuple[Path, str]] = [(p, "removed: temporary file of an interrupted write")
+                                       for p in self.clean_leftovers()]
+        files, manifest_problem = self._manifest()
+        if files is None:  # missing or unreadable: trust the files as they are now (after the fixes below)
+            self._write_manifest(self._scan_manifest())
+            out.append((self.path / MANIFEST, "rebuilt from the files present" if manifest_problem
+                        else "added (a run of an older version)"))
+        for step in self.checkpoints():
+            problem = self.checkpoint_problem(step)
+            d = self.checkpoint_dir(step)
+            if problem is not None:
+                out.append((self.move_checkpoint_aside(step), f"checkpoint {step} moved aside: {problem}"))
+            elif not (d / MANIFEST).exists():
+                self._update_manifest(f"checkpoints/{step:08d}/{MANIFEST}", _seal_checkpoint(d, step))
+                out.append((d / MANIFEST, "added (a checkpoint of an older version, as it is now)"))
+        files = self._manifest()[0] or {}
+        for rel in self._tracked_names(files):
+            problem = self._file_problem(rel, files)
+            if problem is None:
+                continue
+            path = self.path / rel
+            if problem.startswith("not in the manifest"):
+                self._update_manifest(rel, _file_entry(path))
+                out.append((path, "added to the manifest (as it is now)"))
+            elif rel == "history.csv":
+                rows, step = self._snapshot()
+                if rows is not None:
+                    self.write_history(rows)
+                    out.append((path, f"rebuilt from the snapshot in checkpoint {step} ({problem})"))
+                else:
+                    out.append((self._aside(rel), f"moved aside, no checkpoint holds a snapshot ({problem})"))
+            elif rel == "meta.json":
+                from .version import __version__
+
+                self.write_file("meta.json", _json_bytes({"created": _now(), "workbench_version": __version__,
+                                                          "note": f"rewritten by repair: meta.json {problem}"}))
+                out.append((path, f"rewritten ({problem}; display name lost)"))
+            elif rel == "status.json":
+                pass  # below
+            elif path.exists() or not problem.startswith("missing"):
+                out.append((self._aside(rel), f"moved aside ({problem})"))
+            else:
+                self._update_manifest(rel, None)
+                out.append((path, f"dropped from the manifest ({problem})"))
+        status, problem = self._json_file("status.json")
+        if problem is None and status is not None and status.get("state") not in _STATES:
+            problem = "holds no valid state"
+        steps, config = self.checkpoints(), self.config
+        state = None if status is None else status.get("state")
+        if problem is not None or state == "running" or (state == "done" and config.steps not in steps):
+            why = problem or ("its process is gone" if state == "running" else "its final checkpoint is missing")
+            new = "failed" if config.imported else "interrupted" if steps else "created"
+            self.set_status(new, max(steps, default=-1), error=f"marked {new} by repair: {why}")
+            out.append((self.path / "status.json", f"state {new!r} ({why})"))
+        return out
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -517,7 +1218,11 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_stored(path: Path, dtype: Mapping[str, Any] | None = None, *, order_layers: bool = True) -> pd.DataFrame:
+_STATES = ("created", "running", "done", "failed", "interrupted")
+
+
+def _read_stored(path: Path | io.BytesIO, dtype: Mapping[str, Any] | None = None, *,
+                 order_layers: bool = True) -> pd.DataFrame:
     """A stored history / downstream table, with the layout of older versions brought to today's: the column
     ``metric`` is ``measure``, an empty ``layer`` is NaN, and a missing ``layer_index`` is, with
     ``order_layers``, each layer's order of first appearance within its measure (the order the recorders write
@@ -548,23 +1253,40 @@ class RunStore:
         return f"RunStore({str(self.root)!r}, runs={len(self.ids())})"
 
     def ids(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "runs").iterdir() if (p / "config.json").exists())
+        """Ids of the runs (directories with a ``config.json``, readable or not). Leftovers of an interrupted
+        :meth:`delete` (``runs/.deleted-*``) are removed here."""
+        out = []
+        for p in (self.root / "runs").iterdir():
+            if p.name.startswith(".deleted-") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif not p.name.startswith(".") and (p / "config.json").exists():
+                out.append(p.name)
+        return sorted(out)
 
     def create(self, config: RunConfig | Mapping[str, Any], name: str | None = None) -> Run:
-        """Register a run for ``config`` (idempotent) and return its handle."""
+        """Register a run for ``config`` (idempotent) and return its handle. A damaged ``config.json`` of that run
+        is rewritten from ``config`` (the run id is its hash), with a :class:`StoreWarning`."""
         config = RunConfig.from_dict(config)
         run = Run(self, config.id)
         run.path.mkdir(parents=True, exist_ok=True)
-        if not (run.path / "config.json").exists():
-            _write_json(run.path / "config.json", config.to_dict())
-        meta = run.meta
+        problem = None
+        if (run.path / "config.json").exists():
+            problem = run._config()[1]
+            if problem is not None:
+                warnings.warn(f"{run.path / 'config.json'}: {problem}; rewritten from the config asked for (its hash "
+                              "is the run id)", StoreWarning, stacklevel=2)
+        if not (run.path / "config.json").exists() or problem is not None:
+            run.write_file("config.json", _json_bytes(config.to_dict()))
+        old = run.meta
+        meta = dict(old)
         if not meta:
             from .version import __version__
 
             meta = {"created": _now(), "workbench_version": __version__}
         if name is not None and meta.get("name") != name:
             meta["name"] = name
-        _write_json(run.path / "meta.json", meta)
+        if meta != old or not (run.path / "meta.json").exists():
+            run.write_file("meta.json", _json_bytes(meta))
         return run
 
     def get(self, run: str | Run | RunConfig | Mapping[str, Any]) -> Run:
@@ -590,17 +1312,35 @@ class RunStore:
         raise ValueError(f"run {run!r} is ambiguous: it matches the runs {matches}; pass one of these ids")
 
     def runs(self) -> list[Run]:
-        return [Run(self, i) for i in self.ids()]
+        """Every readable run. A run whose ``config.json`` is damaged is left out, with a :class:`StoreWarning`
+        naming the file (:meth:`list` shows it as ``"broken"``; :meth:`repair` moves it to ``quarantine/``)."""
+        out = []
+        for i in self.ids():
+            run = Run(self, i)
+            problem = run._config()[1]
+            if problem is None:
+                out.append(run)
+            else:
+                warnings.warn(f"{run.path / 'config.json'}: {problem}; run {i} left out (`workbench runs repair` "
+                              "moves it to quarantine/)", StoreWarning, stacklevel=2)
+        return out
 
     def list(self) -> pd.DataFrame:
-        """One row per run: id, name, state, step, n_checkpoints (saved so far), created and every config field."""
+        """One row per run: id, name, state, step, n_checkpoints (saved so far), created and every config field.
+        A run whose ``config.json`` is damaged has state ``"broken"`` and no config fields (a :class:`StoreWarning`
+        names the file)."""
         rows = []
-        for run in self.runs():
-            cfg, st, meta = run.config.to_dict(), run.status, run.meta
+        for i in self.ids():
+            run = Run(self, i)
+            cfg, problem = run._config()
+            if problem is not None:
+                warnings.warn(f"{run.path / 'config.json'}: {problem}; run {i} listed as 'broken' (`workbench runs "
+                              "repair` moves it to quarantine/)", StoreWarning, stacklevel=2)
+            st, meta = ({"state": "broken", "step": -1} if problem is not None else run.status), run.meta
             rows.append({"id": run.id, "name": meta.get("name", ""), "state": st["state"], "step": st["step"],
                          "n_checkpoints": len(run.checkpoints()), "created": meta.get("created", ""),
-                         **{k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v)
-                            for k, v in cfg.items()}})
+                         **({} if cfg is None else {k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list))
+                                                        else v) for k, v in cfg.to_dict().items()})})
         fields = [f.name for f in dataclasses.fields(RunConfig)]
         cols = ["id", "name", "state", "step", "n_checkpoints", "created", *fields]
         return pd.DataFrame(rows, columns=cols)
@@ -716,23 +1456,109 @@ class RunStore:
                                "trust_remote_code": trust_remote_code}})
                 _write_json(staging / "status.json", {"state": "done", "step": steps[-1], "error": None,
                                                       "updated": _now()})
+                files = {n: _file_entry(staging / n) for n in ("config.json", "meta.json", "status.json")}
+                for step in steps:  # checkpoint manifests, listed in the run's manifest (written last)
+                    files[f"checkpoints/{step:08d}/{MANIFEST}"] = _seal_checkpoint(
+                        staging / "checkpoints" / f"{step:08d}", step)
+                atomic_write_bytes(staging / MANIFEST, _manifest_bytes(files))
                 try:
                     os.replace(staging, run.path)
+                    _fsync_dir(run.path.parent)
                 except OSError:
                     if not (run.path / "config.json").exists():  # not a concurrent import of the same weights
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if name is not None and run.meta.get("name") != name:
-            _write_json(run.path / "meta.json", {**run.meta, "name": name})
+            run.write_file("meta.json", _json_bytes({**run.meta, "name": name}))
         return run
 
     def delete(self, run: str | Run) -> None:
+        """Remove a run: renamed to ``runs/.deleted-<id>-<pid>`` under its lock, then removed (a kill in between
+        leaves a leftover that :meth:`ids` removes)."""
         run = self.get(run)
         with run.lock():
             trash = run.path.with_name(f".deleted-{run.id}-{os.getpid()}")
             os.replace(run.path, trash)
+            _fsync_dir(run.path.parent)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def check(self) -> pd.DataFrame:
+        """Verify every stored file of every run against its manifest (and that JSON, CSV and array files parse).
+
+        Returns
+        -------
+        DataFrame
+            One row per problem: ``run`` (id or directory name), ``path`` (the file), ``problem``. Empty when all is
+            well. Runs written by older versions (no manifests) are listed as unverified; temporary files of
+            interrupted writes, ``.deleted-*`` leftovers and ``"running"`` runs whose process died are listed too.
+            Nothing is changed: :meth:`repair` fixes what can be fixed.
+        """
+        rows = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)
+            for d in sorted((self.root / "runs").iterdir()):
+                if d.name.startswith(".deleted-"):
+                    rows.append((d.name, d, "left over from an interrupted delete (`workbench runs repair` "
+                                            "removes it)"))
+                elif d.is_dir() and not d.name.startswith("."):
+                    if not (d / "config.json").exists():
+                        rows.append((d.name, d / "config.json", "missing: an unfinished create or a damaged run"))
+                    rows += [(d.name, path, problem) for path, problem in Run(self, d.name)._problems()]
+        return pd.DataFrame([(r, str(p), q) for r, p, q in rows], columns=["run", "path", "problem"])
+
+    def repair(self) -> pd.DataFrame:
+        """Fix what :meth:`check` finds, as far as it can be fixed without retraining.
+
+        Removes ``.deleted-*`` leftovers and temporary files of interrupted writes; moves runs whose ``config.json``
+        is unreadable to ``<root>/quarantine/`` (a directory left by an unfinished create, holding nothing else, is
+        removed); moves corrupt checkpoints aside (``checkpoints/.corrupt-<step>-<n>``; :func:`~workbench.train.train`
+        recomputes them); rebuilds a damaged ``history.csv`` from the last intact checkpoint's snapshot; moves a
+        damaged ``downstream.csv`` or artifact aside (``.corrupt-<name>-<n>``); rewrites a damaged ``meta.json``
+        ({} + a note) or ``status.json`` (recomputed from the checkpoints); marks runs left ``"running"`` by a dead
+        process, or ``"done"`` without their final checkpoint, interrupted; adds the manifests runs of older versions
+        lack (their files as they are now). Runs whose lock is held (training) are skipped.
+
+        Returns
+        -------
+        DataFrame
+            One row per action: ``run``, ``path``, ``action``.
+        """
+        rows = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", StoreWarning)
+            for d in sorted((self.root / "runs").iterdir()):
+                if d.name.startswith(".deleted-") and d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                    rows.append((d.name, d, "removed: left over from an interrupted delete"))
+                    continue
+                if not d.is_dir() or d.name.startswith("."):
+                    continue
+                run = Run(self, d.name)
+                with run._try_lock() as owned:
+                    if not owned:
+                        rows.append((d.name, d / ".lock", "skipped: a process holds the run's lock (training?)"))
+                        continue
+                    problem = run._config()[1] if (d / "config.json").exists() else "missing"
+                    if problem is None:
+                        rows += [(d.name, path, action) for path, action in run._repair()]
+                        continue
+                    kept = [p for p in d.iterdir() if p.name not in (".lock", ".manifest.lock", MANIFEST)
+                            and not _is_leftover(p)]
+                    if not kept and problem == "missing":
+                        shutil.rmtree(d, ignore_errors=True)
+                        rows.append((d.name, d, "removed: an unfinished create (no config.json, nothing stored)"))
+                        continue
+                    dest = self.root / "quarantine" / d.name
+                    n = 0
+                    while dest.exists():
+                        n += 1
+                        dest = self.root / "quarantine" / f"{d.name}-{n}"
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(d, dest)
+                    _fsync_dir(d.parent)
+                    rows.append((d.name, dest, f"moved to quarantine: config.json {problem}"))
+        return pd.DataFrame([(r, str(p), a) for r, p, a in rows], columns=["run", "path", "action"])
 
 
 # ----------------------------------------------------------------------------------------------- import

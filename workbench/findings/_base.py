@@ -358,21 +358,15 @@ class Finding:
         (:func:`write_report`). ``record`` keeps the verdict in the store (``<store>/findings/``), where
         ``workbench findings`` reads the latest one.
 
-        ``threads``: torch's intra-op threads while the finding runs (restored after; None leaves them). One
-        thread is the default because these small models gain nothing from two on a 2-core CPU, while two threads
-        on a CPU another process also uses run 5-17x slower (measured); the recorded quick verdicts used one.
+        ``threads``: torch's intra-op threads while the finding runs, its training included (restored after;
+        None: training uses the thread policy of ``workbench._threads``). One thread is the default: on a 2-core
+        CPU two threads train these small models ~1.3x faster when the machine is idle but several times slower as
+        soon as another process runs (``benchmarks/bench_contention.py``); the recorded quick verdicts used one.
         """
-        import torch
+        from .._threads import torch_threads
 
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-        before = torch.get_num_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):  # validates threads; restores the caller's count after
             return self._run(mode, out, store, executor, static, progress, record)
-        finally:
-            torch.set_num_threads(before)
 
     def _run(self, mode: str, out: Any, store: Any, executor: Any, static: bool, progress: bool,
              record: bool) -> Result:

@@ -37,7 +37,7 @@ from torch import nn
 from .. import data as wb_data
 from .._validation import check_choice, check_fraction
 from ..results import tidy
-from ..runs import Run, atomic_write_bytes
+from ..runs import Run
 
 __all__ = ["evaluate", "METHODS", "DOWNSTREAM_COLUMNS"]
 
@@ -204,7 +204,7 @@ def _store(run: Run, table: pd.DataFrame) -> None:
             merged = table
         buf = io.StringIO()
         merged.to_csv(buf, index=False)
-        atomic_write_bytes(run.path / "downstream.csv", buf.getvalue().encode())
+        run.write_file("downstream.csv", buf.getvalue().encode())  # checksummed in the run's manifest
 
 
 def _finetune(model: nn.Module, ds: wb_data.Dataset, target: str | None, idx: np.ndarray, splits: Sequence[str],

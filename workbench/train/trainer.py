@@ -4,17 +4,19 @@ Determinism: the model is initialised under ``torch.manual_seed(seed)``; the bat
 slice of a permutation drawn from ``default_rng([seed, epoch])``; the torch RNG is reseeded from
 ``(seed, t)`` before every step (dropout, augmentation). Resuming from checkpoint ``s`` therefore gives
 the same weights as an uninterrupted run (bitwise on CPU), because nothing depends on how many steps
-ran in this process.
+ran in this process. The history is the same too, row for row: a checkpoint holds the history so far and the
+per-step values of the logging interval not yet averaged, so a resume from a step between two logged steps logs
+the same averages. Training resumes from the last checkpoint of the schedule before the first one that is not intact
+(:meth:`~workbench.runs.Run.checkpoint_problem`; that one is moved aside with a warning naming the bad file), and a
+``done`` run with a damaged checkpoint is trained again from there.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
-import tempfile
 import traceback
-from pathlib import Path
+import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .. import data as wb_data
 from ..models.inputs import model_inputs, predict
-from ..runs import Run, RunConfig, RunStore, checkpoint_schedule
+from ..runs import HISTORY_COLUMNS, Run, RunConfig, RunStore, checkpoint_schedule
 from .noise import label_noise
 
 __all__ = ["train", "build_model", "evaluate_accuracy", "auto_device"]
@@ -119,42 +121,81 @@ def _batch_index(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
 
 
 def _save_checkpoint(run: Run, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None,
-                     objective: nn.Module | None = None) -> None:
-    """Write the checkpoint into a temp directory, then rename it into place (atomic as a whole)."""
+                     objective: nn.Module | None = None, history: list[dict[str, Any]] | None = None,
+                     running: Mapping[str, list[torch.Tensor]] | None = None) -> None:
+    """Write checkpoint ``step`` through :meth:`Run.checkpoint_writer` (temp directory, fsync, manifest, rename):
+    the model, the objective's parameters, ``trainer.pt`` (optimizer state, step and the per-step values of the
+    logging interval not yet averaged, ``running``) and the ``history`` snapshot (every row so far)."""
     from safetensors.torch import save_file
 
     from .. import models
 
-    final = run.checkpoint_dir(step)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{step:08d}-"))
-    try:
+    with run.checkpoint_writer(step, history=history) as tmp:
         models.save(model, tmp)
         if objective is not None and len(objective.state_dict()):
             save_file({k: v.detach().cpu().contiguous() for k, v in objective.state_dict().items()},
                       str(tmp / "objective.safetensors"))
         if optimizer is not None:
-            torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            torch.save({"optimizer": optimizer.state_dict(), "step": step,
+                        "running": {k: torch.stack(v) for k, v in (running or {}).items() if v}}, tmp / "trainer.pt")
 
 
 def _load_checkpoint(run: Run, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     objective: nn.Module | None = None) -> None:
+                     objective: nn.Module | None = None) -> dict[str, list[torch.Tensor]]:
+    """Load checkpoint ``step`` (verified by the caller) into ``model``, ``optimizer`` and ``objective``; returns the
+    running values of the logging interval it holds (empty for checkpoints of older versions)."""
     from safetensors.torch import load_file
 
     ckpt = run.checkpoint_dir(step)
     model.load_state_dict(load_file(ckpt / "model.safetensors"))
     if objective is not None and (ckpt / "objective.safetensors").exists():
         objective.load_state_dict(load_file(ckpt / "objective.safetensors"))
-    trainer_file = ckpt / "trainer.pt"
-    if trainer_file.exists():
-        state = torch.load(trainer_file, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
+    state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return {k: list(v.unbind(0)) for k, v in state.get("running", {}).items()}
+
+
+def _complete(run: Run, config: RunConfig) -> bool:
+    """Every checkpoint of the schedule is present and intact (a ``done`` run with a bad one is trained again)."""
+    steps = set(run.checkpoints())
+    return all(s in steps and run.checkpoint_problem(s) is None
+               for s in checkpoint_schedule(config.steps, config.checkpoints))
+
+
+def _restore(run: Run, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+             objective: nn.Module | None) -> tuple[int | None, list[dict[str, Any]], dict[str, list[torch.Tensor]]]:
+    """Load the last checkpoint ``s`` such that every checkpoint of the schedule up to ``s`` is intact; returns
+    ``(s, history snapshot, running values)``, or ``(None, [], {})`` to start afresh. The first checkpoint that is
+    not intact (or does not load) is moved aside with a :class:`~workbench.runs.StoreWarning` naming the file."""
+    from ..runs import StoreWarning
+
+    while True:
+        have, start = set(run.checkpoints()), None
+        for s in checkpoint_schedule(config.steps, config.checkpoints):
+            if s not in have:
+                break
+            problem = run.checkpoint_problem(s, require=("model.safetensors", "trainer.pt"))
+            if problem is not None:
+                aside = run.move_checkpoint_aside(s)
+                warnings.warn(f"{problem}; checkpoint {s} moved aside to {aside}; training resumes from "
+                              + (f"checkpoint {start}" if start is not None else "the start"), StoreWarning,
+                              stacklevel=4)
+                break
+            start = s
+        if start is None:
+            return None, [], {}
+        try:
+            running = _load_checkpoint(run, start, model, optimizer, objective)
+            history = run.checkpoint_history(start)
+        except Exception as err:  # a checkpoint of an older version (not verified) that does not load
+            aside = run.move_checkpoint_aside(start)
+            warnings.warn(f"{run.checkpoint_dir(start)}: does not load ({type(err).__name__}: {err}); moved aside to "
+                          f"{aside}", StoreWarning, stacklevel=4)
+            continue
+        if history is None:  # a checkpoint of an older version: no snapshot, the run's history up to it
+            old = run.history()
+            history = old.loc[old["step"] <= start, HISTORY_COLUMNS].to_dict("records")
+        return start, history, running
 
 
 def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.PathLike | None = None, *,
@@ -185,13 +226,18 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
                          "as it is, or fine-tune it with workbench.train.evaluate(run, methods=['finetune'])")
     store = store if isinstance(store, RunStore) else RunStore(store)
     run = store.create(config, name=name)
-    if run.done:
+    if run.done and _complete(run, config):
+        run.clean_leftovers(lock=True)  # a writer killed after finishing; skipped while another process holds it
         return run
     with run.lock():
-        if run.done:  # another process finished it while we waited
+        run.clean_leftovers()  # temp files of killed writers: only while holding the lock
+        if run.done and _complete(run, config):  # another process finished it while we waited
             return run
         try:
-            _fit(run, config, auto_device(device), progress, stop_after, callback)
+            from .._threads import thread_policy  # torch threads for a shared CPU; WORKBENCH_THREADS overrides
+
+            with thread_policy(batch_size=config.batch_size):
+                _fit(run, config, auto_device(device), progress, stop_after, callback)
         except _Interrupted:
             pass
         except KeyboardInterrupt:
@@ -244,16 +290,20 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
         rows = _checkpoint_metrics(model, ds, step, device) if config.objective == "supervised" else []
         return rows + recorders.at_checkpoint(step, run)
 
-    done_steps = run.checkpoints()
-    start = done_steps[-1] if done_steps else 0
-    if done_steps:
-        _load_checkpoint(run, start, model, optimizer, objective)
-        old = run.history()
-        history = old[old["step"] <= start].drop(columns="run").to_dict("records")
+    restored, history, running = _restore(run, config, model, optimizer, objective)
+    if restored is not None:
+        start = restored
+        problem = run.history_problem()
+        if problem is not None:
+            from ..runs import StoreWarning
+
+            warnings.warn(f"{problem}; rebuilt from the snapshot in checkpoint {start}", StoreWarning, stacklevel=3)
+        run.write_history(history)  # the run's copy of the snapshot (rows of a later, lost checkpoint dropped)
     else:
+        start = 0
         model.eval()
         history = checkpoint_rows(0)
-        _save_checkpoint(run, 0, model, optimizer, objective)
+        _save_checkpoint(run, 0, model, optimizer, objective, history=history)
         run.write_history(history)
     run.set_status("running", start)
 
@@ -264,7 +314,6 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
         objective.train()
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"train {run.name}", leave=False,
                mininterval=0.1 if sys.stderr.isatty() else 5.0)
-    running: dict[str, list[torch.Tensor]] = {}
     try:
         for step in range(start + 1, config.steps + 1):
             torch.manual_seed(config.seed * 1_000_003 + step)
@@ -299,7 +348,7 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
                 model.eval()
                 history += checkpoint_rows(step)
                 model.train()
-                _save_checkpoint(run, step, model, optimizer, objective)
+                _save_checkpoint(run, step, model, optimizer, objective, history=history, running=running)
                 run.write_history(history)
                 run.set_status("running" if step < config.steps else "done", step)
             if stop_after is not None and step - start >= stop_after and step < config.steps:
