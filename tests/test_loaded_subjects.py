@@ -19,10 +19,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 GM = {"n_train": 128, "n_test": 64, "n_ood": 64, "dim": 8}
 MLP = ("mlp", {"input_shape": [8], "num_classes": 4, "hidden": [16, 12]})
-#: the files of the MiniLM directory that define the model and its tokenizer (README, data_config.json,
-#: sentence-transformers' pooling config and .gitattributes are not part of the model's identity)
-MINILM_FILES = ["config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
-                "tokenizer_config.json", "vocab.txt"]
+#: the files of the MiniLM directory that define the model, its tokenizer and its token limit
+#: (sentence_bert_config.json's max_seq_length); README, data_config.json, sentence-transformers' pooling config and
+#: .gitattributes are not part of the model's identity
+MINILM_FILES = ["config.json", "model.safetensors", "sentence_bert_config.json", "special_tokens_map.json",
+                "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
 
 
 def _sha(path: Path) -> str:

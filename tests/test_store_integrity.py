@@ -2,6 +2,7 @@
 every stored file checksummed, a damaged one detected and named (or recovered from); `workbench runs check/repair`."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -462,3 +463,26 @@ def test_cli_check_is_clean_on_a_fresh_store(tmp_path, capsys):
 def test_bool_numeric_fields_are_refused(field):
     with pytest.raises(TypeError, match=field):
         RunConfig(**{field: True})
+
+
+# ------------------------------------------------------------------------------------------ device, import leftovers
+def test_train_on_a_missing_accelerator_names_device_and_stores_nothing(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="device='cuda'.*CUDA is not available"):
+        train({"dataset": "gaussian-mixture", "model": "mlp", "steps": 2}, tmp_path, device="cuda", progress=False)
+    assert RunStore(tmp_path).ids() == []
+
+
+def test_repair_removes_the_staging_of_a_dead_import_and_keeps_a_live_one(tmp_path):
+    store = RunStore(tmp_path)
+    dead = tmp_path / ".imports" / "import-dead"
+    dead.mkdir(parents=True)
+    (dead / "model.safetensors").write_bytes(b"half")
+    live = tmp_path / ".imports" / "import-live"
+    live.mkdir()
+    with open(live / ".lock", "a+") as held:  # an import in progress holds its staging lock
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        actions = store.repair()
+        assert not dead.exists() and live.exists()
+    assert list(actions["path"]) == [str(dead)] and "interrupted import" in actions["action"].iloc[0]

@@ -1424,6 +1424,8 @@ class RunStore:
         staging_root = self.root / ".imports"
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="import-"))
+        owner = open(staging / ".lock", "a+")  # held while importing: repair removes only unheld (dead) stagings
+        fcntl.flock(owner.fileno(), fcntl.LOCK_EX)
         try:
             lines = []
             for step, form, path in plan:
@@ -1469,6 +1471,7 @@ class RunStore:
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            owner.close()
         if name is not None and run.meta.get("name") != name:
             run.write_file("meta.json", _json_bytes({**run.meta, "name": name}))
         return run
@@ -1510,7 +1513,8 @@ class RunStore:
     def repair(self) -> pd.DataFrame:
         """Fix what :meth:`check` finds, as far as it can be fixed without retraining.
 
-        Removes ``.deleted-*`` leftovers and temporary files of interrupted writes; moves runs whose ``config.json``
+        Removes ``.deleted-*`` leftovers, temporary files of interrupted writes and the staging directories of
+        imports whose process died (``.imports/import-*`` whose lock nobody holds); moves runs whose ``config.json``
         is unreadable to ``<root>/quarantine/`` (a directory left by an unfinished create, holding nothing else, is
         removed); moves corrupt checkpoints aside (``checkpoints/.corrupt-<step>-<n>``; :func:`~workbench.train.train`
         recomputes them); rebuilds a damaged ``history.csv`` from the last intact checkpoint's snapshot; moves a
@@ -1525,6 +1529,14 @@ class RunStore:
             One row per action: ``run``, ``path``, ``action``.
         """
         rows = []
+        for d in sorted((self.root / ".imports").glob("import-*")):  # stagings of imports killed midway
+            with open(d / ".lock", "a+") as f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # an import in progress
+                    continue
+                shutil.rmtree(d, ignore_errors=True)
+                rows.append(("", d, "removed: left over from an interrupted import"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StoreWarning)
             for d in sorted((self.root / "runs").iterdir()):
@@ -1567,7 +1579,7 @@ _STEP_NAME = re.compile(r"^(?:global_step|checkpoint|ckpt|step|iter)?[-_]?(\d+)$
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoints", "final", "pretrained"}
 #: the files of a Hugging Face directory that define the model and its tokenizer (what is stored and hashed)
-_HF_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+_HF_FILES = ("config.json", "sentence_bert_config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
              "tokenizer.model", "sentencepiece.bpe.model", "preprocessor_config.json")
 _HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import data as wb_data
+from .._validation import check_device
 from ..models.inputs import model_inputs, predict
 from ..runs import HISTORY_COLUMNS, Run, RunConfig, RunStore, checkpoint_schedule
 from .noise import label_noise
@@ -33,9 +34,10 @@ __all__ = ["train", "build_model", "evaluate_accuracy", "auto_device"]
 
 
 def auto_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
+    """``device`` if given (ValueError when it does not exist here, e.g. "cuda" without CUDA), else CUDA when
+    available, else CPU."""
     if device is not None:
-        return torch.device(device)
+        return check_device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -224,6 +226,7 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
         raise ValueError("config describes an imported run (model='imported', RunStore.import_model): its weights were "
                          "trained elsewhere and it has no training recipe, so train() cannot train it; analyse it "
                          "as it is, or fine-tune it with workbench.train.evaluate(run, methods=['finetune'])")
+    device = auto_device(device)  # before anything is stored: "cuda" without CUDA is a ValueError naming device
     store = store if isinstance(store, RunStore) else RunStore(store)
     run = store.create(config, name=name)
     if run.done and _complete(run, config):
@@ -237,7 +240,7 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
             from .._threads import thread_policy  # torch threads for a shared CPU; WORKBENCH_THREADS overrides
 
             with thread_policy(batch_size=config.batch_size):
-                _fit(run, config, auto_device(device), progress, stop_after, callback)
+                _fit(run, config, device, progress, stop_after, callback)
         except _Interrupted:
             pass
         except KeyboardInterrupt:
