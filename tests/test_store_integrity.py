@@ -469,7 +469,7 @@ def test_bool_numeric_fields_are_refused(field):
 def test_train_on_a_missing_accelerator_names_device_and_stores_nothing(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ValueError, match="device='cuda'.*CUDA is not available"):
+    with pytest.raises(ValueError, match=r"device='cuda'.*CUDA is not available"):
         train({"dataset": "gaussian-mixture", "model": "mlp", "steps": 2}, tmp_path, device="cuda", progress=False)
     assert RunStore(tmp_path).ids() == []
 

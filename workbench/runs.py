@@ -1424,7 +1424,7 @@ class RunStore:
         staging_root = self.root / ".imports"
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="import-"))
-        owner = open(staging / ".lock", "a+")  # held while importing: repair removes only unheld (dead) stagings
+        owner = open(staging / ".lock", "a+")  # noqa: SIM115 -- held while importing: repair removes only unheld (dead) stagings
         fcntl.flock(owner.fileno(), fcntl.LOCK_EX)
         try:
             lines = []
@@ -1579,9 +1579,9 @@ _STEP_NAME = re.compile(r"^(?:global_step|checkpoint|ckpt|step|iter)?[-_]?(\d+)$
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _GENERIC_NAMES = {"model", "models", "weights", "checkpoints", "final", "pretrained"}
 #: the files of a Hugging Face directory that define the model and its tokenizer (what is stored and hashed)
-_HF_FILES = ("config.json", "sentence_bert_config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
-             "tokenizer.model", "sentencepiece.bpe.model", "preprocessor_config.json")
+_HF_FILES = ("config.json", "sentence_bert_config.json", "generation_config.json", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt", "vocab.json",
+             "merges.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "preprocessor_config.json")
 _HF_WEIGHTS = re.compile(r"^(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)(\.index\.json)?$")
 
 
