@@ -708,12 +708,8 @@ class Run:
     @contextlib.contextmanager
     def _manifest_lock(self) -> Iterator[None]:
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".manifest.lock", "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with _flock(self.path / ".manifest.lock"):
+            yield
 
     def _update_manifest(self, relpath: str, entry: dict[str, Any] | None,
                          commit: Callable[[], None] | None = None) -> None:
@@ -1191,27 +1187,31 @@ class Run:
     def lock(self) -> Iterator[None]:
         """Exclusive inter-process lock on this run (blocks until free)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with _flock(self.path / ".lock"):
+            yield
 
     @contextlib.contextmanager
     def _try_lock(self) -> Iterator[bool]:
         """The lock if it is free right now (yields True), else yields False without waiting. ``flock``
         belongs to an open file, so this also sees a lock held by another thread of this process."""
-        with open(self.path / ".lock", "a+") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with _flock(self.path / ".lock", wait=False) as owned:
+            yield owned
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Exclusive ``fcntl.flock`` on ``path`` (created if missing) for the block; yields whether it is held. With
+    ``wait=False`` a lock held elsewhere (another process, or another open file of this one) yields False at once."""
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _now() -> str:
@@ -1424,8 +1424,8 @@ class RunStore:
         staging_root = self.root / ".imports"
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="import-"))
-        owner = open(staging / ".lock", "a+")  # noqa: SIM115 -- held while importing: repair removes only unheld (dead) stagings
-        fcntl.flock(owner.fileno(), fcntl.LOCK_EX)
+        owner = contextlib.ExitStack()  # held while importing: repair removes only unheld (dead) stagings
+        owner.enter_context(_flock(staging / ".lock"))
         try:
             lines = []
             for step, form, path in plan:
@@ -1530,13 +1530,10 @@ class RunStore:
         """
         rows = []
         for d in sorted((self.root / ".imports").glob("import-*")):  # stagings of imports killed midway
-            with open(d / ".lock", "a+") as f:
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # an import in progress
-                    continue
-                shutil.rmtree(d, ignore_errors=True)
-                rows.append(("", d, "removed: left over from an interrupted import"))
+            with _flock(d / ".lock", wait=False) as dead:
+                if dead:  # nobody holds it: not an import in progress
+                    shutil.rmtree(d, ignore_errors=True)
+                    rows.append(("", d, "removed: left over from an interrupted import"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", StoreWarning)
             for d in sorted((self.root / "runs").iterdir()):
