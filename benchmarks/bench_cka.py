@@ -22,9 +22,15 @@ float64 values, linear kernel. Measured, best of ``--repeats`` after one warm-up
                         ``torch.set_default_dtype(float64)`` so its accumulators are float64 (it fails on float64
                         features otherwise).
 
-A peer whose projected time exceeds ``--peer-budget`` seconds (default 300) is timed on a few pairs (torch-cka: on
+A peer whose projected time exceeds ``--peer-budget`` seconds (default 30) is timed on a few pairs (torch-cka: on
 the first layer of A against all of B) and extrapolated linearly in the number of pairs; the output says so.
 Values are checked to agree to 1e-6 (absolute) on every pair a peer computed.
+
+Every side at its best (issue 15): each configuration runs in its own process with its thread count set in the
+environment before NumPy / torch load — 1 thread and all threads for every side, and for the per-pair NumPy loops
+also joblib over the pairs (one worker per core, one BLAS thread each, workers started before the clock) — in
+``--repeats`` interleaved rounds (default 3); medians are reported, and each side is represented by its fastest
+configuration (all of them are printed and kept in the JSON). The matmul peak is measured with all threads.
 
     python benchmarks/bench_cka.py [--n 10000] [--d 384] [--layers 13] [--device cpu|cuda] [--batch-size 1000]
 
@@ -38,6 +44,8 @@ import importlib
 import io
 import json
 import platform
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -194,6 +202,102 @@ def run_ours_minibatch(xa: torch.Tensor, xb: torch.Tensor, names_a, names_b, wid
 
 
 # ------------------------------------------------------------------------------------------------ main
+def _load(path: str) -> tuple[dict, dict]:
+    arr = np.load(path, mmap_mode="r")  # [2, layers, n, d]
+    return tuple({f"layer{i:02d}": np.array(arr[s, i]) for i in range(arr.shape[1])} for s in (0, 1))
+
+
+def _pair_chunk(path: str, pairs: list, kind: str) -> list:
+    """A joblib worker's share of a per-pair loop: [(i, j, value, seconds)]."""
+    arr = np.load(path, mmap_mode="r")
+    fn = numpy_gram_pair if kind == "numpy_gram" else numpy_features_pair
+    out = []
+    for i, j in pairs:
+        x, y = np.ascontiguousarray(arr[0, i]), np.ascontiguousarray(arr[1, j])
+        t0 = time.perf_counter()
+        out.append((i, j, fn(x, y), time.perf_counter() - t0))
+    return out
+
+
+def per_pair_parallel(kind: str, path: str, layers: int, jobs: int, budget: float, k_extra: int = 2) -> dict:
+    """The per-pair loop over all pairs, split over ``jobs`` joblib workers (1: a plain loop in this process); when
+    the first pair shows the loop would exceed ``budget`` s, time only the first ``jobs * (1 + k_extra)`` pairs and
+    extrapolate the wall time linearly in pairs."""
+    pairs = [(i, j) for i in range(layers) for j in range(layers)]
+    first = _pair_chunk(path, pairs[:1], kind)  # also a warm-up of the code path
+    extrapolated = first[0][3] * len(pairs) / jobs > budget
+    todo = pairs[:jobs * (1 + k_extra)] if extrapolated else pairs
+    if jobs == 1:
+        t0 = time.perf_counter()
+        done = _pair_chunk(path, todo, kind)
+        wall = time.perf_counter() - t0
+    else:
+        from joblib import Parallel, delayed
+
+        with Parallel(n_jobs=jobs) as par:
+            par(delayed(abs)(0) for _ in range(jobs))  # start the workers before the clock
+            t0 = time.perf_counter()
+            parts = par(delayed(_pair_chunk)(path, todo[w::jobs], kind) for w in range(jobs))
+            wall = time.perf_counter() - t0
+        done = [r for part in parts for r in part]
+    total = wall * len(pairs) / len(todo)
+    return {"time_s": total, "extrapolated": extrapolated, "pairs_timed": len(todo), "pairs": len(pairs),
+            "values": [[i, j, v] for i, j, v, _ in done]}
+
+
+def child(args) -> dict:
+    """One configuration in this process (threads come from the environment); returns its timings and values."""
+    side, device = args.child, args.device
+    if side == "peak":
+        peak_n = args.peak_n or (8192 if device.startswith("cuda") else 4096)
+        return {"float64": matmul_peak(device, torch.float64, peak_n),
+                "float32": matmul_peak(device, torch.float32, peak_n), "size": peak_n}
+    a_np, b_np = _load(args.data)
+    names_a, names_b = list(a_np), list(b_np)
+    wa, wb = [v.shape[1] for v in a_np.values()], [v.shape[1] for v in b_np.values()]
+    out: dict = {"torch_threads": torch.get_num_threads()}
+    if side == "ours":
+        from workbench.similarity import cka_matrix
+
+        a_t = {k: torch.as_tensor(v, device=device) for k, v in a_np.items()}
+        b_t = {k: torch.as_tensor(v, device=device) for k, v in b_np.items()}
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            base_mem = torch.cuda.memory_allocated()
+        out["matrix"] = cka_matrix(a_t, b_t, output="matrix").to_numpy().tolist()  # warm-up
+        out["time_s"] = _best(lambda: cka_matrix(a_t, b_t, output="matrix"), 1, device)
+        out["time_debiased_s"] = _best(lambda: cka_matrix(a_t, b_t, debiased=True, output="matrix"), 1, device)
+        if device.startswith("cuda"):
+            out["extra_gpu_memory_mib"] = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
+    elif side == "minibatch":
+        xa = torch.as_tensor(np.hstack([a_np[k] for k in names_a]))
+        xb = torch.as_tensor(np.hstack([b_np[k] for k in names_b]))
+        bs = min(args.batch_size, args.n)
+        mb = run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device)  # warm-up
+        out["time_s"] = _best(lambda: run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device), 1, device)
+        mb32 = run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device, "float32")
+        out["time_float32_s"] = _best(lambda: run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device,
+                                                                 "float32"), 1, device)
+        out["matrix"], out["matrix_float32"] = mb.tolist(), mb32.tolist()
+    elif side in ("numpy_gram", "numpy_features"):
+        out.update(per_pair_parallel(side, args.data, len(names_a), args.child_jobs, args.peer_budget))
+    elif side == "torch_cka":
+        import torch_cka
+
+        xa = torch.as_tensor(np.hstack([a_np[k] for k in names_a]))
+        xb = torch.as_tensor(np.hstack([b_np[k] for k in names_b]))
+        bs = min(args.batch_size, args.n)
+        row, t_row = run_torch_cka(torch_cka, xa, xb, wa, wb, 1, bs, device)
+        extrapolated = t_row * len(names_a) > args.peer_budget
+        if extrapolated:
+            peer, t_peer = row, t_row * len(names_a)
+        else:
+            peer, t_peer = run_torch_cka(torch_cka, xa, xb, wa, wb, len(names_a), bs, device)
+        out.update(version=getattr(torch_cka, "__version__", "?"), time_s=t_peer, extrapolated=extrapolated,
+                   pairs_timed=peer.size, pairs=len(names_a) * len(names_b), matrix=peer.tolist())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000)
@@ -201,87 +305,118 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=13)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=1000, help="minibatch size for torch-cka / MinibatchCKA")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--peer-budget", type=float, default=300.0, help="seconds; longer peers are extrapolated")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument("--peer-budget", type=float, default=30.0, help="seconds; longer peers are extrapolated")
     ap.add_argument("--peak-n", type=int, default=None, help="matmul size for the peak (default 8192 cuda, 4096 cpu)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--child", choices=["peak", "ours", "minibatch", "numpy_gram", "numpy_features", "torch_cka"])
+    ap.add_argument("--child-jobs", type=int, default=1)
+    ap.add_argument("--child-out")
+    ap.add_argument("--data")
     args = ap.parse_args()
-    from workbench.similarity import cka_matrix
+    if args.child:
+        Path(args.child_out).write_text(json.dumps(child(args)))
+        return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _peers import CORES, best, interleave, label, median, run_child, thread_counts
 
     device = args.device
-    peak_n = args.peak_n or (8192 if device.startswith("cuda") else 4096)
-    a_np, b_np = make_stacks(args.n, args.d, args.layers)
-    names_a, names_b = list(a_np), list(b_np)
-    a_t = {k: torch.as_tensor(v, device=device) for k, v in a_np.items()}
-    b_t = {k: torch.as_tensor(v, device=device) for k, v in b_np.items()}
-    pairs = len(a_np) * len(b_np)
-    print(f"CKA {len(a_np)} x {len(b_np)} layers, N={args.n}, d={args.d}, float64, device={device}, "
-          f"torch threads={torch.get_num_threads()}")
+    try:
+        import torch_cka  # noqa: F401
+        has_torch_cka = True
+    except ImportError:
+        has_torch_cka = False
+        print("torch-cka not importable: skipped (pip install torch-cka==0.21)")
+    with tempfile.TemporaryDirectory() as tmp:
+        a_np, b_np = make_stacks(args.n, args.d, args.layers)
+        data = str(Path(tmp) / "stacks.npy")
+        np.save(data, np.stack([np.stack(list(a_np.values())), np.stack(list(b_np.values()))]))
+        names_a, names_b = list(a_np), list(b_np)
+        wa, wb = [v.shape[1] for v in a_np.values()], [v.shape[1] for v in b_np.values()]
+        del a_np, b_np
+        pairs = len(names_a) * len(names_b)
+        common = [__file__, "--n", str(args.n), "--d", str(args.d), "--layers", str(args.layers), "--device", device,
+                  "--batch-size", str(args.batch_size), "--peer-budget", str(args.peer_budget), "--data", data]
+        if args.peak_n:
+            common += ["--peak-n", str(args.peak_n)]
 
-    # ---- peaks
-    peak64 = matmul_peak(device, torch.float64, peak_n)
-    peak32 = matmul_peak(device, torch.float32, peak_n)
-    print(f"matmul peak ({peak_n}^2, best of 3): float64 {peak64 / 1e9:.1f} GFLOP/s, "
-          f"float32 {peak32 / 1e9:.1f} GFLOP/s")
+        def config(side: str, threads: int, jobs: int = 1):
+            return lambda: run_child(common + ["--child", side, "--child-jobs", str(jobs)], threads)
 
-    # ---- ours
+        print(f"CKA {len(names_a)} x {len(names_b)} layers, N={args.n}, d={args.d}, float64, device={device}, "
+              f"{CORES} cores; every configuration in its own process, {args.repeats} interleaved rounds, medians")
+        peaks = run_child(common + ["--child", "peak"], CORES)
+        print(f"matmul peak ({peaks['size']}^2, best of 3, {CORES} threads): float64 {peaks['float64'] / 1e9:.1f} "
+              f"GFLOP/s, float32 {peaks['float32'] / 1e9:.1f} GFLOP/s")
+        full, mini = {}, {}
+        for t in thread_counts():
+            full[label("ours", t)] = config("ours", t)
+            mini[label("ours MinibatchCKA", t)] = config("minibatch", t)
+            for side in ("numpy_gram", "numpy_features"):
+                full[label(side, t)] = config(side, t)
+            if has_torch_cka:
+                mini[label("torch_cka", t)] = config("torch_cka", t)
+        if CORES > 1:  # the per-pair loops parallelise over pairs, one BLAS thread per worker
+            for side in ("numpy_gram", "numpy_features"):
+                full[label(side, 1, CORES)] = config(side, 1, CORES)
+        runs = interleave({**full, **mini}, args.repeats)
+    times = {k: median([r["time_s"] for r in v]) for k, v in runs.items()}
     record: dict = {"benchmark": "cka", "device": device, "torch": torch.__version__,
-                    "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "n": args.n, "d": args.d, "layers": args.layers, "pairs": pairs,
-                    "peak_flops": {"float64": peak64, "float32": peak32, "size": peak_n}}
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-    ours = cka_matrix(a_t, b_t, output="matrix").to_numpy()  # warm-up
-    t_ours = _best(lambda: cka_matrix(a_t, b_t, output="matrix"), args.repeats, device)
-    t_ours_deb = _best(lambda: cka_matrix(a_t, b_t, debiased=True, output="matrix"), args.repeats, device)
-    wa_all = [v.shape[1] for v in a_np.values()]
-    wb_all = [v.shape[1] for v in b_np.values()]
+                    "machine": platform.processor() or platform.machine(), "cores": CORES, "n": args.n, "d": args.d,
+                    "layers": args.layers, "pairs": pairs, "repeats": args.repeats,
+                    "method": "each configuration in its own process with its thread count set before import; "
+                              "interleaved rounds; median times",
+                    "peak_flops": peaks, "configurations": {k: {"time_s": times[k],
+                                                                "times_s": [r["time_s"] for r in v]}
+                                                            for k, v in runs.items()}}
+    for k in runs:
+        each = ", ".join(f"{r['time_s']:.2f}" for r in runs[k])
+        print(f"  {k:45s} {times[k]:9.3f} s  (runs: {each})")
+
+    # ---- ours (best configuration) against the per-pair loops' best configurations
+    ours_key, t_ours = best(times, "ours [")
+    ours = np.array(runs[ours_key][0]["matrix"])
+    t_ours_deb = median([r["time_debiased_s"] for r in runs[ours_key]])
     cka_mod = importlib.import_module("workbench.similarity._cka")
-    if cka_mod._prefer_gram("linear", args.n, wa_all, wb_all):  # N close to d: every layer kept as its Gram
+    if cka_mod._prefer_gram("linear", args.n, wa, wb):  # N close to d: every layer kept as its Gram
         plan = "gram"
-        flops = 2.0 * args.n ** 2 * (sum(wa_all) + sum(wb_all) + len(wa_all) * len(wb_all))
+        flops = 2.0 * args.n ** 2 * (sum(wa) + sum(wb) + len(wa) * len(wb))
     else:  # feature space: one blocked Xa^T Xb + one d x d GEMM per layer
         plan = "features"
-        flops = 2.0 * args.n * (sum(wa_all) * sum(wb_all) + sum(w * w for w in wa_all) + sum(w * w for w in wb_all))
-    record["ours"] = {"time_s": t_ours, "time_debiased_s": t_ours_deb, "plan": plan, "gemm_flops": flops,
-                      "flops_per_s": flops / t_ours, "fraction_of_float64_peak": flops / t_ours / peak64}
-    if device.startswith("cuda"):
-        record["ours"]["extra_gpu_memory_mib"] = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
-    print(f"ours cka_matrix ({plan} plan): {t_ours:.3f} s ({pairs} pairs), debiased {t_ours_deb:.3f} s; "
+        flops = 2.0 * args.n * (sum(wa) * sum(wb) + sum(w * w for w in wa) + sum(w * w for w in wb))
+    peak64, peak32 = peaks["float64"], peaks["float32"]
+    record["ours"] = {"configuration": ours_key, "time_s": t_ours, "time_debiased_s": t_ours_deb, "plan": plan,
+                      "gemm_flops": flops, "flops_per_s": flops / t_ours,
+                      "fraction_of_float64_peak": flops / t_ours / peak64}
+    print(f"ours cka_matrix ({plan} plan), best {ours_key}: {t_ours:.3f} s ({pairs} pairs), debiased "
+          f"{t_ours_deb:.3f} s; "
           f"{flops / 1e9:.1f} GFLOP of GEMM -> {flops / t_ours / 1e9:.1f} GFLOP/s = "
           f"{100 * flops / t_ours / peak64:.0f} % of float64 peak (target >= 50 %)")
-
-    # ---- per-pair NumPy loops
-    for key, fn, label in (("numpy_gram", numpy_gram_pair, "NumPy per pair, [N, N] Grams (demo style)"),
-                           ("numpy_features", numpy_features_pair, "NumPy per pair, feature space")):
-        res = per_pair_peer(fn, a_np, b_np, ours, args.peer_budget)
-        res["ratio_vs_ours"] = res["time_s"] / t_ours
-        record[key] = res
+    for key, what in (("numpy_gram", "NumPy per pair, [N, N] Grams (demo style)"),
+                      ("numpy_features", "NumPy per pair, feature space")):
+        peer_key, t_peer = best(times, key + " [")
+        res = runs[peer_key][0]
+        diffs = [abs(v - ours[i, j]) for i, j, v in res["values"]]
+        record[key] = {"configuration": peer_key, "time_s": t_peer, "extrapolated": res["extrapolated"],
+                       "pairs_timed": res["pairs_timed"], "pairs": res["pairs"], "max_abs_diff": float(max(diffs)),
+                       "agree": bool(max(diffs) <= TOL), "ratio_vs_ours": t_peer / t_ours,
+                       "all_configurations_s": {k: v for k, v in times.items() if k.startswith(key + " [")}}
         how = (f"EXTRAPOLATED from {res['pairs_timed']} of {res['pairs']} pairs" if res["extrapolated"]
                else f"all {res['pairs']} pairs")
-        print(f"{label}: {res['time_s']:.2f} s ({how}) -> ours is {res['ratio_vs_ours']:.1f}x faster; "
-              f"max |diff| {res['max_abs_diff']:.1e} ({'agree' if res['agree'] else 'DISAGREE'} to {TOL:g})")
+        print(f"{what}, best {peer_key}: {t_peer:.2f} s ({how}) -> ours is {t_peer / t_ours:.1f}x faster; "
+              f"max |diff| {max(diffs):.1e} ({'agree' if max(diffs) <= TOL else 'DISAGREE'} to {TOL:g})")
 
-    # ---- minibatch: torch-cka vs MinibatchCKA
-    xa = torch.as_tensor(np.hstack([a_np[k] for k in names_a]))
-    xb = torch.as_tensor(np.hstack([b_np[k] for k in names_b]))
-    wa = [a_np[k].shape[1] for k in names_a]
-    wb = [b_np[k].shape[1] for k in names_b]
-    bs = min(args.batch_size, args.n)
-    run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device)  # warm-up
-    mb = run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device)
-    t_mb = _best(lambda: run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device), args.repeats, device)
-    mb32 = run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device, "float32")
-    t_mb32 = _best(lambda: run_ours_minibatch(xa, xb, names_a, names_b, wa, wb, bs, device, "float32"),
-                   args.repeats, device)
+    # ---- minibatch: our MinibatchCKA (best) against torch-cka (best)
+    mb_key, t_mb = best(times, "ours MinibatchCKA [")
+    t_mb32 = median([r["time_float32_s"] for r in runs[mb_key]])
+    mb, mb32 = np.array(runs[mb_key][0]["matrix"]), np.array(runs[mb_key][0]["matrix_float32"])
     diff32 = float(np.abs(mb32 - mb).max())
-    # GEMM work of the all-Gram plan: one packed Gram triangle per layer and batch, 2 * P * d flops
+    bs = min(args.batch_size, args.n)
     from workbench.similarity._cka import _packed_size, _prefer_gram
 
     gram_plan = _prefer_gram("linear", bs, wa, wb)
     sizes = [min(bs, args.n - s) for s in range(0, args.n, bs)]
-    record["ours_minibatch"] = {"time_s": t_mb, "batch_size": bs, "batches": len(sizes),
+    record["ours_minibatch"] = {"configuration": mb_key, "time_s": t_mb, "batch_size": bs, "batches": len(sizes),
                                 "plan": "packed grams" if gram_plan else "features"}
     record["ours_minibatch_float32"] = {"time_s": t_mb32, "max_abs_diff_vs_float64": diff32, "agree": diff32 <= TOL}
     work = ""
@@ -291,33 +426,25 @@ def main() -> None:
         record["ours_minibatch_float32"]["fraction_of_float32_peak"] = mb_flops / t_mb32 / peak32
         work = (f" ({mb_flops / 1e9:.0f} GFLOP of Gram GEMM: {mb_flops / t_mb / peak64:.0%} of the float64 peak end to "
                 f"end; float32 {mb_flops / t_mb32 / peak32:.0%} of its peak)")
-    print(f"ours MinibatchCKA (batch {bs}, {len(sizes)} batches, {record['ours_minibatch']['plan']}): {t_mb:.3f} s; "
-          f"with float32 Gram GEMMs (precision='float32'): {t_mb32:.3f} s{work}; max |diff| vs float64 {diff32:.1e}")
-    try:
-        import torch_cka
-    except ImportError:
-        torch_cka = None
-        print("torch-cka not importable: skipped (pip install torch-cka==0.21)")
-    if torch_cka is not None:
-        row, t_row = run_torch_cka(torch_cka, xa, xb, wa, wb, 1, bs, device)
-        extrapolated = t_row * len(names_a) > args.peer_budget
-        if extrapolated:
-            peer, t_peer = row, t_row * len(names_a)
-        else:
-            peer, t_peer = run_torch_cka(torch_cka, xa, xb, wa, wb, len(names_a), bs, device)
+    print(f"ours MinibatchCKA (batch {bs}, {len(sizes)} batches, {record['ours_minibatch']['plan']}), best {mb_key}: "
+          f"{t_mb:.3f} s; with float32 Gram GEMMs (precision='float32'): {t_mb32:.3f} s{work}; max |diff| vs float64 "
+          f"{diff32:.1e}")
+    if has_torch_cka:
+        peer_key, t_peer = best(times, "torch_cka [")
+        res = runs[peer_key][0]
+        peer = np.array(res["matrix"])
         diff = float(np.abs(peer - mb[:peer.shape[0]]).max())
-        record["torch_cka"] = {"version": getattr(torch_cka, "__version__", "?"), "time_s": t_peer,
-                               "extrapolated": extrapolated,
-                               "pairs_timed": (len(names_b) if extrapolated else pairs), "pairs": pairs,
+        record["torch_cka"] = {"version": res["version"], "configuration": peer_key, "time_s": t_peer,
+                               "extrapolated": res["extrapolated"], "pairs_timed": res["pairs_timed"], "pairs": pairs,
                                "measured": "CKA.compare over identity models, minibatch CKA (unbiased HSIC)",
                                "max_abs_diff": diff, "agree": diff <= TOL, "ratio_vs_ours_minibatch": t_peer / t_mb,
-                               "ratio_vs_ours_minibatch_float32": t_peer / t_mb32}
-        how = (f"EXTRAPOLATED from layer 0 of A x all of B ({len(names_b)} pairs)" if extrapolated
+                               "ratio_vs_ours_minibatch_float32": t_peer / t_mb32,
+                               "all_configurations_s": {k: v for k, v in times.items() if k.startswith("torch_cka [")}}
+        how = (f"EXTRAPOLATED from layer 0 of A x all of B ({res['pairs_timed']} pairs)" if res["extrapolated"]
                else f"all {pairs} pairs")
-        print(f"torch-cka {record['torch_cka']['version']} (minibatch {bs}): {t_peer:.2f} s ({how}) -> ours "
+        print(f"torch-cka {res['version']} (minibatch {bs}), best {peer_key}: {t_peer:.2f} s ({how}) -> ours "
               f"MinibatchCKA is {t_peer / t_mb:.1f}x faster ({t_peer / t_mb32:.1f}x with precision='float32'); "
-              f"max |diff| {diff:.1e} "
-              f"({'agree' if diff <= TOL else 'DISAGREE'} to {TOL:g})")
+              f"max |diff| {diff:.1e} ({'agree' if diff <= TOL else 'DISAGREE'} to {TOL:g})")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,13 @@ Two cases, each with ``C`` one-hot targets from Gaussian class blobs (float64 fe
   ``(D - r)/2 log alpha``; reports its value, ours and the difference, plus its older eigen path
   (``_fit_icml``, correct but O(D^3)) for comparison.
 
-Times are medians over ``--repeats`` interleaved runs after one warm-up each (the reference's numba
-compilation happens at import and is not timed).
+Every side runs in its own process per thread count (1 and all threads; the thread variables are set before
+NumPy / numba / torch load), takes the median of 3 calls after a warm-up call (numba compiles the reference on its
+first call, not timed); ``--repeats`` interleaved rounds of all configurations, medians reported; each side is
+represented by its best configuration (printed and kept in the JSON).
 
     python benchmarks/bench_logme.py [--n 10000 --d 384 --classes 10 --n-wide 500 --d-wide 2048]
-                                     [--repeats 5] [--device cpu|cuda] [--logme-path DIR] [--out DIR]
+                                     [--repeats 3] [--device cpu|cuda] [--logme-path DIR] [--out DIR]
 
 Results go to ``benchmarks/results/logme.json`` (and are printed).
 """
@@ -65,49 +67,71 @@ def _ours(f, y, device: str):
     return run
 
 
-def _time(fns: dict, repeats: int) -> tuple[dict, dict]:
-    values = {k: fn() for k, fn in fns.items()}  # warm-up (and the value)
-    times = {k: [] for k in fns}
-    for i in range(repeats):
-        order = list(fns) if i % 2 == 0 else list(fns)[::-1]
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}, {k: float(v) for k, v in values.items()}
+SIDES = {"workbench": "workbench", "reference_fixed_point": "reference", "reference_icml": "reference eigen path"}
 
 
-def case(name: str, n: int, d: int, c: int, device: str, peer, repeats: int, icml: bool) -> dict:
-    f, y = _data(n, d, c, seed=0)
-    fns = {"workbench": _ours(f, y, device)}
-    if peer is not None:
-        fns["reference_fixed_point"] = lambda: peer.LogME().fit(f, y)
-        if icml:
-            fns["reference_icml"] = lambda: peer.LogME()._fit_icml(f, y)
-    times, values = _time(fns, repeats)
-    out = {"case": name, "n": n, "d": d, "classes": c, "device": device, "seconds": times, "values": values}
-    if peer is not None:
+def child(args) -> dict:
+    """One side on one case in this process: the median of 3 calls after a warm-up call that gives the value."""
+    n, d = (args.n, args.d) if args.case == "tall" else (args.n_wide, args.d_wide)
+    f, y = _data(n, d, args.classes, seed=0)
+    if args.child == "workbench":
+        fn = _ours(f, y, args.device)
+    else:
+        peer = _peer(args.logme_path)
+        fn = (lambda: peer.LogME().fit(f, y)) if args.child == "reference_fixed_point" else \
+            (lambda: peer.LogME()._fit_icml(f, y))
+    value = float(fn())  # warm-up (numba compiles the reference on its first call)
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"time_s": float(np.median(times)), "value": value, "torch_threads": torch.get_num_threads()}
+
+
+def case(name: str, n: int, d: int, c: int, args, has_peer: bool, icml: bool) -> dict:
+    from _peers import best, interleave, label, median, run_child, thread_counts
+
+    argv = [__file__, "--n", str(args.n), "--d", str(args.d), "--classes", str(c), "--n-wide", str(args.n_wide),
+            "--d-wide", str(args.d_wide), "--device", args.device, "--case", name]
+    if args.logme_path:
+        argv += ["--logme-path", args.logme_path]
+    sides = ["workbench"] + (["reference_fixed_point"] + (["reference_icml"] if icml else []) if has_peer else [])
+    configs = {label(side, t): (lambda side=side, t=t: run_child(argv + ["--child", side], t))
+               for t in thread_counts() for side in sides}
+    runs = interleave(configs, args.repeats)
+    every = {k: median([r["time_s"] for r in v]) for k, v in runs.items()}
+    seconds, values, chosen = {}, {}, {}
+    for side in sides:
+        key, t = best(every, side + " [")
+        seconds[side], values[side], chosen[side] = t, runs[key][0]["value"], key
+    out = {"case": name, "n": n, "d": d, "classes": c, "device": args.device, "seconds": seconds, "values": values,
+           "configuration": chosen, "all_configurations_s": every,
+           "runs_s": {k: [r["time_s"] for r in v] for k, v in runs.items()}}
+    if has_peer:
         ref = values["reference_fixed_point"]
-        out["speedup_vs_reference"] = times["reference_fixed_point"] / times["workbench"]
+        out["speedup_vs_reference"] = seconds["reference_fixed_point"] / seconds["workbench"]
         out["value_diff_vs_reference"] = values["workbench"] - ref
         out["value_rel_diff_vs_reference"] = abs(values["workbench"] - ref) / abs(ref)
         if icml:
-            out["speedup_vs_reference_icml"] = times["reference_icml"] / times["workbench"]
+            out["speedup_vs_reference_icml"] = seconds["reference_icml"] / seconds["workbench"]
             out["value_diff_vs_reference_icml"] = values["workbench"] - values["reference_icml"]
     return out
 
 
 def _report(r: dict) -> None:
-    s, v = r["seconds"], r["values"]
+    s, v, k = r["seconds"], r["values"], r["configuration"]
+    for key, t in r["all_configurations_s"].items():
+        print(f"  {r['case']:5s} {key:45s} {t:8.3f} s (runs: {', '.join(f'{x:.3f}' for x in r['runs_s'][key])})")
     line = (f"{r['case']:5s} N={r['n']} D={r['d']} C={r['classes']}: "
-            f"workbench {s['workbench']:.3f} s (LogME {v['workbench']:.6f})")
+            f"workbench {s['workbench']:.3f} s [{k['workbench']}] (LogME {v['workbench']:.6f})")
     if "reference_fixed_point" in s:
-        line += (f"; reference {s['reference_fixed_point']:.3f} s (LogME {v['reference_fixed_point']:.6f}) "
-                 f"-> {r['speedup_vs_reference']:.2f}x faster, value diff {r['value_diff_vs_reference']:+.3g} "
-                 f"(rel {r['value_rel_diff_vs_reference']:.2g})")
+        line += (f"; reference {s['reference_fixed_point']:.3f} s [{k['reference_fixed_point']}] "
+                 f"(LogME {v['reference_fixed_point']:.6f}) -> {r['speedup_vs_reference']:.2f}x faster, value diff "
+                 f"{r['value_diff_vs_reference']:+.3g} (rel {r['value_rel_diff_vs_reference']:.2g})")
     if "reference_icml" in s:
-        line += (f"; reference eigen path {s['reference_icml']:.3f} s (LogME {v['reference_icml']:.6f}, "
-                 f"diff {r['value_diff_vs_reference_icml']:+.3g})")
+        line += (f"; reference eigen path {s['reference_icml']:.3f} s [{k['reference_icml']}] "
+                 f"(LogME {v['reference_icml']:.6f}, diff {r['value_diff_vs_reference_icml']:+.3g})")
     print(line)
 
 
@@ -118,24 +142,36 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--n-wide", type=int, default=500)
     ap.add_argument("--d-wide", type=int, default=2048)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--logme-path", default=None, help="directory holding the authors' LogME.py")
     ap.add_argument("--no-icml", action="store_true", help="skip the reference's O(D^3) eigen path")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--child", choices=list(SIDES))
+    ap.add_argument("--case", choices=["tall", "wide"])
+    ap.add_argument("--child-out")
     args = ap.parse_args()
+    if args.child:
+        Path(args.child_out).write_text(json.dumps(child(args)))
+        return
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _peers import CORES
+
     peer = _peer(args.logme_path)
     if peer is None:
         print("reference LogME.py (github.com/thuml/LogME) not importable: timing workbench only")
-    results = [case("tall", args.n, args.d, args.classes, args.device, peer, args.repeats, icml=False),
-               case("wide", args.n_wide, args.d_wide, args.classes, args.device, peer, args.repeats,
-                    icml=not args.no_icml)]
+    print(f"{CORES} cores; every side and thread count in its own process (1 and all threads), {args.repeats} "
+          f"interleaved rounds, median times; each side's best configuration is compared")
+    results = [case("tall", args.n, args.d, args.classes, args, peer is not None, icml=False),
+               case("wide", args.n_wide, args.d_wide, args.classes, args, peer is not None, icml=not args.no_icml)]
     for r in results:
         _report(r)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": "logme", "device": args.device, "torch": torch.__version__,
-              "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(), "cores": CORES, "repeats": args.repeats,
+              "method": "each side and thread count in its own process, thread variables set before import; "
+                        "interleaved rounds; median times; best configuration per side",
               "reference": None if peer is None else getattr(peer, "__file__", "LogME"),
               "cases": results}
     (out / "logme.json").write_text(json.dumps(record, indent=2))

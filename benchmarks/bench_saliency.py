@@ -7,10 +7,12 @@ algorithm in chunks of examples sized so that ``examples x n_steps`` rows fit a 
 (``workbench.saliency._forward.CPU_BUDGET_BYTES``), plus one scoring forward pass and a one-example probe.
 
 Same model (the workbench CNN builder, eval mode, random init) and the same 32x32 ``shapes`` images; targets are
-the predicted classes, passed to both. Each side runs once (``--repeats`` to interleave more) in its own fresh
-process, so its peak RSS is its own; the attributions are compared (max abs difference).
+the predicted classes, passed to both. Each side runs in its own fresh process per thread count (1 and all
+threads, the thread variables set before torch loads), so its peak RSS and its threads are its own; ``--repeats``
+interleaved rounds of all configurations (default 3), median times; each side is represented by its best
+configuration. The attributions are compared (max abs difference).
 
-    python benchmarks/bench_saliency.py [--n 256] [--steps 50] [--width 8] [--depth 3] [--repeats 1]
+    python benchmarks/bench_saliency.py [--n 256] [--steps 50] [--width 8] [--depth 3] [--repeats 3]
 
 Results go to ``benchmarks/results/saliency.json`` (and are printed).
 """
@@ -29,6 +31,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _peers import CORES, best, label, median, thread_counts  # noqa: E402
+
+from workbench._threads import thread_env  # noqa: E402
 
 
 def _setup(n: int, width: int, depth: int):
@@ -66,11 +72,11 @@ def child(side: str, n: int, steps: int, width: int, depth: int, out: str) -> No
                 "batch": torch.tensor(batch)}, out)
 
 
-def _run(side: str, args, tmp: Path, i: int) -> dict:
-    out = tmp / f"{side}{i}.pt"
+def _run(side: str, threads: int, args, tmp: Path, i: int) -> dict:
+    out = tmp / f"{side}{threads}-{i}.pt"
     cmd = [sys.executable, __file__, "--child", side, "--n", str(args.n), "--steps", str(args.steps),
            "--width", str(args.width), "--depth", str(args.depth), "--child-out", str(out)]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=thread_env(threads, passive=False))
     return torch.load(out, weights_only=True)
 
 
@@ -80,7 +86,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--child", choices=["captum", "workbench"])
     p.add_argument("--child-out")
@@ -88,25 +94,35 @@ def main() -> None:
     if args.child:
         child(args.child, args.n, args.steps, args.width, args.depth, args.child_out)
         return
-    runs: dict[str, list[dict]] = {"captum": [], "workbench": []}
+    configs = [(side, t) for t in thread_counts() for side in ("captum", "workbench")]
+    runs: dict[str, list[dict]] = {label(side, t): [] for side, t in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            order = ["captum", "workbench"] if i % 2 == 0 else ["workbench", "captum"]
-            for side in order:
-                runs[side].append(_run(side, args, Path(tmp), i))
-    secs = {k: sorted(float(r["seconds"]) for r in v)[len(v) // 2] for k, v in runs.items()}
-    diff = float((runs["captum"][0]["attr"] - runs["workbench"][0]["attr"]).abs().max())
-    scale = float(runs["captum"][0]["attr"].abs().max())
+            shift = i % len(configs)
+            for side, t in configs[shift:] + configs[:shift]:
+                r = _run(side, t, args, Path(tmp), i)
+                runs[label(side, t)].append({k: v for k, v in r.items() if k != "attr" or not runs[label(side, t)]})
+    every = {k: median([float(r["seconds"]) for r in v]) for k, v in runs.items()}
+    for k, v in runs.items():
+        each = ", ".join(f"{float(r['seconds']):.2f}" for r in v)
+        print(f"  {k:30s} {every[k]:7.2f} s (runs: {each})")
+    chosen = {side: best(every, side + " [")[0] for side in ("captum", "workbench")}
+    secs = {side: every[k] for side, k in chosen.items()}
+    first = {side: runs[k][0] for side, k in chosen.items()}
+    diff = float((first["captum"]["attr"] - first["workbench"]["attr"]).abs().max())
+    scale = float(first["captum"]["attr"].abs().max())
     result = {
         "benchmark": "integrated_gradients throughput",
         "n_images": args.n, "n_steps": args.steps,
         "model": {"builder": "cnn", "width": args.width, "depth": args.depth},
         "input": [3, 32, 32], "repeats": args.repeats,
-        "seconds": secs,
+        "seconds": secs, "configuration": chosen, "all_configurations_s": every, "cores": CORES,
+        "method": "each side and thread count in its own process, thread variables set before import; interleaved "
+                  "rounds; median times; best configuration per side",
         "attributions_per_second": {k: args.n / v for k, v in secs.items()},
         "speedup_workbench_over_captum": secs["captum"] / secs["workbench"],
-        "peak_rss_mib": {k: float(v[0]["peak_mib"]) for k, v in runs.items()},
-        "workbench_batch_size": int(runs["workbench"][0]["batch"]),
+        "peak_rss_mib": {k: float(v["peak_mib"]) for k, v in first.items()},
+        "workbench_batch_size": int(first["workbench"]["batch"]),
         "max_abs_diff": diff, "max_abs_attribution": scale,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
         "cpu": platform.processor() or platform.machine(),

@@ -10,7 +10,8 @@ own logging and
 held-out evaluation at its schedule are included.
 
 The peer is a plain PyTorch loop (the same CNN, ``F.cross_entropy``, AdamW, the same batches, nothing
-else): ``supervised`` / peer shows what the trainer (logging, recorders, augmentation plumbing, RNG
+else), run with the torch threads the trainer's thread policy picks (``workbench/_threads.py``; ``WORKBENCH_THREADS``
+sets both): ``supervised`` / peer shows what the trainer (logging, recorders, augmentation plumbing, RNG
 reseeding, checkpoint schedule) costs. Contrastive objectives process ``views`` views per example, so
 their examples/s is expected to be about 1/views of the supervised figure or lower.
 
@@ -124,8 +125,14 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     record = {"benchmark": "train", "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "steps": args.steps, "load_average": load, "results": {}}
+    from workbench._threads import thread_policy
+
+    with thread_policy(batch_size=IMAGE["batch_size"]) as threads:  # the trainer's count, for the peer too
+        record["threads"] = threads
+    print(f"torch threads (trainer's policy, peer too): {threads}")
     for device in devices:
-        peer = plain_loop_throughput(args.steps, device)
+        with thread_policy(batch_size=IMAGE["batch_size"]):
+            peer = plain_loop_throughput(args.steps, device)
         rows = []
         print(f"[{device}] plain PyTorch supervised loop (peer): {peer:9.0f} examples/s")
         for name in names:

@@ -3,26 +3,28 @@
 torch starts with one intra-op thread per core. Every parallel region then waits for its slowest thread, so when
 another process holds a core, each of the many small kernels of a small model's training step waits for a
 descheduled thread, and torch's OpenMP runtime spins while it waits, taking time from the competitor in turn.
-Measured on the 2-core CPU this project is developed on (``benchmarks/bench_contention.py``; CNN width 16 / depth 3,
-batch 128, 32 x 32 images, ms per training step):
+Measured on the 2-core CPU this project is developed on (``benchmarks/bench_contention.py``, one round on a machine
+other sessions also used; the quick demo's CNN, width 16 / depth 3, batch 128, 32 x 32 images; ms per training step
+through ``workbench.train.train``):
 
-==============================  =============  ============
-machine                          2 threads      1 thread
-==============================  =============  ============
-idle                             68-86          113
-one torch competitor (default)   196-1166       126
-two torch competitors            1877           283
-==============================  =============  ============
+==================================  =========  ========
+machine                              2 threads  1 thread
+==================================  =========  ========
+idle                                 107        145
+one NumPy matmul loop                1742       263
+one torch training loop (default)    1278       173
+two torch training loops (default)   5496       484
+==================================  =========  ========
 
-Two threads win by ~1.3x on an idle machine and lose by up to 9x as soon as one other torch process runs, so the
-policy (:func:`training_threads`) keeps one core free for everybody else and skips the cores that are busy when
-training starts: ``max(1, floor(cores - busy) - 1)`` threads, and 1 for small models (parameters x examples per
-step below :data:`SMALL_WORK`) whatever the machine. On 2 cores that is one thread.
+Two threads win by ~1.35x on an idle machine and lose by 7-11x as soon as one other process runs, so the policy
+(:func:`training_threads`) keeps one core free for everybody else and skips the cores that are busy when training
+starts: ``max(1, floor(cores - busy) - 1)`` threads, and 1 for small models (parameters x examples per step below
+:data:`SMALL_WORK`) whatever the machine. On 2 cores that is one thread.
 
-Override, in this order: the ``threads`` argument of the function that trains (an int, or ``"torch"`` to leave
-torch's own setting), then an enclosing :func:`torch_threads` block with a count (``Finding.run(threads=1)`` trains
-its runs with one thread whatever the machine), then the ``WORKBENCH_THREADS`` environment variable (same values
-as the argument, or ``"auto"`` for the policy), then the policy.
+Override, in this order: the ``threads`` argument of :func:`training_threads` / :func:`thread_policy` (an int, or
+``"torch"`` to leave torch's own setting), then an enclosing :func:`torch_threads` block with a count
+(``Finding.run(threads=1)`` trains its runs with one thread whatever the machine), then the ``WORKBENCH_THREADS``
+environment variable (same values as the argument, or ``"auto"`` for the policy), then the policy.
 
 What torch honours at run time: ``torch.set_num_threads`` (intra-op; also sets MKL's and OpenMP's count) at any
 time, which is what :func:`torch_threads` does and undoes. ``torch.set_num_interop_threads`` can be called once,

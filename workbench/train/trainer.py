@@ -12,6 +12,7 @@ the same averages. Training resumes from the last checkpoint of the schedule bef
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -237,10 +238,8 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
         if run.done and _complete(run, config):  # another process finished it while we waited
             return run
         try:
-            from .._threads import thread_policy  # torch threads for a shared CPU; WORKBENCH_THREADS overrides
-
-            with thread_policy(batch_size=config.batch_size):
-                _fit(run, config, device, progress, stop_after, callback)
+            with contextlib.ExitStack() as scope:  # _fit sets torch's threads once the model is built
+                _fit(run, config, device, progress, stop_after, callback, scope)
         except _Interrupted:
             pass
         except KeyboardInterrupt:
@@ -258,7 +257,8 @@ class _Interrupted(Exception):
 
 
 def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop_after: int | None,
-         callback: Callable[[int, dict], None] | None) -> None:
+         callback: Callable[[int, dict], None] | None, scope: contextlib.ExitStack) -> None:
+    from .._threads import thread_policy
     from .augment import make_augment
     from .objectives import Batch, make_objective
     from .recorders import Recorders
@@ -274,6 +274,8 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
     params = [p for p in list(model.parameters()) + ([] if objective is None else list(objective.parameters()))
               if p.requires_grad]  # the distillation teacher is frozen
     optimizer = _make_optimizer(config, params)
+    # torch threads for a CPU others may share, restored when train() returns (WORKBENCH_THREADS overrides)
+    scope.enter_context(thread_policy(sum(p.numel() for p in params), config.batch_size))
     schedule = checkpoint_schedule(config.steps, config.checkpoints)
 
     labels = train_split.labels
