@@ -17,9 +17,11 @@ two torch training loops (default)   5496       484
 ==================================  =========  ========
 
 Two threads win by ~1.35x on an idle machine and lose by 7-11x as soon as one other process runs, so the policy
-(:func:`training_threads`) keeps one core free for everybody else and skips the cores that are busy when training
-starts: ``max(1, floor(cores - busy) - 1)`` threads, and 1 for small models (parameters x examples per step below
-:data:`SMALL_WORK`) whatever the machine. On 2 cores that is one thread.
+(:func:`training_threads`) keeps one core free for everybody else: ``max(1, cores - 1)`` threads, and 1 for small
+models (parameters x examples per step below :data:`SMALL_WORK`) whatever the machine. On 2 cores that is one
+thread. The count depends on the machine and the model only, never on the load at the moment training starts:
+float reductions depend on the thread count, so a load-dependent count would make a run's weights (and a resume
+after a kill) depend on what else happened to run. ``busy=busy_cores()`` opts into skipping busy cores.
 
 Override, in this order: the ``threads`` argument of :func:`training_threads` / :func:`thread_policy` (an int, or
 ``"torch"`` to leave torch's own setting), then an enclosing :func:`torch_threads` block with a count
@@ -116,7 +118,8 @@ def training_threads(model_size: int | None = None, batch_size: int | None = Non
     threads : explicit choice, overriding ``WORKBENCH_THREADS`` and the policy: a positive int, ``"torch"`` (leave
         torch's setting) or ``"auto"`` / None (no override).
     cores : usable cores (default :func:`usable_cores`).
-    busy : cores other processes keep busy (default: sampled by :func:`busy_cores` when it can matter).
+    busy : cores other processes keep busy, e.g. ``busy_cores()`` (default 0: the count must not depend on the
+        machine's load, because results depend on the thread count; see the module docstring).
 
     Returns
     -------
@@ -141,7 +144,7 @@ def training_threads(model_size: int | None = None, batch_size: int | None = Non
     if cores <= 2:  # one core left for everybody else leaves one
         return 1
     if busy is None:
-        busy = busy_cores()
+        busy = 0.0
     if isinstance(busy, bool) or not isinstance(busy, (int, float)) or not math.isfinite(busy) or busy < 0:
         raise ValueError(f"busy must be a non-negative number of cores, got {busy!r}")
     return max(1, min(cores - 1, math.floor(cores - busy) - 1))
