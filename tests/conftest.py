@@ -7,12 +7,18 @@ import torch
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Run a module with one intra-op torch thread, restoring the setting after.
+    """Run a module with one intra-op torch thread and one BLAS / OpenMP thread in NumPy, SciPy and scikit-learn,
+    restoring the settings after.
 
     Tiny models and tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP
-    threads oversubscribe badly (up to 10x slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    threads oversubscribe badly (up to 10x slower; a scikit-learn reference fit with 2 BLAS threads next to
+    torch's pool and another process crawled for minutes). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(before)
