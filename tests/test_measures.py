@@ -31,7 +31,8 @@ NOT_MEASURES = {
     "random_init_twin": "a model, not a value", "with_baseline": "table join", "stratified_subsample": "sampling",
     "label_efficiency": "registered probes over label budgets", "combine_seeds": "aggregation",
     "online_codelength": "MDL: bits of a probe's code (call directly)", "block_ends": "MDL helper",
-    "bootstrap_ci": "interval helper", "grad_norm_history": "reads the trainer's recorded grad_norm",
+    "bootstrap_ci": "interval helper", "unit_correlations": "the correlations behind unit_matching",
+    "match_units": "the assignment behind unit_matching", "grad_norm_history": "reads the trainer's recorded grad_norm",
     "layer_outputs": "forward hooks helper", "angular_distance": "the per-pair function behind "
     "layer_angular_distance", "residual_blocks": "model inspection", "skip_block": "model surgery",
     "el2n": "the per-batch function behind el2n_scores", "run_loss": "loss builder", "objective_loss":
@@ -99,6 +100,8 @@ def _direct(name, x, labels, views):
         return spectrum.alpha_req(x, k_range=(1, 5)).r2
     if name == "alignment":
         return spectrum.alignment(x, views)
+    if name == "invariance":
+        return similarity.invariance(x, views)
     if name in ("nc1", "nc2_equinorm", "nc2_equiangular"):
         return spectrum.neural_collapse(x, labels)[name]
     if name == "hscore_shrinkage":
@@ -144,7 +147,9 @@ def test_pair_measure_by_name_equals_its_scalar_function(name, data):
               "cka_debiased": lambda u, v: similarity.cka(u, v, debiased=True),
               "cka_rbf": lambda u, v: similarity.cka(u, v, kernel="rbf"), "cca": similarity.cca,
               "svcca": similarity.svcca, "pwcca": similarity.pwcca, "shape_distance": similarity.shape_distance,
-              "rsa": similarity.rsa, "mutual_knn": similarity.mutual_knn, "jaccard_knn": similarity.jaccard_knn}[name]
+              "rsa": similarity.rsa, "mutual_knn": similarity.mutual_knn, "jaccard_knn": similarity.jaccard_knn,
+              "unit_matching": similarity.unit_matching,
+              "unit_semimatching": lambda u, v: similarity.unit_matching(u, v, semi=True)}[name]
     for row in table.itertuples():
         assert row.layer_b == "other" and row.layer_index_b == 0
         np.testing.assert_allclose(row.value, scalar(data["x"][row.layer], b["other"]), rtol=1e-10, atol=1e-12)
@@ -159,7 +164,8 @@ def test_probe_by_name_fits_on_fit_and_scores_x(name, data):
     table = measures.compute(name, {"stem": x[test]}, y[test], fit=({"stem": x[fit]}, y[fit]), n_boot=50)
     fn = getattr(probing, name)
     direct = fn(x[fit], y[fit], {"test": (x[test], y[test])}, n_boot=50)
-    want = direct[(direct["split"] == "test") & (direct["measure"] == "accuracy")].iloc[0]
+    score = {"circular_probe": "circular_cosine"}.get(name, "accuracy")  # labels 0, 1, 2 read as angles
+    want = direct[(direct["split"] == "test") & (direct["measure"] == score)].iloc[0]
     row = table.iloc[0]
     assert row["measure"] == name and row["layer"] == "stem"
     assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx((want.value, want.ci_low, want.ci_high))

@@ -447,7 +447,8 @@ def test_study_grid_reuse_failures_and_correlate(tmp_path):
     study = Study(STUDY_BASE, vary={"label_noise": [0.0, 0.3]}, **opts)
     table = study.run(progress=False)
     assert study.failures == []
-    assert list(table.columns) == [*COLUMNS, "kind", "task", "method", "label_fraction", "label_noise", "seed"]
+    assert list(table.columns) == [*COLUMNS, "kind", "task", "method", "label_fraction", "label_noise", "seed",
+                                   "n_params"]
     assert sorted(table["run"].unique()) == ["label_noise=0.0,seed=0", "label_noise=0.3,seed=0"]
     assert set(table["kind"]) == {"measure", "downstream", "history"}
     assert dict(table.groupby("run")["label_noise"].first()) == {"label_noise=0.0,seed=0": 0.0,

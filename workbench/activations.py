@@ -19,6 +19,22 @@ flatten         [N, C·∏spatial]                          [N, T·D]
 Two-dimensional outputs ``[N, D]`` are returned as they are. A 3-D output is a conv map ``[N, C, L]`` when
 the data are 1-D signals and a token sequence ``[N, T, D]`` otherwise (images through a ViT, tokens, text).
 
+Unpooled token maps (:data:`TOKEN_POOLS`, for dense probes and token-level measures such as DSE) keep one
+vector per position, ``[N, T, D]``:
+
+==============  ======================================  ======================================
+pool            conv map ``[N, C, *spatial]``            sequence ``[N, T, D]``
+==============  ======================================  ======================================
+tokens          ``[N, ∏spatial, C]`` (row-major          every token ``[N, T, D]`` (padding
+                positions × channels)                    included)
+patch-tokens    same as ``tokens``                       every token except the first (CLS):
+                                                         ViT patch tokens ``[N, T - 1, D]``
+==============  ======================================  ======================================
+
+With a token pool, ``Activations.meta["grids"]`` gives each layer's grid of positions: the spatial shape of a
+conv map (``(h, w)`` or ``(L,)``), for ``patch-tokens`` of an image model ``(h, w)`` with ``h · w = T - 1`` and
+``h / w`` the image's aspect ratio (a ViT's patch grid), else None.
+
 Cache: with ``cache=DIR`` each layer is appended, batch by batch, to its own ``.npy`` file with plain
 writes (not a writable memory map, whose dirty pages count against the process), so memory stays at one
 batch for any N; the file is renamed into place only when complete, and read back as a memory map. The key
@@ -32,6 +48,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -46,16 +63,19 @@ from ._validation import (Data, Flag, Instance, Interval, Options, check_choice,
 from .data import as_split
 from .models.inputs import call_model
 
-__all__ = ["extract", "Activations", "as_layers", "weights_hash", "pool", "POOLS", "SINGLE_LAYER"]
+__all__ = ["extract", "Activations", "as_layers", "weights_hash", "pool", "POOLS", "TOKEN_POOLS", "SINGLE_LAYER"]
 
 POOLS = ("mean", "spatial-mean", "cls", "last", "flatten")
+#: pools of :func:`extract` that keep one vector per position: ``[N, T, D]`` token maps (module docstring)
+TOKEN_POOLS = ("tokens", "patch-tokens")
 
 #: the layer name a bare array gets when a function that works per layer is given one array
 SINGLE_LAYER = "features"
 
 
 class Activations(Mapping[str, torch.Tensor]):
-    """Layer name → ``[N, D]`` float32 tensor (in forward order), plus the examples' labels and factors.
+    """Layer name → ``[N, D]`` float32 tensor (``[N, T, D]`` token maps with a token pool; in forward order), plus
+    the examples' labels and factors.
 
     Layers spilled to disk are memory-mapped and read on first access.
     """
@@ -169,6 +189,10 @@ def _pool(out: torch.Tensor, pool: str, layout: str, mask: torch.Tensor | None, 
         raise ValueError(f"layer {layer!r} produced a tensor of shape {tuple(out.shape)}; expected [batch, ...]")
     if pool == "flatten":
         return out.reshape(len(out), -1)
+    if pool in TOKEN_POOLS:
+        if layout == "conv" or out.ndim > 3:  # [N, C, *spatial] -> [N, positions, C]
+            return out.flatten(2).transpose(1, 2)
+        return out[:, 1:] if pool == "patch-tokens" else out
     if layout == "conv" or out.ndim > 3:
         if pool in ("mean", "spatial-mean"):
             return out.flatten(2).mean(2)
@@ -188,6 +212,26 @@ def _pool(out: torch.Tensor, pool: str, layout: str, mask: torch.Tensor | None, 
         m[:, 0] = 0
     denom = m.sum(1, keepdim=True).clamp_min(1)
     return (out * m.unsqueeze(-1)).sum(1) / denom
+
+
+def _token_grid(out_shape: tuple[int, ...], pool: str, layout: str,
+                input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The grid of positions of one layer's token map (module docstring): a conv map's spatial shape; for
+    ``patch-tokens`` of an image model ``(h, w)`` with ``h · w`` tokens in the image's aspect ratio; else None."""
+    if len(out_shape) <= 2:
+        return None
+    if layout == "conv" or len(out_shape) > 3:
+        return tuple(int(v) for v in out_shape[2:])
+    if pool != "patch-tokens" or len(input_shape) != 4:
+        return None
+    t, (h_img, w_img) = out_shape[1] - 1, input_shape[-2:]
+    h = round(math.sqrt(t * h_img / w_img)) if t > 0 else 0
+    return (h, t // h) if h and h * (t // h) == t and h * w_img == (t // h) * h_img else None
+
+
+def _cached_grid(path: Path) -> tuple[int, ...] | None:
+    grid = json.loads(_sidecar(path).read_text()).get("grid")
+    return tuple(grid) if grid is not None else None
 
 
 def _check_inputs(model: nn.Module, the_split: Any) -> Any:
@@ -237,12 +281,15 @@ def _file_sha256(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def _write_sidecar(path: Path, digest: str, shape: tuple[int, int]) -> None:
-    """Record the checksum, shape and dtype of a cache file next to it (written after the file, atomically)."""
+def _write_sidecar(path: Path, digest: str, shape: tuple[int, ...], grid: Any = None) -> None:
+    """Record the checksum, shape and dtype of a cache file next to it (written after the file, atomically), and the
+    grid of positions of a token map (token pools)."""
     side = _sidecar(path)
     tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"sha256": digest, "shape": list(shape), "dtype": "<f4",
-                               "bytes": path.stat().st_size}))
+    meta = {"sha256": digest, "shape": list(shape), "dtype": "<f4", "bytes": path.stat().st_size}
+    if grid is not None:
+        meta["grid"] = list(grid)
+    tmp.write_text(json.dumps(meta))
     os.replace(tmp, side)
 
 
@@ -287,13 +334,14 @@ def _with_nan() -> np.ndarray:
 
 @declare(model=Data("any", example=_example_model, bad=["model"]),
          data=Data("any", example=_example_inputs, bad=[_with_nan(), _example_inputs(0)]),
-         layers=Instance(str, Iterable, none=True), pool=Options(*POOLS), split=Instance(str, none=True),
+         layers=Instance(str, Iterable, none=True), pool=Options(*POOLS, *TOKEN_POOLS), split=Instance(str, none=True),
          batch_size=Interval(int, 1), cache=Instance(str, os.PathLike, none=True),
          device=Instance(str, torch.device, int, none=True), progress=Flag())
 def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = None, pool: str = "mean", *,
             split: str | None = None, batch_size: int = 256, cache: str | os.PathLike | None = None,
             device: str | torch.device | None = None, progress: bool = False) -> Activations:
-    """Activations of ``layers`` of ``model`` on ``data``, pooled to ``[N, D]``, in one pass per batch.
+    """Activations of ``layers`` of ``model`` on ``data``, pooled to ``[N, D]`` (or unpooled token maps
+    ``[N, T, D]``), in one pass per batch.
 
     Parameters
     ----------
@@ -302,7 +350,9 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         input array/tensor.
     layers : None (every probe point), a list of names/module paths, or a regex (see
         :func:`workbench.models.select_layers`).
-    pool : one of ``mean | spatial-mean | cls | last | flatten`` (table in the module docstring).
+    pool : one of ``mean | spatial-mean | cls | last | flatten`` (first table in the module docstring), or
+        ``tokens | patch-tokens`` for unpooled ``[N, T, D]`` token maps — a CNN's positions × channels, a ViT's
+        patch tokens without CLS — with their grids in ``meta["grids"]`` (second table).
     batch_size : examples per forward pass.
     cache : directory for the disk cache (and spill-to-disk for large N); None keeps everything in memory.
     device : where the model runs; default: where its parameters are.
@@ -312,7 +362,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     """
     from .models import select_layers, get_module
 
-    check_choice(pool, POOLS, "pool")
+    check_choice(pool, (*POOLS, *TOKEN_POOLS), "pool")
     check_positive_int(batch_size, "batch_size")
     if device is not None:
         device = check_device(device, "device")
@@ -350,11 +400,14 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool, settings)}.npy"
                  for name, path in chosen.items()}
         if all(p.exists() for p in paths.values()) and all(_cache_intact(p) for p in paths.values()):
+            if pool in TOKEN_POOLS:
+                meta["grids"] = {name: _cached_grid(p) for name, p in paths.items()}
             return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})
 
     buffers: dict[str, Any] = {}  # layer -> in-memory array, or open temp file when spilling to the cache
     current: dict[str, torch.Tensor] = {}
     current_mask: list[torch.Tensor | None] = [None]
+    grids: dict[str, tuple[int, ...] | None] = {}
 
     def make_hook(name: str):
         def hook(_module, _inputs, output):
@@ -363,6 +416,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                 out = out.last_hidden_state
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; choose another layer")
+            if pool in TOKEN_POOLS and name not in grids:
+                grids[name] = _token_grid(tuple(out.shape), pool, layout, the_split.inputs.shape)
             current[name] = _pool(out.detach(), pool, layout, current_mask[0], name).float()
         return hook
 
@@ -371,7 +426,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     model.eval()
     tmp_paths: dict[str, Path] = {}
     digests: dict[str, Any] = {}  # layer -> SHA-256 of its cache file, updated as the file is written
-    shapes: dict[str, tuple[int, int]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     try:
         from tqdm.auto import tqdm
 
@@ -402,7 +457,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                                          f"{start}..{idx.stop - 1}; check the model's weights and inputs")
                     arr = out.cpu().numpy()
                     if name not in buffers:
-                        shape = (n, arr.shape[1])
+                        shape = (n, *arr.shape[1:])
                         if cache_dir is not None:
                             tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{os.getpid()}.tmp")
                             buffers[name] = open(tmp_paths[name], "wb")  # noqa: SIM115 — closed below
@@ -425,7 +480,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                 os.fsync(buffers[name].fileno())
                 buffers[name].close()
                 os.replace(tmp_paths[name], paths[name])
-                _write_sidecar(paths[name], digests[name].hexdigest(), shapes[name])
+                _write_sidecar(paths[name], digests[name].hexdigest(), shapes[name], grids.get(name))
     except BaseException:
         for name, p in tmp_paths.items():
             if cache_dir is not None and name in buffers:
@@ -437,6 +492,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
             h.remove()
         model.train(was_training)
 
+    if pool in TOKEN_POOLS:
+        meta["grids"] = {name: grids.get(name) for name in chosen}
     if cache_dir is None:
         return Activations({k: torch.from_numpy(buffers[k]) for k in chosen}, the_split.labels,
                            the_split.factors, {**meta, "cached": False})

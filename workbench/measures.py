@@ -277,6 +277,29 @@ def _pairs(fn: Callable[..., pd.DataFrame], **fixed: Any) -> Callable[..., list[
     return adapter
 
 
+def _subclass_spread(one: _One, *, superclass_of: Any) -> dict:
+    """``subclass_spread`` with ``labels`` = subclass ids and ``superclass_of`` = subclass id → superclass id (a
+    sequence indexed by the id, or a mapping)."""
+    sub = np.asarray(one.labels)
+    if isinstance(superclass_of, Mapping):
+        missing = sorted({int(s) for s in np.unique(sub)} - {int(k) for k in superclass_of})
+        lookup = {int(k): v for k, v in superclass_of.items()}
+    else:
+        lookup = dict(enumerate(np.asarray(superclass_of).tolist())) if np.ndim(superclass_of) == 1 else None
+        if lookup is None:
+            raise TypeError(f"superclass_of must be a 1-D sequence (subclass id -> superclass id) or a dict, got "
+                            f"{type(superclass_of).__name__}")
+        missing = sorted({int(s) for s in np.unique(sub)} - set(lookup))
+    if missing:
+        raise ValueError(f"superclass_of gives no superclass for subclass id(s) {missing[:5]}; map every subclass id "
+                         "of the labels")
+    sup = np.array([lookup[int(s)] for s in sub])
+    return {"value": float(spectrum.subclass_spread(one.x, sub, sup))}
+
+
+_subclass_spread.source = spectrum.subclass_spread
+
+
 def _source(fn: Callable[..., float]) -> Callable[..., list[dict]]:
     def adapter(inputs: Inputs, **options: Any) -> list[dict]:
         return [{"value": float(fn(inputs.outputs, inputs.labels, **options))}]
@@ -329,6 +352,11 @@ for _k, _what in (("nc1", "tr(Σ_W Σ_B⁺)/C, within-class variability collapse
              description=_what, requires={"nc3": ("weights",), "nc4": ("weights|logits",)}.get(_k, ()))
 register("cdnv", "classes", "x, labels", "per_layer", "Galanti, Gyorgy & Hutter 2022, ICLR",
          _value(spectrum.cdnv, labels=True))
+register("subclass_spread", "classes", "x, labels", "per_layer",
+         "Xue et al. 2023, Which features are learnt by contrastive learning?, ICML (class collapse); η² within "
+         "superclasses (Pearson 1903)", _subclass_spread,
+         description="labels = subclass ids; option superclass_of= (subclass id -> superclass id): between-subclass "
+                     "share of the within-superclass scatter (0 = subclasses collapsed)", requires=("superclass_of",))
 register("lidar", "classes", "x, groups", "per_layer", "Thilak et al. 2024, LiDAR, ICLR",
          _value(spectrum.lidar, groups=True),
          description="the groups are the augmented views of one input (the surrogate task's classes)")
@@ -355,6 +383,46 @@ for _name, _fn, _ref, _exact in (
         ("mlp_probe", probing.mlp_probe, "one-hidden-layer MLP probe (Hewitt & Liang 2019)", False)):
     register(_name, "probe", "x, fit", "per_layer", _ref, _probe(_fn), exact=_exact,
              description="accuracy on x of a probe fitted on fit = (x_train, labels_train), with a bootstrap CI")
+
+
+def _ridge(one: _One, **options: Any) -> dict:
+    """``ridge_probe`` on ``fit``, scored on ``x``: R² for float targets (a continuous factor), else accuracy."""
+    (x_fit, y_fit), ev = one.fit, "evaluated"
+    regression = np.asarray(y_fit).dtype.kind == "f"
+    options = {"task": "regression" if regression else "classification", **options}
+    table = probing.ridge_probe(x_fit, y_fit, evals={ev: (one.x, one.labels)}, **options)
+    row = table[(table["split"] == ev) & (table["measure"] == ("r2" if options["task"] == "regression"
+                                                               else "accuracy"))].iloc[0]
+    return {"value": float(row["value"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"])}
+
+
+_ridge.source = probing.ridge_probe
+
+
+def _circular(one: _One, **options: Any) -> dict:
+    """``circular_probe`` on ``fit`` (angles in radians), its mean cosine of the angle error on ``x``."""
+    (x_fit, y_fit), ev = one.fit, "evaluated"
+    table = probing.circular_probe(x_fit, y_fit, evals={ev: (one.x, one.labels)}, **options)
+    row = table[(table["split"] == ev) & (table["measure"] == "circular_cosine")].iloc[0]
+    return {"value": float(row["value"]), "ci_low": float(row["ci_low"]), "ci_high": float(row["ci_high"])}
+
+
+_circular.source = probing.circular_probe
+register("ridge_probe", "probe", "x, fit", "per_layer", "Hoerl & Kennard 1970; alpha by exact leave-one-out (Allen "
+         "1974)", _ridge, description="R² on x (float targets: a continuous factor) or accuracy (class ids) of a "
+         "ridge probe fitted on fit = (x_train, targets_train), with a bootstrap CI; a Study reads a factor with "
+         "measure_options={'ridge_probe': {'target': 'x'}}")
+register("circular_probe", "probe", "x, fit", "per_layer", "ridge onto (sin kθ, cos kθ); mean cosine of the angle "
+         "error (Mardia & Jupp 2000, Directional statistics)", _circular,
+         description="mean cos of the angle error on x of a ridge probe of an angle (radians) fitted on fit; a Study "
+                     "reads a factor with measure_options={'circular_probe': {'target': 'rotation'}} (symmetry=k "
+                     "for k-fold symmetric objects)")
+register("invariance", "similarity", "x, views", "per_layer",
+         "Ericsson, Gouk & Hospedales 2021, Why do self-supervised models transfer? Investigating the impact of "
+         "invariance, NeurIPS (Mahalanobis cosine of z(x), z(T(x)); chance level removed)",
+         _value(similarity.invariance, views=True),
+         description="x = features of the examples, views = of the same examples transformed; a Study makes the "
+                     "transformed copy with measure_options={'invariance': {'transform': 'color'}}")
 for _name, _fn, _fixed, _ref in (
         ("cka", similarity.cka_matrix, {}, _KORNBLITH),
         ("cka_debiased", similarity.cka_matrix, {"debiased": True}, "Song et al. 2012 (unbiased HSIC); "
@@ -369,6 +437,11 @@ for _name, _fn, _fixed, _ref in (
                                                         "hypothesis, ICML"),
         ("jaccard_knn", similarity.jaccard_knn_matrix, {}, "Klabunde et al. 2023 (k-NN Jaccard)")):
     register(_name, "similarity", "a, b", "layer_pair", _ref, _pairs(_fn, **_fixed))
+for _name, _semi in (("unit_matching", False), ("unit_semimatching", True)):
+    register(_name, "similarity", "a, b", "layer_pair", "Li et al. 2016, Convergent learning, ICLR",
+             _pairs(similarity.unit_matching_matrix, semi=_semi),
+             description=("mean |correlation| of units paired " + ("to their best match, both directions averaged"
+                          if _semi else "one-to-one (Hungarian)") + "; not rotation-invariant, unlike CKA"))
 register("grad_norm", "dynamics", "model, loss", "per_layer", "‖∂L/∂θ_layer‖₂ of the training objective",
          _model(dynamics.layer_grad_norms, "loss", "grad_norm"))
 register("skip_loss_increase", "dynamics", "model, loss", "per_layer",

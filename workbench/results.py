@@ -46,11 +46,13 @@ EXTRA_COLUMNS = {
     "method": "how the value was obtained: probe / evaluation method (linear, knn, mlp, finetune …)",
     "task": "downstream task name",
     "label_fraction": "fraction of the downstream training labels used",
+    "label_count": "number of downstream training labels used (absolute label counts; NaN for a fraction)",
     "n_train": "number of training examples behind the value",
     "C": "inverse L2 strength of a logistic probe (sklearn convention)",
     "k": "neighbours of a k-NN probe or neighbourhood measure",
     "example": "example index of a per-example value",
     "kind": "study row kind: measure, downstream or history",
+    "n_params": "trainable parameters of the run's model without its classifier head (model size)",
 }
 
 _INT_COLUMNS = ("step", "layer_index", "layer_index_b")

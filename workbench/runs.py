@@ -92,7 +92,8 @@ SCHEDULES = ("constant", "cosine", "warmup-cosine")
 NOISE_TYPES = ("symmetric", "pairflip")
 PROJECTORS = ("none", "linear", "mlp")
 AUGMENTATIONS = ("crop", "flip", "color", "noise", "blur", "rotate", "mask")
-RECORDERS = ("grad_norm", "act_var", "eigs", "align_unif", "projector_geometry", "clean_flipped", "el2n")
+RECORDERS = ("grad_norm", "act_var", "eigs", "eig_steps", "align_unif", "projector_geometry", "clean_flipped",
+             "el2n")
 DEFAULT_RECORDERS = ("clean_flipped",)
 #: columns of ``history.csv``; ``layer`` / ``layer_index`` are empty for model-level measures (the loss)
 HISTORY_COLUMNS = ["step", "measure", "split", "layer", "layer_index", "value"]
@@ -133,7 +134,9 @@ class RunConfig:
         language modelling on token data), ``"autoencoder"``, ``"distill"`` (self-distillation from a
         frozen random teacher) or ``"none"`` (random init, no training: the baseline every curve is
         compared with). See :mod:`workbench.train.objectives`.
-    data_fraction : fraction of the training split used (a seeded, stratified-when-labelled subset).
+    data_fraction : fraction of the training split used (a seeded, stratified-when-labelled subset). With
+        ``objective="none"`` (nothing is trained) it is set to 1.0, so every value names the same run. To
+        pretrain on exactly ``m`` examples of a generated dataset, give it ``n_train=m`` in ``dataset_options``.
     label_noise, noise_type : fraction of training labels corrupted; ``"symmetric"`` flips to a uniformly
         chosen *other* class, ``"pairflip"`` (class-dependent, Han et al. 2018) flips class ``c`` to
         ``(c + 1) mod K``. Exactly ``round(label_noise * n_train)`` labels are flipped; which ones is recorded.
@@ -263,6 +266,8 @@ class RunConfig:
                                  "RunStore.import_model(source, dataset=...)")
         elif self.objective == "none" and self.steps != 0:
             object.__setattr__(self, "steps", 0)  # a random-init baseline trains for zero steps, whatever asked
+        if self.objective == "none" and self.data_fraction != 1.0:
+            object.__setattr__(self, "data_fraction", 1.0)  # it reads no training data: one run, whatever asked
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
@@ -931,17 +936,42 @@ class Run:
                              "it aside (train() then recomputes it)")
         return self.checkpoint_dir(step)
 
-    def load_model(self, step: int | str | None = None, device: str = "cpu"):
+    def load_model(self, step: int | str | None = None, device: str = "cpu", *, head: bool = False):
         """The model at checkpoint ``step`` (default: the last one), in eval mode, after verifying the checkpoint
         (``ValueError`` naming a corrupt file). An imported Hugging Face model is loaded with the
-        ``trust_remote_code`` it was imported with."""
+        ``trust_remote_code`` it was imported with.
+
+        ``head=True``: the backbone and the objective's trained head (projector of simclr/supcon/barlow/vicreg,
+        DINO head of distill) as one :class:`~workbench.models.heads.WithHead`, ``forward(x) =
+        head(representation(x))``, whose probe points continue past the backbone into the head (``fc2``, …,
+        ``projector.fc1``, ``projector``); other objectives raise ``ValueError``."""
         from .models import load as load_model
 
+        if not isinstance(head, bool):
+            raise TypeError(f"head must be True or False (load the objective's head with the backbone), got {head!r}")
         ckpt = self._intact(step)
         trust = bool(self.meta.get("import", {}).get("trust_remote_code", False))
         model = load_model(ckpt, device=device, trust_remote_code=trust)
+        if head:
+            model = self._with_head(model, ckpt, device)
         model.eval()
         return model
+
+    def _with_head(self, model: Any, ckpt: Path, device: str) -> Any:
+        """``model`` with the objective's head of checkpoint ``ckpt`` (:meth:`load_model` with ``head=True``)."""
+        from safetensors.torch import load_file
+
+        from .models.heads import HEADS, WithHead, head_from_state
+
+        cfg = self.config
+        if cfg.objective not in HEADS:
+            raise ValueError(f"head=True: run {self.name!r} was trained with objective={cfg.objective!r}, which has no "
+                             f"projection head (heads: {', '.join(HEADS)}); load it with head=False")
+        path = ckpt / "objective.safetensors"
+        state = load_file(str(path)) if path.exists() else None
+        name, module = head_from_state(cfg.objective, state, projector=cfg.projector,
+                                       projector_depth=cfg.projector_depth, embed_dim=cfg.embed_dim)
+        return WithHead(model, module, name).to(device)
 
     def weights_hash(self, step: int | str | None = None) -> str:
         """SHA-256 of the checkpoint file (weights identity without loading them). An imported Hugging Face
@@ -1006,14 +1036,15 @@ class Run:
 
     def downstream(self) -> pd.DataFrame:
         """Every downstream evaluation stored with this run (:func:`workbench.train.evaluate`), in the results
-        schema with the extra columns ``task``, ``method``, ``label_fraction``. Tables stored by older versions
-        (a ``metric`` column, no ``layer_index``: NaN) are read alike. A damaged ``downstream.csv`` raises
-        ``ValueError`` naming it."""
+        schema with the extra columns ``task``, ``method``, ``label_fraction``, ``label_count``. Tables stored by
+        older versions (a ``metric`` column, no ``layer_index``: NaN) are read alike. A damaged ``downstream.csv``
+        raises ``ValueError`` naming it."""
         p = self.path / "downstream.csv"
         data, problem = self._read_verified("downstream.csv")
         if problem is None and data is None:
             return tidy([], run=self.name).assign(task=pd.Series(dtype=object), method=pd.Series(dtype=object),
-                                                  label_fraction=pd.Series(dtype=float))
+                                                  label_fraction=pd.Series(dtype=float),
+                                                  label_count=pd.Series(dtype=float))
         if problem is None:
             try:
                 return tidy(_read_stored(io.BytesIO(data), dtype={"task": str, "method": str}, order_layers=False),

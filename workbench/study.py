@@ -30,7 +30,7 @@ from .results import COLUMNS, tidy
 from .runs import Run
 
 __all__ = ["run_activations", "layer_measures", "cross_run_similarity", "TIDY_COLUMNS", "Study", "InProcessExecutor",
-           "select_per_run", "StudyJob", "JobResult", "run_job"]
+           "select_per_run", "StudyJob", "JobResult", "run_job", "select_checkpoint", "SELECTION_MEASURES"]
 
 TIDY_COLUMNS = list(COLUMNS)  # the results schema (workbench.results.COLUMNS), kept under its old name
 
@@ -38,12 +38,14 @@ TIDY_COLUMNS = list(COLUMNS)  # the results schema (workbench.results.COLUMNS), 
 def run_activations(run: Run, dataset: Dataset, splits: Sequence[str] = ("train", "test"), *,
                     step: int | str | None = None, layers: Any = None, pool: str = "mean",
                     max_examples: Mapping[str, int] | None = None, cache: str | os.PathLike | None = None,
-                    batch_size: int = 256) -> dict[str, Activations]:
+                    batch_size: int = 256, head: bool = False) -> dict[str, Activations]:
     """Activations of ``run``'s model at checkpoint ``step`` on each split (first ``max_examples[split]`` rows).
 
     ``cache`` defaults to ``<store>/activations``, so a second call with the same weights and data is a read.
+    ``head=True`` reads the backbone and the objective's head (``run.load_model(step, head=True)``): ``layers``
+    may then name head probe points such as ``"projector"``.
     """
-    model = run.load_model(step)
+    model = run.load_model(step, head=head)
     cache = Path(cache) if cache is not None else run.store.root / "activations"
     out = {}
     for split in splits:
@@ -149,18 +151,22 @@ def cross_run_similarity(a: Activations, b: Activations, *, run_a: str, run_b: s
 STUDY_TAKES = {
     "x": "the layers' activations on measure_split",
     "x, labels": "the layers' activations and class labels on measure_split",
-    "x, fit": "activations on measure_split to score, a probe fitted on fit_split",
-    "a, b": "layer x layer within the run, and between every pair of runs at the same step (kind cross_run)",
+    "x, fit": "activations on measure_split to score, a probe fitted on fit_split (the class labels, or with the "
+              "option target= a factor name or a list of them: measure NAME[factor] per factor)",
+    "a, b": "layer x layer within the run, and between every pair of runs at the same step (kind cross_run: "
+            "the first run's varied fields and seed, the second's run_b and seed_b)",
     "outputs, labels": "the model's softmax outputs (hard labels for nce) and the labels on measure_split",
     "model, loss": "the model and the run's own training objective on measure_examples rows of measure_split",
     "model, data": "the model and measure_examples rows of measure_split",
     "x, views": "the layers' activations on measure_split and on one augmented copy of it (positive pairs): the "
-                "run's augment (noise when it has none) at its augment_strength",
+                "run's augment (noise when it has none) at its augment_strength; with the option transform= (names "
+                "of workbench.train.augment, and strength=): the plain activations and one copy under that transform "
+                "(the invariance measure)",
     "x, groups": "the layers' activations on views_per_group augmented copies of measure_split, each example's "
                  "copies one group (LiDAR's surrogate classes)",
     "tokens": "each layer's output on measure_split as token maps [N, T, D] (a feature map's H·W or L positions × "
-              "its channels; a sequence model's positions × features); layers with one vector per example are "
-              "skipped",
+              "its channels; a ViT's patch tokens without CLS; a sequence model's positions × features); layers with "
+              "one vector per example are skipped",
 }
 
 
@@ -200,7 +206,7 @@ class InProcessExecutor:
 
 
 #: extra columns of the study table, after the schema's and before the varied fields (:class:`Study`)
-_STUDY_EXTRAS = ("kind", "task", "method", "label_fraction")
+_STUDY_EXTRAS = ("kind", "task", "method", "label_fraction", "label_count")
 #: keys of a task given as a dict (:class:`Study` ``tasks``)
 _TASK_KEYS = ("dataset", "options", "target", "name", "splits")
 #: Study attributes that a :class:`StudyJob` does not carry (it rebuilds its own store, one config, no executor)
@@ -392,6 +398,8 @@ class Study:
         on a run (e.g. an OOD split holding classes the training split lacks) is listed in ``failures`` as
         ``(label, "task NAME: Error: message")`` with a warning; the run's other rows are kept.
     label_fractions : passed to :func:`~workbench.train.evaluate`, each in (0, 1].
+    label_counts : absolute numbers of downstream labels, passed to :func:`~workbench.train.evaluate` (rows with
+        ``label_count`` = n and ``label_fraction`` NaN); give ``label_fractions=[]`` for counts only.
     measures : names from the measure registry (:mod:`workbench.measures`, ``workbench measures`` lists them),
         computed at every step: what each kind of measure is given is :data:`STUDY_TAKES` (per-layer measures
         on ``measure_split``; probes fitted on ``fit_split``; pair measures layer × layer within a run and
@@ -408,22 +416,31 @@ class Study:
         every probe point of the model (:func:`workbench.models.probe_points`, in forward order — an MLP's
         ``fc1`` … and ``head``; a CNN's stages, ``pool`` and ``head``), a list names probe points or module
         paths, a string is a regular expression over the probe-point names.
+    head : measure the backbone *and* the objective's trained head (``run.load_model(step, head=True)``,
+        :class:`~workbench.models.heads.WithHead`): the probe points continue past the backbone (without its
+        classifier ``head``) into the projector — ``projector.fc1`` …, ``projector`` (the loss's input) — or the
+        DINO head of ``distill``. Every run must have a head (simclr, supcon, barlow, vicreg, distill). Downstream
+        tasks read a head layer with ``evaluate_options={"layer": "projector"}``.
     store : RunStore or root (default: the subjects' store when they are Runs, else ``RunStore()``).
     executor : an object with ``map(fn, jobs)`` yielding ``(job, result_or_exception)`` (see
         :class:`InProcessExecutor`); it is given :func:`run_job` and one picklable :class:`StudyJob` per run.
     name : the study's name; a trained run's store name is ``"{name}/{label}"`` (the table's ``run`` column is
         the label), so studies with the same grid do not share run names.
     evaluate_options : further keyword arguments of :func:`~workbench.train.evaluate` (``layer``, ``C``,
-        ``finetune_steps``, ``splits``, …).
+        ``finetune`` (the fine-tuning settings), ``splits``, …).
 
     Every argument is checked when the Study is made, before any training (the data are loaded to check the
     split and factor names). ``run()`` trains (or reuses) every run, evaluates, measures and returns the table
     in the results schema (:mod:`workbench.results`: ``run`` — the grid point's label or the subject's store
     name —, ``step``, ``layer``, ``layer_index``, ``measure``, ``split``, ``value``, ``ci_low``, ``ci_high``),
     then the extra columns ``kind`` ("measure" | "cross_run" | "downstream" | "history"; cross-run rows name the
-    second run in ``run_b``), ``task``, ``method``, ``label_fraction`` (downstream rows), the varied fields
-    (named as in ``vary``) and ``seed`` (trained runs); runs that fail are listed in ``study.failures`` and do
-    not stop the others. Re-running reuses runs, activations and evaluations.
+    second run in ``run_b``), ``task``, ``method``, ``label_fraction`` (downstream rows; ``label_count`` too
+    with ``label_counts``), the varied fields
+    (named as in ``vary``) and ``seed`` (trained runs; a cross-run row has those of its first run and the second
+    run's seed in ``seed_b``), and ``n_params`` on every row of a run (the model size as a number: its trainable
+    parameters without the classifier head, :func:`~workbench.train.downstream.backbone_parameters`); runs that
+    fail are listed in ``study.failures`` and do not stop the others. Re-running reuses runs, activations and
+    evaluations.
     """
 
     def __init__(self, base: Any = None, vary: Mapping[str, Sequence[Any]] | None = None, *,
@@ -435,7 +452,7 @@ class Study:
                  layers: Any = None, store: Any = None, executor: Any = None, name: str = "study",
                  evaluate_options: Mapping[str, Any] | None = None,
                  measure_options: Mapping[str, Mapping[str, Any]] | None = None, fit_split: str = "train",
-                 views_per_group: int = 4):
+                 views_per_group: int = 4, head: bool = False, label_counts: Sequence[int] = ()):
         import inspect
 
         from .runs import Run, RunConfig, RunStore
@@ -491,18 +508,27 @@ class Study:
                 raise ValueError(f"label_fractions must be in (0, 1] (a fraction of the downstream training split), "
                                  f"got {f}")
         self.label_fractions = [float(f) for f in fractions]
-        if self.downstream and not (self.tasks and self.label_fractions):
-            raise ValueError("tasks and label_fractions must not be empty when downstream methods are given "
-                             "(downstream=[] evaluates nothing)")
+        counts = _values(label_counts, "label_counts", "label_counts=[20, 100]")
+        self.label_counts = _check_ints(counts, "label_counts", "label_counts=[20, 100]") if counts else []
+        if any(n < 2 for n in self.label_counts):
+            raise ValueError(f"label_counts must hold integers >= 2 (labelled examples), got {self.label_counts}")
+        if self.downstream and not (self.tasks and (self.label_fractions or self.label_counts)):
+            raise ValueError("tasks and label_fractions must not be empty when downstream methods are given (or give "
+                             "label_counts; downstream=[] evaluates nothing)")
         self.evaluate_options = dict(evaluate_options or {})
         accepted = [p for p in inspect.signature(evaluate).parameters
-                    if p not in ("run", "task", "step", "methods", "label_fractions")]
+                    if p not in ("run", "task", "step", "methods", "label_fractions", "label_counts")]
         unknown = sorted(set(self.evaluate_options) - set(accepted))
         if unknown:
             raise ValueError(f"evaluate_options has {unknown}, which evaluate() does not take here; accepted: "
-                             f"{accepted} (steps, downstream, tasks and label_fractions are Study arguments)")
+                             f"{accepted} (steps, downstream, tasks, label_fractions and label_counts are Study "
+                             "arguments)")
         if "splits" in self.evaluate_options:
             _check_task({"splits": self.evaluate_options["splits"]})
+        if {"finetune", "finetune_steps"} & set(self.evaluate_options):  # bad settings fail here, before training
+            from .train.downstream import finetune_settings
+
+            finetune_settings(self.evaluate_options.get("finetune"), steps=self.evaluate_options.get("finetune_steps"))
 
         self.measures = _values(measures, "measures", "measures=['rankme']")
         self.measure_options = {k: dict(v) for k, v in (measure_options or {}).items()}
@@ -521,6 +547,14 @@ class Study:
         unknown = sorted(set(self.measure_options) - set(self.measures))
         if unknown:
             raise ValueError(f"measure_options names {unknown}, which are not in measures={self.measures}")
+        for m, opts in self.measure_options.items():  # a transform (invariance) is checked before any training
+            if "transform" in opts and REGISTRY[m].takes == "x, views":
+                from .train.augment import make_augment
+
+                try:
+                    make_augment(opts["transform"], opts.get("strength", 0.5))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"measure_options[{m!r}]['transform']: {err}") from None
         for arg, value in (("measure_split", measure_split), ("fit_split", fit_split)):
             if not isinstance(value, str) or not value:
                 raise TypeError(f"{arg} must be a split name (str), e.g. 'test', got {value!r}")
@@ -544,6 +578,9 @@ class Study:
             raise TypeError(f"layers must be None (every probe point), a regular expression (str) or a non-empty list "
                             f"of layer names, got {layers!r}")
         self.steps, self.layers = steps, layers
+        if not isinstance(head, bool):
+            raise TypeError(f"head must be True or False (measure the objective's head too), got {head!r}")
+        self.head = head
         self.failures: list[tuple[str, str]] = []
         if self.subjects:
             self.configs = {label: ({}, Run(self.store, rid).config) for label, rid in self.subjects.items()}
@@ -638,6 +675,12 @@ class Study:
                 if used and split not in ds:
                     raise ValueError(f"{arg}={split!r} is not a split of the dataset {spec[0]!r}; its splits: "
                                      f"{list(ds)}")
+            for m in self.measures:  # a probe's target factor(s) must be factors of the data
+                targets = self.measure_options.get(m, {}).get("target") if get_measure(m).takes == "x, fit" else None
+                for t in [] if targets is None else [targets] if isinstance(targets, str) else list(targets):
+                    if t != "label" and t not in ds[self.fit_split].factors:
+                        raise ValueError(f"measure_options[{m!r}]: target {t!r} is not a factor of the dataset "
+                                         f"{spec[0]!r} (factors: {sorted(ds[self.fit_split].factors)}, or 'label')")
             for task in self.tasks if self.downstream else ():
                 arg, splits = self._task_arg(task, label)
                 if isinstance(arg, Mapping):
@@ -657,6 +700,10 @@ class Study:
                 if bad:
                     raise ValueError(f"tasks: task {_task_name(task)!r} evaluates on split(s) {bad}, which the "
                                      f"dataset {name!r} lacks; its splits: {list(tds)}")
+                if self.label_counts and "train" in tds and max(self.label_counts) > len(tds["train"]):
+                    raise ValueError(f"label_counts: {max(self.label_counts)} labels asked, but task "
+                                     f"{_task_name(task)!r} has {len(tds['train'])} training examples; give at most "
+                                     f"{len(tds['train'])} or a larger labelled split")
 
     def _grid(self) -> dict[str, tuple[dict[str, Any], Any]]:
         import itertools
@@ -715,7 +762,8 @@ class Study:
                 arg, splits = self._task_arg(task, label)
                 try:
                     tables = [evaluate(run, arg, step=step, methods=self.downstream, splits=splits,
-                                       label_fractions=self.label_fractions, **options) for step in steps]
+                                       label_fractions=self.label_fractions, label_counts=self.label_counts,
+                                       **options) for step in steps]
                 except Exception as err:  # one task failing keeps the run's other rows
                     self.failures.append((label, f"task {_task_name(task)}: {type(err).__name__}: {err}"))
                     continue
@@ -727,11 +775,18 @@ class Study:
         first = [c for c in table.columns if c in COLUMNS] + [c for c in _STUDY_EXTRAS if c in table.columns]
         table = table[[*first, *[c for c in table.columns if c not in first]]]
         choices = {} if label in self.subjects else {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
-        return tidy(table, run=label, **choices)
+        return tidy(table, run=label, **choices, n_params=self._n_params(run))
+
+    @staticmethod
+    def _n_params(run: Run) -> int:
+        """The model's size, the ``n_params`` column: :func:`~workbench.train.downstream.backbone_parameters`."""
+        from .train.downstream import backbone_parameters
+
+        return backbone_parameters(run.load_model())
 
     def _activations(self, run: Run, ds: Dataset, step: int, splits: Sequence[str]) -> dict[str, Activations]:
         return run_activations(run, ds, list(dict.fromkeys(splits)), step=step, layers=self.layers,
-                               max_examples=dict.fromkeys(splits, self.measure_examples))
+                               max_examples=dict.fromkeys(splits, self.measure_examples), head=self.head)
 
     def _measure(self, run: Run, ds: Dataset, step: int) -> pd.DataFrame:
         """Every measure of :attr:`measures` at checkpoint ``step`` of ``run``, through the registry."""
@@ -740,13 +795,16 @@ class Study:
         acts = self._activations(run, ds, step, need) if takes & {"x", "x, labels", "x, fit", "a, b"} else {}
         model = (run.load_model(step) if takes & {"outputs, labels", "model, loss", "model, data", "x, views",
                                                  "x, groups", "tokens"} else None)
+        layered = {"x, views", "x, groups", "tokens"}  # measures of the layers' activations: with the head if asked
+        with_head = run.load_model(step, head=True) if self.head and takes & layered else model
         data = ds[self.measure_split]
         if len(data) > self.measure_examples:
             data = data.subset(slice(0, self.measure_examples))
         parts = []
         for name in self.measures:
             try:
-                parts.append(self._one_measure(name, acts, model, data, run, ds.kind))
+                parts.append(self._one_measure(name, acts, with_head if get_measure(name).takes in layered else model,
+                                               data, run, ds.kind))
             except ValueError as err:
                 raise ValueError(f"measure {name!r} at step {step}: {err}") from err
         return tidy(pd.concat(parts, ignore_index=True), step=step, split=self.measure_split, kind="measure")
@@ -765,11 +823,25 @@ class Study:
             return compute(name, x, x.labels, **options)
         if spec.takes == "x, fit":
             x, fit = acts[self.measure_split], acts[self.fit_split]
-            return compute(name, x, x.labels, fit=(fit, fit.labels), **options)
+            targets = options.get("target")
+            if targets is None:
+                return compute(name, x, x.labels, fit=(fit, fit.labels), **options)
+            parts = []  # one factor (or several): its values are the labels; the measure is named NAME[factor]
+            for t in [targets] if isinstance(targets, str) else list(targets):
+                y, y_fit = (x.labels, fit.labels) if t == "label" else (x.factors[t], fit.factors[t])
+                part = compute(name, x, np.asarray(y), fit=(fit, np.asarray(y_fit)), **{**options, "target": t})
+                parts.append(part.assign(measure=f"{name}[{t}]"))
+            return pd.concat(parts, ignore_index=True)
         if spec.takes == "outputs, labels":
             probs = torch.softmax(predict(model, data).double(), dim=1).numpy()
             outputs = probs.argmax(1) if name == "nce" else probs
             return compute(name, outputs=outputs, labels=np.asarray(data.labels), **options)
+        if spec.takes == "x, views" and "transform" in options:  # z(x) against z(T(x)) for the named T
+            options = dict(options)
+            names, strength = options.pop("transform"), options.pop("strength", run.config.augment_strength)
+            plain = extract(model, data, layers=self.layers)
+            changed = self._augmented(run, model, data, kind, 1, names=names, strength=strength)[0]
+            return compute(name, plain, views=changed, **options)
         if spec.takes in ("x, views", "x, groups"):
             copies = 2 if spec.takes == "x, views" else self.views_per_group
             views = self._augmented(run, model, data, kind, copies)
@@ -785,9 +857,11 @@ class Study:
             return compute(name, model=model, loss=loss, **options)
         return compute(name, model=model, data=data, **options)
 
-    def _augmented(self, run: Run, model: Any, data: Any, kind: str, copies: int) -> list[Activations]:
+    def _augmented(self, run: Run, model: Any, data: Any, kind: str, copies: int, *, names: Any = None,
+                   strength: float | None = None) -> list[Activations]:
         """Activations of ``copies`` augmented copies of ``data`` (the run's augmentations, or ``noise`` for a run
-        trained without any), drawn from a fixed seed so every run and step sees the same copies."""
+        trained without any; or ``names`` at ``strength``), drawn from a fixed seed so every run and step sees the
+        same copies."""
         import torch
 
         from .data import Split
@@ -796,7 +870,8 @@ class Study:
         cfg = run.config
         if kind not in ("image", "signal", "vectors"):
             raise ValueError(f"augmented views need image, signal or vector inputs; this dataset holds {kind}")
-        augment = make_augment(cfg.augment or ("noise",), cfg.augment_strength, kind=kind)
+        augment = make_augment(names or cfg.augment or ("noise",),
+                               cfg.augment_strength if strength is None else strength, kind=kind)
         out = []
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -806,35 +881,26 @@ class Study:
         return out
 
     def _token_maps(self, model: Any, data: Any, kind: str) -> dict[str, Any]:
-        """Each selected layer's output as ``[N, T, D]`` token maps (see :data:`STUDY_TAKES`)."""
-        from .models import get_module, predict, select_layers
+        """Each selected layer's output as ``[N, T, D]`` token maps (see :data:`STUDY_TAKES`): ``extract`` with
+        ``pool="patch-tokens"`` for images (a CNN's positions × channels, a ViT's patch tokens without CLS) and
+        ``"tokens"`` otherwise; layers with one vector per example are skipped."""
+        acts = extract(model, data, layers=self.layers, pool="patch-tokens" if kind == "image" else "tokens")
+        out = {name: acts[name] for name in acts if acts[name].dim() == 3}
+        if not out:
+            raise ValueError(f"no selected layer outputs token maps (shapes { {n: acts.shape(n) for n in acts} }); "
+                             "choose convolutional or sequence layers with layers=...")
+        return out
 
-        paths = select_layers(model, self.layers)
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def hook(name):
-            def record(_module, _inputs, output):
-                out = output[0] if isinstance(output, (tuple, list)) else output
-                shapes.setdefault(name, tuple(out.shape[1:]))
-            return record
-
-        handles = [get_module(model, path).register_forward_hook(hook(name)) for name, path in paths.items()]
-        try:
-            predict(model, data.subset(slice(0, 1)))
-        finally:
-            for h in handles:
-                h.remove()
-        maps = [name for name in paths if len(shapes.get(name, ())) >= 2]
-        if not maps:
-            raise ValueError(f"no selected layer outputs token maps (shapes {shapes}); choose convolutional or "
-                             "sequence layers with layers=...")
-        flat = extract(model, data, layers=maps, pool="flatten")
+    def _pair_choices(self, la: str, lb: str) -> dict[str, Any]:
+        """The columns naming a cross-run pair's conditions: run ``la``'s varied fields and ``seed`` (as its own
+        rows have them) and run ``lb``'s ``seed_b``, so pairs of seeds of one condition can be selected; none for
+        subjects."""
         out = {}
-        for name in maps:
-            t = flat[name].reshape(len(data), *shapes[name])
-            if kind in ("image", "signal"):  # channels first: [N, C, *positions] -> [N, positions, C]
-                t = t.flatten(2).transpose(1, 2)
-            out[name] = t
+        if la not in self.subjects:
+            changes, cfg = self.configs[la]
+            out = {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
+        if lb not in self.subjects:
+            out["seed_b"] = self.configs[lb][1].seed
         return out
 
     def _cross_runs(self, labels: Sequence[str]) -> pd.DataFrame:
@@ -855,7 +921,7 @@ class Study:
                     for name in pair:
                         t = compute(name, xa, b=xb, **self.measure_options.get(name, {}))
                         parts.append(tidy(t, run=la, run_b=lb, step=step, split=self.measure_split,
-                                          kind="cross_run"))
+                                          kind="cross_run", **self._pair_choices(la, lb)))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def run(self, progress: bool = True) -> pd.DataFrame:
@@ -931,3 +997,106 @@ class Study:
         low, high = np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan)
         return pd.DataFrame([{"measure": str(dict(measure)), "downstream": str(dict(downstream)), "method": method,
                               "n_runs": len(common), "value": rho, "ci_low": float(low), "ci_high": float(high)}])
+
+
+# ------------------------------------------------------------------------------------------ checkpoint selection
+#: measures of :func:`select_checkpoint`'s table, one row each per run
+SELECTION_MEASURES = ("picked_step", "oracle_step", "last_step", "score_picked", "score_oracle", "score_last",
+                      "picked_minus_last", "oracle_minus_picked")
+
+
+def _per_step(table: pd.DataFrame, sel: Mapping[str, Any], what: str) -> pd.DataFrame:
+    """The rows ``sel`` picks (column → value, ``None`` selects empty cells): one per (run, step)."""
+    if not isinstance(sel, Mapping) or not sel:
+        raise TypeError(f"{what} must be a non-empty dict of column -> value, e.g. {{'measure': 'dse', "
+                        f"'layer': 'stage2'}}, got {type(sel).__name__}")
+    t = table
+    for k, v in sel.items():
+        if k not in t.columns:
+            raise ValueError(f"{what} selects column {k!r}, which the table lacks; columns: {list(table.columns)}")
+        t = t[t[k].isna()] if v is None or (isinstance(v, float) and np.isnan(v)) else t[t[k] == v]
+    if t.empty:
+        raise ValueError(f"{what} {dict(sel)} selects no rows of the table")
+    counts = t.groupby(["run", "step"]).size()
+    if (counts > 1).any():
+        run, step = counts.idxmax()
+        raise ValueError(f"{what} {dict(sel)} selects {counts.max()} rows for run {run!r} at step {step}; add columns "
+                         "(layer, split, task, method, label_fraction, ...) until one row per run and step remains")
+    return t
+
+
+def select_checkpoint(table: pd.DataFrame, by: Mapping[str, Any], score: Mapping[str, Any], *, pick: str = "max",
+                      best: str = "max") -> pd.DataFrame:
+    """Pick a checkpoint of every run by a label-free estimator and compare it with the last and the oracle one.
+
+    Per run, the candidate steps are those where both selections have a finite value. The estimator ``by``
+    (e.g. DSE) picks ``s* = argmax_s by(s)`` (``pick="max"``; ``argmin`` with ``"min"``); the oracle step is
+    the best downstream ``score`` (``argmax``, or ``argmin`` with ``best="min"`` for a loss); the last step is
+    the last candidate. Ties go to the earliest step. The gaps are signed so that positive means better::
+
+        picked_minus_last   = sign · (score(s*) − score(s_last))
+        oracle_minus_picked = sign · (score(s_oracle) − score(s*))   (>= 0)
+
+    with ``sign = +1`` for ``best="max"`` and ``-1`` for ``"min"``. This is how Dai et al. (2025, "Exploring
+    structural degradation in dense representations for self-supervised learning", NeurIPS, sec. 5) report DSE's
+    checkpoint selection: the dense score at DSE's pick against the last checkpoint, and the gap to the best
+    (oracle) checkpoint.
+
+    Parameters
+    ----------
+    table : a study table (results schema with ``run``, ``step`` and ``value``), e.g. ``Study.run()``'s.
+    by : column → value selecting the estimator's rows, one per run and step, e.g.
+        ``{"kind": "measure", "measure": "dse", "layer": "stage2"}``.
+    score : column → value selecting the downstream score, one row per run and step, e.g.
+        ``{"kind": "downstream", "method": "dense", "split": "test", "measure": "miou"}``.
+    pick : "max" or "min": whether the estimator's largest or smallest value picks the checkpoint.
+    best : "max" or "min": whether a larger or a smaller score is better.
+
+    Returns
+    -------
+    DataFrame in the results schema, ``kind="selection"``, one row per run and measure of
+    :data:`SELECTION_MEASURES`: the three steps (value = the step; ``step`` = that step), the scores there
+    (``step`` = where it was read) and the two gaps (``step`` = the last step); the columns constant over a run's
+    score rows (``seed``, the varied fields, ``task``, ``method``, ``split``, ...) are kept.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = [{"run": "a", "step": s, "measure": m, "value": v} for s, d, q in [(10, 0.1, 0.5), (100, 0.3, 0.7),
+    ...         (1000, 0.2, 0.6)] for m, v in [("dse", d), ("miou", q)]]
+    >>> sel = select_checkpoint(pd.DataFrame(rows), by={"measure": "dse"}, score={"measure": "miou"})
+    >>> sel.set_index("measure")["value"][["picked_step", "last_step", "picked_minus_last"]].round(3).tolist()
+    [100.0, 1000.0, 0.1]
+    """
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a study table (pandas DataFrame), got {type(table).__name__}")
+    missing = [c for c in ("run", "step", "value") if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing}; pass a study table in the results schema")
+    for name, value in (("pick", pick), ("best", best)):
+        if value not in ("max", "min"):
+            raise ValueError(f"{name}={value!r}: use 'max' or 'min'")
+    est = _per_step(table, by, "by")
+    sc = _per_step(table, score, "score")
+    sign = 1.0 if best == "max" else -1.0
+    skip = {*COLUMNS, "kind", "run_b"} - {"split"}
+    rows = []
+    for run, s_rows in sc.groupby("run", sort=False):
+        e = est[est["run"] == run].set_index("step")["value"].astype(float)
+        s = s_rows.set_index("step")["value"].astype(float)
+        steps = sorted(set(e.index[np.isfinite(e.to_numpy())]) & set(s.index[np.isfinite(s.to_numpy())]))
+        if not steps:
+            raise ValueError(f"run {run!r} has no step where both by {dict(by)} and score {dict(score)} have a finite "
+                             "value")
+        e, s = e[steps], s[steps]
+        picked = steps[int(np.argmax(e.to_numpy()) if pick == "max" else np.argmin(e.to_numpy()))]
+        oracle = steps[int(np.argmax(sign * s.to_numpy()))]
+        last = steps[-1]
+        keep = {c: s_rows[c].iloc[0] for c in s_rows.columns
+                if c not in skip and s_rows[c].nunique(dropna=False) == 1}
+        values = {"picked_step": (picked, picked), "oracle_step": (oracle, oracle), "last_step": (last, last),
+                  "score_picked": (picked, s[picked]), "score_oracle": (oracle, s[oracle]),
+                  "score_last": (last, s[last]), "picked_minus_last": (last, sign * (s[picked] - s[last])),
+                  "oracle_minus_picked": (last, sign * (s[oracle] - s[picked]))}
+        rows += [{**keep, "run": run, "step": step, "measure": m, "value": float(v)} for m, (step, v) in values.items()]
+    return tidy(rows, kind="selection")

@@ -11,8 +11,9 @@ import importlib
 from typing import Any, Callable
 
 from .dataset import KINDS, Dataset, Split, as_split
+from .sources import bayes_risk
 
-__all__ = ["load", "available", "register", "Dataset", "Split", "KINDS", "as_split"]
+__all__ = ["load", "available", "register", "Dataset", "Split", "KINDS", "as_split", "bayes_risk"]
 
 # name -> "module:function"; modules are imported on first use so `import workbench` stays fast.
 _BUILTIN: dict[str, str] = {
@@ -20,6 +21,7 @@ _BUILTIN: dict[str, str] = {
     "mnist1d": "workbench.data.sources:make_mnist1d",
     "digits": "workbench.data.sources:make_digits",
     "gaussian-mixture": "workbench.data.sources:make_gaussian_mixture",
+    "subclasses": "workbench.data.features:make_subclasses",
     "tiny-language": "workbench.data.language:make_tiny_language",
     "sentences": "workbench.data.language:make_sentences",
     "arrays": "workbench.data.adapters:from_arrays",

@@ -13,6 +13,9 @@ function                        what it measures
 :func:`hessian_top_eigenvalue`  top Hessian eigenvalue ("sharpness") by power iteration on HVPs
 :func:`el2n_scores`             EL2N ‖softmax(f(x)) − onehot(y)‖₂ per example, averaged over seeds
 :func:`grand_scores`            GraNd E‖∇_w ℓ(x, y)‖₂ per example, averaged over seeds (torch.func)
+:func:`mode_onsets`             the step each eigenmode of a representation turns on (eigenvalue curves over
+                                steps, e.g. the ``eig_steps`` recorder); :func:`stepwiseness` how separated
+                                the onsets are (Simon et al. 2023)
 ==============================  ===========================================================================
 
 The loss-based measures take ``loss(model) -> scalar``: :func:`run_loss` builds one from a run's own
@@ -25,6 +28,7 @@ classifier. :func:`over_checkpoints` applies any of them to every checkpoint of 
 from ._common import LAYER_COLUMNS, cross_entropy_loss, objective_loss, over_checkpoints, run_loss
 from ._depth import angular_distance, layer_angular_distance, layer_outputs, output_variance
 from ._gradients import grad_norm_history, layer_grad_norms
+from ._modes import mode_onsets, stepwiseness
 from ._scores import el2n, el2n_scores, grand_scores
 from ._sharpness import hessian_top_eigenvalue
 from ._skip import layer_skip_loss, residual_blocks, skip_block
@@ -32,4 +36,4 @@ from ._skip import layer_skip_loss, residual_blocks, skip_block
 __all__ = ["layer_grad_norms", "grad_norm_history", "output_variance", "layer_outputs", "angular_distance",
            "layer_angular_distance", "layer_skip_loss", "residual_blocks", "skip_block", "hessian_top_eigenvalue",
            "el2n", "el2n_scores", "grand_scores", "run_loss", "objective_loss", "cross_entropy_loss",
-           "over_checkpoints", "LAYER_COLUMNS"]
+           "over_checkpoints", "LAYER_COLUMNS", "mode_onsets", "stepwiseness"]

@@ -8,8 +8,16 @@ the downstream tasks and measures, the checks of its verdict, its figures, its s
 id     module               pretraining choice → what shows it
 =====  ===================  ===========================================================================
 S1     ``label_noise``      symmetric label noise → transfer to held-out classes, ID and OOD; spectrum
+S2     ``ssl_length_dense``  SSL training length → image-level vs dense probes per checkpoint, DSE's pick
 S3     ``norm_placement``   LayerNorm placement → per-layer gradient norms, skip-a-block loss
 S4     ``temperature``      InfoNCE temperature → uniformity and tolerance at the projector and backbone
+S5     ``projection_head``  projector depth → probes and spectra per layer across backbone and head (colour, shape)
+S6     ``invariance``       augmentation set × data fraction → factor probes (colour, shape, x, scale), invariance
+S7     ``probe_vs_finetune``  model size → frozen-probe vs fine-tune transfer at two label fractions, rank crossings
+S8     ``unlabeled_data``   unlabeled m × labeled n → downstream excess risk vs the Bayes risk, raw-input baseline
+S9     ``seed_subspaces``   seed only → same-layer CKA / Procrustes vs one-to-one unit matching across seeds
+S10    ``eigenmode_steps``  init scale × SSL objective → embedding eigenvalues every k steps, mode onsets
+S11    ``contrastive_collapse``  objective × easy feature × embedding dim → subclass / hard-feature probes, spread
 S12    ``memorization``     label noise × training length → clean vs flipped fit over steps, EL2N AUROC
 =====  ===================  ===========================================================================
 
@@ -35,43 +43,39 @@ from ..runs import RunStore
 from ._base import (EXPECT, MODES, OUTCOMES, Check, Finding, Quantity, Result, Setting, Verdict, at_step_fraction,
                     load_verdict, machine, mean_of, save_verdict, slope, verdict_path)
 from ._report import verdict_figure, write_report
+from .contrastive_collapse import FINDING as S11
+from .eigenmode_steps import FINDING as S10
+from .invariance import FINDING as S6
 from .label_noise import FINDING as S1
 from .memorization import FINDING as S12
 from .norm_placement import FINDING as S3
+from .probe_vs_finetune import FINDING as S7
+from .projection_head import FINDING as S5
+from .seed_subspaces import FINDING as S9
+from .ssl_length_dense import FINDING as S2
 from .temperature import FINDING as S4
+from .unlabeled_data import FINDING as S8
 
 __all__ = ["Finding", "Setting", "Check", "Quantity", "Verdict", "Result", "MODES", "OUTCOMES", "EXPECT",
            "FINDINGS", "CATALOG", "get", "findings_table", "recorded_verdicts", "run", "write_report",
            "verdict_figure", "slope", "mean_of", "at_step_fraction", "machine", "save_verdict"]
 
 #: the findings with an experiment, by id
-FINDINGS: dict[str, Finding] = {f.id: f for f in (S1, S3, S4, S12)}
+FINDINGS: dict[str, Finding] = {f.id: f for f in (S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12)}
 
 #: every finding of assets/STUDIES.md: id → (name, claim, source); those without a module have no experiment yet
 CATALOG: dict[str, tuple[str, str, str]] = {
     "S1": (S1.name, S1.claim, S1.source),
-    "S2": ("ssl_length_dense", "Longer self-supervised training can degrade dense tasks while image-level accuracy "
-           "still rises; a label-free estimator (DSE) picks a better checkpoint.",
-           "Dai et al. 2025, Dense representation Structure Estimator, NeurIPS"),
+    "S2": (S2.name, S2.claim, S2.source),
     "S3": (S3.name, S3.claim, S3.source),
     "S4": (S4.name, S4.claim, S4.source),
-    "S5": ("projection_head", "Features before the projection head transfer better than after it.",
-           "Chen et al. 2020, A simple framework for contrastive learning (SimCLR), ICML"),
-    "S6": ("invariance", "Invariance to the right transformations matters as much as or more than data size; a "
-           "wrong invariance hurts.", "Xiao et al. 2021, What should not be contrastive in contrastive learning, "
-           "ICLR"),
-    "S7": ("probe_vs_finetune", "Linear-probe rankings of pretrained models do not match fine-tuning rankings; "
-           "smaller models can be better frozen, larger better fine-tuned.",
-           "Kornblith, Shlens & Le 2019, Do better ImageNet models transfer better?, CVPR"),
-    "S8": ("unlabeled_data", "Unsupervised pretraining helps provably when unlabeled m ≫ labeled n.",
-           "Ge et al. 2024, On the provable advantage of unsupervised pretraining, ICLR"),
-    "S9": ("seed_subspaces", "Networks trained from different seeds share subspaces but not bases.",
-           "Li et al. 2016, Convergent learning, ICLR"),
-    "S10": ("eigenmode_steps", "Self-supervised learning from small initialization learns eigenmodes one at a time, "
-            "in steps.", "Simon et al. 2023, On the stepwise nature of self-supervised learning, ICML"),
-    "S11": ("contrastive_collapse", "Supervised contrastive learning collapses subclasses; unsupervised contrastive "
-            "learning suppresses hard features; larger embeddings help.",
-            "Xue et al. 2023, Which features are learnt by contrastive learning?, ICML"),
+    "S5": (S5.name, S5.claim, S5.source),
+    "S6": (S6.name, S6.claim, S6.source),
+    "S7": (S7.name, S7.claim, S7.source),
+    "S8": (S8.name, S8.claim, S8.source),
+    "S9": (S9.name, S9.claim, S9.source),
+    "S10": (S10.name, S10.claim, S10.source),
+    "S11": (S11.name, S11.claim, S11.source),
     "S12": (S12.name, S12.claim, S12.source),
 }
 

@@ -8,6 +8,7 @@
 * :mod:`~workbench.spectrum._classes` - class structure: neural collapse NC1-NC4, CDNV, LiDAR.
 * :mod:`~workbench.spectrum._dense` - DSE, the dense representation structure estimator of patch tokens.
 * :mod:`~workbench.spectrum._contrastive` - alignment, uniformity and tolerance on the hypersphere.
+* :mod:`~workbench.spectrum._subclass` - subclass spread inside superclasses (class collapse).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from ._moments import Moments, second_moments
 from ._rank import (MEASURES, AlphaReqResult, alpha_req, effective_rank, largest_singular_value_ratio,
                    layer_spectrum_table, participation_ratio, rankme, singular_value_entropy, spectrum,
                    stable_rank)
+from ._subclass import subclass_spread
 
 __all__ = ["Moments", "second_moments", "rankme", "effective_rank", "participation_ratio", "stable_rank",
            "alpha_req", "AlphaReqResult", "singular_value_entropy", "largest_singular_value_ratio", "spectrum",
            "layer_spectrum_table", "MEASURES", "neural_collapse", "cdnv", "lidar", "dse", "DSEResult", "alignment",
-           "uniformity", "tolerance"]
+           "uniformity", "tolerance", "subclass_spread"]

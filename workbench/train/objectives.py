@@ -79,6 +79,10 @@ Objectives and their losses (``tau`` = ``RunConfig.temperature``; ``z`` = projec
     (DINO's pairing).
 
 ``"none"`` (a random-init baseline) has no objective: :func:`make_objective` returns ``None``.
+
+The heads (:func:`make_projector`, :class:`DinoHead`) and :func:`representation` live in
+:mod:`workbench.models.heads` (re-exported here), so a checkpoint's backbone and trained head load as one model
+with probe points in both: ``run.load_model(step, head=True)`` (:class:`~workbench.models.heads.WithHead`).
 """
 from __future__ import annotations
 
@@ -93,6 +97,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import HFModel, device_of, model_inputs
+from ..models.heads import DINO_OUT_DIM, DinoHead, make_projector, representation
 from ..runs import CONTRASTIVE, OBJECTIVES, RunConfig
 from .augment import make_augment
 
@@ -119,24 +124,6 @@ def _is_token_model(model: nn.Module) -> bool:
     return callable(getattr(type(model), "hidden", None)) and callable(getattr(type(model), "pooled", None))
 
 
-def representation(model: nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's representation ``[N, D]``: ``model.pooled(tokens, attention_mask)`` for token
-    Transformers (mean of final hidden states over real tokens) and Hugging Face models
-    (:class:`~workbench.models.HFModel`: the attention-masked mean of the last hidden state), ``model.embed(x)``
-    otherwise (the vector the classification head reads).
-
-    Use this rather than ``model.embed`` for code that must handle every builder: on
-    :class:`~workbench.models.Transformer`, ``embed`` is the token-embedding *module*.
-    """
-    if _is_token_model(model):
-        return model.pooled(inputs, attention_mask)
-    embed = getattr(model, "embed", None)
-    if embed is None or isinstance(embed, nn.Module) or not callable(embed):
-        raise TypeError(f"{type(model).__name__} has no representation method (.embed(x) for MLP/CNN/ViT, "
-                        ".pooled(tokens, mask) for Transformer); use a workbench builder model")
-    return embed(inputs) if attention_mask is None else embed(inputs, attention_mask=attention_mask)
-
-
 def _call(model: nn.Module, batch_inputs: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     return model(batch_inputs) if attention_mask is None else model(batch_inputs, attention_mask=attention_mask)
 
@@ -160,31 +147,6 @@ def representation_dim(model: nn.Module, dataset) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- heads
-def make_projector(kind: str, in_dim: int, out_dim: int, depth: int = 2, batch_norm: bool = True,
-                   activation: type[nn.Module] = nn.ReLU) -> nn.Module:
-    """Projection head between representation and loss.
-
-    ``"none"``: identity (output width ``in_dim``). ``"linear"``: one ``Linear(in_dim, out_dim)``.
-    ``"mlp"``: ``depth`` linear layers; each but the last is followed by BatchNorm (if ``batch_norm``) and
-    the activation; hidden width ``max(in_dim, out_dim)`` (SimCLR's head keeps the backbone width);
-    ``depth = 1`` is the linear head.
-    """
-    if kind not in ("none", "linear", "mlp"):
-        raise ValueError(f"projector={kind!r} is not one of ['none', 'linear', 'mlp']")
-    if kind == "none":
-        return nn.Identity()
-    if kind == "linear" or depth <= 1:
-        return nn.Linear(in_dim, out_dim)
-    hidden = max(in_dim, out_dim)
-    layers: list[nn.Module] = []
-    width = in_dim
-    for _ in range(depth - 1):
-        layers += [nn.Linear(width, hidden), *([nn.BatchNorm1d(hidden)] if batch_norm else []), activation()]
-        width = hidden
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
 def _projector_width(kind: str, in_dim: int, out_dim: int) -> int:
     return in_dim if kind == "none" else out_dim
 
@@ -618,33 +580,6 @@ class CLM(Objective):
 
 
 # ----------------------------------------------------------------------------------------------- distillation
-class _WeightNormLinear(nn.Module):
-    """Linear map without bias whose weight rows are L2-normalised at every call (norm fixed to 1)."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_dim, in_dim))
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-
-    def forward(self, x):
-        return F.linear(x, F.normalize(self.weight, dim=1))
-
-
-class DinoHead(nn.Module):
-    """Projector MLP (GELU, no BN) -> Linear bottleneck -> L2 normalise -> weight-normalised Linear."""
-
-    def __init__(self, in_dim: int, projector: str, depth: int, bottleneck: int, out_dim: int):
-        super().__init__()
-        self.mlp = make_projector(projector, in_dim, max(in_dim, bottleneck), depth, batch_norm=False,
-                                  activation=nn.GELU)
-        width = _projector_width(projector, in_dim, max(in_dim, bottleneck))
-        self.bottleneck = nn.Linear(width, bottleneck)
-        self.last = _WeightNormLinear(bottleneck, out_dim)
-
-    def forward(self, h):
-        return self.last(F.normalize(self.bottleneck(self.mlp(h)), dim=-1))
-
-
 def _fresh_copy(model: nn.Module, init_scale: float) -> nn.Module:
     """A new model of the same architecture with fresh random weights from the global RNG."""
     spec = getattr(model, "spec", None)
@@ -669,7 +604,7 @@ class Distill(Objective):
     """Self-distillation from a frozen random teacher (Sarnthein et al. 2023); see the module docstring."""
 
     name = "distill"
-    out_dim = 4096
+    out_dim = DINO_OUT_DIM
     student_temperature = 1.0
     teacher_temperature = 1.0
 

@@ -17,6 +17,11 @@ eigs            checkpoint   ``eig_k`` (k = 1..16) / ``probe`` / ``embed``: top 
                              covariance of the model's representation
                              (``workbench.train.objectives.representation``); plus ``effective_rank`` and
                              ``rankme`` of the same features
+eig_steps       logged step  ``eig_k`` (k = 1..16) / ``probe`` / ``embed`` and ``projector``: top
+                + step 0     eigenvalues (float64) of the covariance of the model's representation and of
+                             the objective's projector output (left out when there is none or it is the
+                             identity), every ``k = max(1, steps // 100)`` steps after the update — the
+                             cadence follows ``steps``, so it is part of the run id (Simon et al. 2023)
 align_unif      checkpoint   ``alignment`` and ``uniformity`` (Wang & Isola 2020) / ``probe`` /
                              ``embed``: two augmented views of the probe set (needs ``augment``)
 projector_      checkpoint   where a joint-embedding loss acts: ``alignment``, ``uniformity`` and
@@ -32,6 +37,9 @@ el2n            checkpoint   ``el2n_mean`` on ``train`` and, with label noise, `
                              ``el2n_<step>`` (Paul et al. 2021: EL2N = ‖softmax(f(x)) − onehot(y)‖₂,
                              against the labels the model was trained on)
 ==============  ===========  =======================================================================
+
+``eig_steps`` and ``eigs`` write the same ``eig_k`` rows of ``embed`` at a step they both see (a checkpoint that
+is also a logged step); ``eigs`` then leaves its copy out, so the history holds one row per (step, measure, layer).
 
 The probe set is the first ``min(512, N_test)`` examples of the test split (or train, if no test split).
 
@@ -97,6 +105,7 @@ class Recorders:
                              f"objective on augmented views, but objective={name!r} "
                              + ("has no projector" if self.projector is None else "runs without augment")
                              + "; use objective='simclr', 'supcon', 'barlow' or 'vicreg' with augment=(...)")
+        self._eig_steps_done: set[int] = set()  # steps whose embed eig_k rows eig_steps wrote
         self._order = {name: i for i, name in enumerate(probe_points(model))}
         self._handles: list[Any] = []
         self._act: dict[str, float] = {}
@@ -138,6 +147,12 @@ class Recorders:
             self._armed = False
         return rows
 
+    def after_step(self, step: int, logged: bool) -> list[dict[str, Any]]:
+        """Called after the optimizer update: the ``eig_steps`` rows of the updated weights on logged steps."""
+        if not logged or "eig_steps" not in self.names:
+            return []
+        return self._eig_steps(step)
+
     def close(self) -> None:
         for h in self._handles:
             h.remove()
@@ -170,6 +185,8 @@ class Recorders:
             rows += self._clean_flipped(step)
         if "el2n" in self.names and self.labels is not None:
             rows += self._el2n(step, run)
+        if "eig_steps" in self.names and step == 0:  # the initial spectrum; later steps come from after_step
+            rows += self._eig_steps(step)
         if "eigs" in self.names:
             rows += self._eigs(step)
         if "align_unif" in self.names:
@@ -213,12 +230,36 @@ class Recorders:
         z = self._embed(self._probe_split())
         zc = z - z.mean(0)
         lam = torch.linalg.eigvalsh(zc.T @ zc / max(len(z) - 1, 1)).flip(0).clamp_min(0)
-        rows = [{"step": step, "measure": f"eig_{k + 1}", "split": "probe", "layer": "embed", "value": float(v)}
-                for k, v in enumerate(lam[:N_EIGS])]
+        rows = [] if step in self._eig_steps_done else [  # eig_steps wrote the same rows at this step
+            {"step": step, "measure": f"eig_{k + 1}", "split": "probe", "layer": "embed", "value": float(v)}
+            for k, v in enumerate(lam[:N_EIGS])]
         if float(lam.sum()) > 0:
             rows += [{"step": step, "measure": "effective_rank", "split": "probe", "layer": "embed",
                       "value": effective_rank(z)},
                      {"step": step, "measure": "rankme", "split": "probe", "layer": "embed", "value": rankme(z)}]
+        return rows
+
+    @torch.no_grad()
+    def _eig_steps(self, step: int) -> list[dict[str, Any]]:
+        """Top :data:`N_EIGS` covariance eigenvalues of the representation ``h`` (layer ``embed``) and of the
+        projector output ``z = projector(h)`` (layer ``projector``, in eval mode) on the probe set."""
+        h = self._embed(self._probe_split())
+        feats = {"embed": h}
+        if self.projector is not None and not isinstance(self.projector, nn.Identity):
+            dtype = next((p.dtype for p in self.projector.parameters()), torch.float32)
+            was = self.projector.training
+            self.projector.eval()
+            try:
+                feats["projector"] = self.projector(h.to(dtype)).double()
+            finally:
+                self.projector.train(was)
+        rows = []
+        for layer, z in feats.items():
+            zc = z - z.mean(0)
+            lam = torch.linalg.eigvalsh(zc.T @ zc / max(len(z) - 1, 1)).flip(0).clamp_min(0)
+            rows += [{"step": step, "measure": f"eig_{k + 1}", "split": "probe", "layer": layer, "value": float(v)}
+                     for k, v in enumerate(lam[:N_EIGS])]
+        self._eig_steps_done.add(step)
         return rows
 
     def _align_unif(self, step: int) -> list[dict[str, Any]]:

@@ -338,6 +338,7 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} at step {step}; lower lr "
                                          f"(now {config.lr}) or check the inputs")
+            step_rows += recorders.after_step(step, logged)  # records of the updated weights
             for key, value in {"loss": loss, **metrics}.items():
                 running.setdefault(key, []).append(torch.as_tensor(value).detach().float().reshape(()))
             if logged:
