@@ -37,6 +37,8 @@ NOT_MEASURES = {
     "layer_angular_distance", "residual_blocks": "model inspection", "skip_block": "model surgery",
     "el2n": "the per-batch function behind el2n_scores", "run_loss": "loss builder", "objective_loss":
     "loss builder", "cross_entropy_loss": "loss builder", "over_checkpoints": "applies a measure over checkpoints",
+    "mode_onsets": "reads the eig_steps recorder's eigenvalue curves over steps",
+    "stepwiseness": "reads the eig_steps recorder's eigenvalue curves over steps",
 }
 
 
@@ -102,6 +104,8 @@ def _direct(name, x, labels, views):
         return spectrum.alignment(x, views)
     if name == "invariance":
         return similarity.invariance(x, views)
+    if name == "subclass_spread":
+        return spectrum.subclass_spread(x, labels, np.array([0, 0, 1])[labels])
     if name in ("nc1", "nc2_equinorm", "nc2_equiangular"):
         return spectrum.neural_collapse(x, labels)[name]
     if name == "hscore_shrinkage":
@@ -116,7 +120,8 @@ PER_LAYER = [n for n in measures.names() if measures.get(n).takes in ("x", "x, l
 
 @pytest.mark.parametrize("name", PER_LAYER)
 def test_per_layer_measure_by_name_equals_its_function(name, data):
-    options = {"k_range": (1, 5)} if name == "alpha_req" else {}  # 6-wide layers: fit ranks 1..5
+    options = {"alpha_req": {"k_range": (1, 5)},  # 6-wide layers: fit ranks 1..5
+               "subclass_spread": {"superclass_of": {0: 0, 1: 0, 2: 1}}}.get(name, {})
     table = check_tidy(measures.compute(name, data["x"], data["labels"], groups=data["labels"], views=data["views"],
                                         **options))
     assert list(table.columns[:len(COLUMNS)]) == list(COLUMNS)

@@ -4,25 +4,25 @@ runs one.
 Each finding is one module here declaring a :class:`Finding` (claim, source, the grid of pretraining choices,
 the downstream tasks and measures, the checks of its verdict, its figures, its smoke / quick / full sizes):
 
-=====  ===================  ===========================================================================
-id     module               pretraining choice → what shows it
-=====  ===================  ===========================================================================
-S1     ``label_noise``      symmetric label noise → transfer to held-out classes, ID and OOD; spectrum
-S2     ``ssl_length_dense``  SSL training length → image-level vs dense probes per checkpoint, DSE's pick
-S3     ``norm_placement``   LayerNorm placement → per-layer gradient norms, skip-a-block loss
-S4     ``temperature``      InfoNCE temperature → uniformity and tolerance at the projector and backbone
-S5     ``projection_head``  projector depth → probes and spectra per layer across backbone and head (colour, shape)
-S6     ``invariance``       augmentation set × data fraction → factor probes (colour, shape, x, scale), invariance
-S7     ``probe_vs_finetune``  model size → frozen-probe vs fine-tune transfer at two label fractions, rank crossings
-S8     ``unlabeled_data``   unlabeled m × labeled n → downstream excess risk vs the Bayes risk, raw-input baseline
-S9     ``seed_subspaces``   seed only → same-layer CKA / Procrustes vs one-to-one unit matching across seeds
-S10    ``eigenmode_steps``  init scale × SSL objective → embedding eigenvalues every k steps, mode onsets
+=====  ========================  =======================================================================================
+id     module                    pretraining choice → what shows it
+=====  ========================  =======================================================================================
+S1     ``label_noise``           symmetric label noise → transfer to held-out classes, ID and OOD; spectrum
+S2     ``ssl_length_dense``      SSL training length → image-level vs dense probes per checkpoint, DSE's pick
+S3     ``norm_placement``        LayerNorm placement → per-layer gradient norms, skip-a-block loss
+S4     ``temperature``           InfoNCE temperature → uniformity and tolerance at the projector and backbone
+S5     ``projection_head``       projector depth → probes and spectra per layer across backbone and head (colour, shape)
+S6     ``invariance``            augmentation set × data fraction → factor probes (colour, shape, x, scale), invariance
+S7     ``probe_vs_finetune``     model size → frozen-probe vs fine-tune transfer at two label fractions, rank crossings
+S8     ``unlabeled_data``        unlabeled m × labeled n → downstream excess risk vs the Bayes risk, raw-input baseline
+S9     ``seed_subspaces``        seed only → same-layer CKA / Procrustes vs one-to-one unit matching across seeds
+S10    ``eigenmode_steps``       init scale × SSL objective → embedding eigenvalues every k steps, mode onsets
 S11    ``contrastive_collapse``  objective × easy feature × embedding dim → subclass / hard-feature probes, spread
-S12    ``memorization``     label noise × training length → clean vs flipped fit over steps, EL2N AUROC
-=====  ===================  ===========================================================================
+S12    ``memorization``          label noise × training length → clean vs flipped fit over steps, EL2N AUROC
+=====  ========================  =======================================================================================
 
-The other findings of ``assets/STUDIES.md`` are listed (:data:`CATALOG`) with their claims and no experiment
-yet. The verdict rule is :mod:`workbench.findings._base`'s docstring (:class:`Check`).
+Every finding of ``assets/STUDIES.md`` has its experiment (:data:`CATALOG` lists their claims). The verdict rule
+is :mod:`workbench.findings._base`'s docstring (:class:`Check`).
 
 >>> from workbench import findings
 >>> findings.get("S12").name, findings.get("memorization").id
@@ -63,21 +63,8 @@ __all__ = ["Finding", "Setting", "Check", "Quantity", "Verdict", "Result", "MODE
 #: the findings with an experiment, by id
 FINDINGS: dict[str, Finding] = {f.id: f for f in (S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12)}
 
-#: every finding of assets/STUDIES.md: id → (name, claim, source); those without a module have no experiment yet
-CATALOG: dict[str, tuple[str, str, str]] = {
-    "S1": (S1.name, S1.claim, S1.source),
-    "S2": (S2.name, S2.claim, S2.source),
-    "S3": (S3.name, S3.claim, S3.source),
-    "S4": (S4.name, S4.claim, S4.source),
-    "S5": (S5.name, S5.claim, S5.source),
-    "S6": (S6.name, S6.claim, S6.source),
-    "S7": (S7.name, S7.claim, S7.source),
-    "S8": (S8.name, S8.claim, S8.source),
-    "S9": (S9.name, S9.claim, S9.source),
-    "S10": (S10.name, S10.claim, S10.source),
-    "S11": (S11.name, S11.claim, S11.source),
-    "S12": (S12.name, S12.claim, S12.source),
-}
+#: every finding of assets/STUDIES.md: id → (name, claim, source)
+CATALOG: dict[str, tuple[str, str, str]] = {f.id: (f.name, f.claim, f.source) for f in FINDINGS.values()}
 
 
 def get(finding: str) -> Finding:
@@ -88,10 +75,6 @@ def get(finding: str) -> Finding:
     for f in FINDINGS.values():
         if key.upper() == f.id or key.lower() == f.name:
             return f
-    for fid, (name, _, _) in CATALOG.items():
-        if key.upper() == fid or key.lower() == name:
-            raise ValueError(f"finding {fid} ({name}) has no experiment yet; findings with one: "
-                             f"{', '.join(f'{f.id} ({f.name})' for f in FINDINGS.values())}")
     raise ValueError(f"unknown finding {finding!r}; give an id or a name: "
                      f"{', '.join(f'{i} ({n})' for i, (n, _, _) in CATALOG.items())}")
 
@@ -106,8 +89,7 @@ def recorded_verdicts() -> dict[str, Verdict]:
 def findings_table(store: Any = None) -> pd.DataFrame:
     """One row per finding of :data:`CATALOG`: ``id, name, claim, verdict, numbers, origin, mode, seeds, date,
     machine, wall_s``. The verdict is the latest of the user's own runs in ``store`` (``origin="yours"``), else
-    the quick verdict recorded in the repository (``"recorded"``); findings without an experiment say so.
-    Nothing is trained."""
+    the quick verdict recorded in the repository (``"recorded"``). Nothing is trained."""
     store = store if isinstance(store, RunStore) else RunStore(store)
     recorded = recorded_verdicts()
     rows = []
@@ -117,9 +99,7 @@ def findings_table(store: Any = None) -> pd.DataFrame:
         mine = [v for v in mine if v.mode != "smoke"] or []
         latest = max(mine, key=lambda v: v.date) if mine else None
         verdict, origin = (latest, "yours") if latest else (recorded.get(fid), "recorded")
-        if fid not in FINDINGS:
-            row |= {"verdict": "no experiment yet", "origin": ""}
-        elif verdict is None:
+        if verdict is None:
             row |= {"verdict": "not run yet", "origin": ""}
         else:
             row |= {"verdict": verdict.outcome, "numbers": verdict.numbers(), "origin": origin, "mode": verdict.mode,
