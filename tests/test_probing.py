@@ -165,6 +165,23 @@ def test_cv_selection_matches_sklearn_loop(k):
     np.testing.assert_array_equal(df.value.to_numpy(), again.value.to_numpy())
 
 
+def test_cv_selection_with_units_active_on_one_row():
+    """A column constant on a fold's training rows but not on its held-out rows (a ReLU unit firing on one or two
+    examples) is only centered in that fold, as StandardScaler does: the rounding of its standardized copy must
+    not become its scale (it did, and the folds' held-out logits reached 1e13)."""
+    x, y = make_data(150, 12, 3, seed=5, noise=2.0)
+    sparse = np.zeros((150, 3))
+    sparse[7, 0], sparse[[11, 90], 1], sparse[[3, 40, 120], 2] = 2.7, (1.3, 0.4), (0.2, 5.0, 0.9)
+    x = np.hstack([x, sparse]).astype(np.float32)
+    cs = (0.01, 0.3, 10.0)
+    df, cv = linear_probe(x, y, Cs=cs, folds=3, seed=4, n_boot=0, return_cv=True, **TIGHT)
+    expected_c, acc, loss = _sklearn_cv(x.astype(np.float64), y, cs, 3, 4)
+    assert (df["C"] == expected_c).all()
+    cv_loss = cv[cv.measure == "loss"].set_index("C").value
+    np.testing.assert_allclose(cv[cv.measure == "accuracy"].set_index("C").value.loc[list(cs)], acc, atol=1e-12)
+    np.testing.assert_allclose(cv_loss.loc[list(cs)].to_numpy(), loss, rtol=1e-4)
+
+
 def test_cv_selection_default_precision():
     """The float32 sweep at sklearn's default tolerance selects what the sklearn loop at that tolerance selects."""
     cs = (0.001, 0.01, 0.1, 1.0, 10.0)

@@ -436,13 +436,19 @@ def _affine_to_fold(xc: torch.Tensor, mean_g: torch.Tensor, scale_g: torch.Tenso
     """(a, c) such that ``a * xc + c`` is the layer standardized by the training rows ``rows`` of a fold.
 
     ``xc`` is the layer standardized with all training rows, ``(x - mean_g) / scale_g``; the fold's raw
-    mean and std follow from its columns exactly, and the constant rule is applied in raw units.
+    mean and std follow from its columns exactly, and the constant rule is applied in raw units. A column
+    constant on the fold's rows but not on all of them (e.g. a unit active on one held-out row only) is
+    standardized to the same value on every fold row, but its computed mean and std carry rounding
+    (``sd`` of order ``n eps |mu|``, as in ``sklearn.preprocessing.StandardScaler``'s constant-feature test);
+    such a column is constant too: dividing by that rounding would blow the column up to ``1e15``.
     """
     sub = xc[rows]
     mu = sub.mean(0)
     sd = (sub - mu).square().mean(0).sqrt()
     raw_mean, raw_std = mean_g + scale_g * mu, scale_g * sd
-    scale = torch.where(raw_std <= STD_FLOOR_REL * raw_mean.abs(), torch.ones_like(raw_std), raw_std)
+    rounding = len(sub) * torch.finfo(sub.dtype).eps * mu.abs()
+    constant = (raw_std <= STD_FLOOR_REL * raw_mean.abs()) | (sd <= rounding)
+    scale = torch.where(constant, torch.ones_like(raw_std), raw_std)
     return scale_g / scale, -scale_g * mu / scale
 
 
