@@ -22,3 +22,11 @@ def one_thread():
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory):
+    """One run store for the findings' smoke runs, shared by the finding tests and the lesson notebooks: a smoke run
+    is trained by whichever test needs it first and reused by the others (runs are keyed by their config; a reused
+    run is the same seeded training). Smoke verdicts are kept there, never in the user's store."""
+    return tmp_path_factory.mktemp("smoke-store")

@@ -203,10 +203,10 @@ def test_eig_steps_and_eigs_write_one_row_per_step(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the finding
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.eigenmode_steps import FINDING
 
-    return FINDING.run("smoke", store=tmp_path_factory.mktemp("s10-smoke"), progress=False, record=False)
+    return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def _spread_by_hand(g: pd.DataFrame) -> float:

@@ -130,10 +130,10 @@ def test_spread_in_the_registry():
 
 # ------------------------------------------------------------------------------------------------- the finding
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.contrastive_collapse import FINDING
 
-    return FINDING.run("smoke", store=tmp_path_factory.mktemp("s11"), progress=False, record=False)
+    return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_smoke_verdict_recomputed_by_hand(smoke):

@@ -184,10 +184,10 @@ def test_select_checkpoint_rejects_bad_input(kwargs, err, match):
 
 # ------------------------------------------------------------------------------------------ the finding (smoke)
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings import get
 
-    return get("S2").run("smoke", store=tmp_path_factory.mktemp("s2"), progress=False, record=False)
+    return get("S2").run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_smoke_finding_checks_recomputed_from_the_table(smoke):

@@ -172,12 +172,12 @@ def test_study_head_measures_every_layer(runs, store):
 
 # ----------------------------------------------------------------------------------------------- the finding
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.projection_head import FINDING
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return FINDING.run("smoke", store=tmp_path_factory.mktemp("s5smoke"), progress=False, record=False)
+        return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_smoke_verdict_recomputed_by_hand(smoke):

@@ -143,10 +143,10 @@ def test_registry_ridge_probe_regresses_float_targets_and_classifies_ids():
 
 # ------------------------------------------------------------------------------------------- the finding (smoke)
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.invariance import FINDING
 
-    return FINDING.run("smoke", store=tmp_path_factory.mktemp("s6"), progress=False, record=False)
+    return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_study_reads_factor_targets_and_the_transform(smoke):

@@ -227,10 +227,10 @@ def test_study_table_carries_n_params_on_every_row_of_a_run(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the finding (smoke)
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.probe_vs_finetune import FINDING
 
-    return FINDING.run("smoke", store=RunStore(tmp_path_factory.mktemp("s7-smoke")), progress=False, record=False)
+    return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def _mean_accuracy(table: pd.DataFrame, method: str) -> pd.DataFrame:

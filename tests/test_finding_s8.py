@@ -200,10 +200,10 @@ def test_latent_r2_golden_values():
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.unlabeled_data import FINDING
 
-    return FINDING.run("smoke", store=tmp_path_factory.mktemp("s8-smoke"), progress=False, record=False)
+    return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_smoke_finding_excess_risk_and_first_check_by_hand(smoke):

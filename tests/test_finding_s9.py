@@ -129,12 +129,12 @@ def test_registry_entries_equal_the_functions(x):
 
 # ------------------------------------------------------------------------------------------------ the finding
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(smoke_store):
     from workbench.findings.seed_subspaces import FINDING
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return FINDING.run("smoke", store=tmp_path_factory.mktemp("s9"), progress=False, record=False)
+        return FINDING.run("smoke", store=smoke_store, progress=False, record=False)
 
 
 def test_cross_run_rows_name_both_seeds(smoke):

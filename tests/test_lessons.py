@@ -2,7 +2,8 @@
 smoke size and ends with the finding's verdict.
 
 Each lesson is executed with nbclient on the ``python3`` kernel with ``WORKBENCH_LESSON_MODE=smoke`` and
-``WORKBENCH_HOME`` pointing at a fresh run store (smoke verdicts are kept there, never in the user's store). A
+``WORKBENCH_HOME`` pointing at the session's smoke store (``conftest.smoke_store``, shared with the finding tests:
+a smoke run is trained once per session; smoke verdicts are kept there, never in the user's store). A
 lesson must run in about a minute on an idle 2-core CPU (with one torch thread, as here); each one's time is printed
 (``pytest -s``) and the timeout is only a hang guard, since training time depends on the machine's load. A new
 lesson is picked up by its file name; nothing to register.
@@ -50,8 +51,12 @@ def test_lessons_are_stored_without_outputs(path: Path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # hang guards only (here and per cell): training time depends on the machine's load
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
-def test_lesson_runs_at_smoke_size(path: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "store"))  # the kernel inherits the test's environment
+def test_lesson_runs_at_smoke_size(path: Path, smoke_store: Path, monkeypatch):
+    # the kernel inherits the test's environment; the smoke runs are shared with the finding tests (conftest)
+    monkeypatch.setenv("WORKBENCH_HOME", str(smoke_store))
+    fid = _finding_of(path)
+    verdict_file = smoke_store / "findings" / f"{fid}-smoke.json"
+    verdict_file.unlink(missing_ok=True)  # the lesson must write its own
     monkeypatch.setenv("WORKBENCH_LESSON_MODE", "smoke")
     # one intra-op thread: these tiny runs gain nothing from more, and on a shared 2-core machine the default
     # threads oversubscribe it (measured: a smoke finding ran 3-7x slower with them)
@@ -61,13 +66,12 @@ def test_lesson_runs_at_smoke_size(path: Path, tmp_path: Path, monkeypatch):
     print(f"{path.name}: {seconds:.1f} s at smoke size")
 
     text = "".join(output_text(o) for o in outputs)
-    fid = _finding_of(path)
     assert "recorded" in text, f"{path.name} does not say whether a quick verdict is recorded"
     # the verdict line of str(Verdict), for this finding at the smoke size (the lesson obeyed the size switch)
     verdict = re.search(rf"^{fid} \(smoke, seeds \[(.*?)\]\): (SHOWN|NOT SHOWN|INCONCLUSIVE)$", text, flags=re.M)
     assert verdict, f"{path.name} printed no verdict line for {fid}"
     seeds = [int(s) for s in verdict.group(1).split(",")]
     assert seeds == sorted(findings.get(fid).settings["smoke"].seeds)
-    assert (tmp_path / "store" / "findings" / f"{fid}-smoke.json").is_file(), "the verdict was not kept in the store"
+    assert verdict_file.is_file(), "the verdict was not kept in the store"
     plots = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(plots) >= 3, f"{path.name} drew {len(plots)} figures; expected the checks', its own and the verdict's"

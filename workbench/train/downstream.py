@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import io
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -333,7 +334,7 @@ def _store(run: Run, table: pd.DataFrame) -> None:
 
 
 #: fine-tuning settings (``evaluate(..., finetune={...})``; :func:`finetune_settings` checks them)
-FINETUNE_DEFAULTS: dict[str, Any] = {
+FINETUNE_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "optimizer": "adamw",   # "adamw" | "adam" | "sgd" (torch.optim)
     "lr": 1e-4,             # backbone learning rate (its top layer's, with layer_decay < 1)
     "head_lr": 1e-3,        # learning rate of the fresh linear head
@@ -343,7 +344,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9,        # sgd only
     "layer_decay": 1.0,     # lr of backbone layer l = lr * layer_decay ** (L - l) (layer_decay_groups)
     "schedule": "constant",  # "constant" | "cosine" (to 0 over the steps)
-}
+})  # read-only: change settings per call with evaluate(finetune={...})
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _SCHEDULES = ("constant", "cosine")
 
