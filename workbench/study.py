@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -736,6 +736,24 @@ class Study:
             return Run(self.store, self.subjects[label])
         return train(self.configs[label][1], self.store, name=f"{self.name}/{label}", progress=False)
 
+    def columns(self, label: str) -> dict[str, Any]:
+        """The columns naming run ``label``'s grid point on its rows of the table: the varied fields (a dict as its
+        JSON, a list as text) and ``seed``; none for a subject."""
+        if label in self.subjects:
+            return {}
+        changes, cfg = self.configs[label]
+        return {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
+
+    def finished_runs(self, table: pd.DataFrame) -> Iterator[tuple[str, Run, dict[str, Any]]]:
+        """``(label, run, columns)`` of every run with rows in ``table`` (the study's table; failed runs have none),
+        in grid order — for analyses added after :meth:`run` (a finding's ``derive``). ``columns``:
+        :meth:`columns`."""
+        done = set(table["run"])
+        for label, (_changes, cfg) in self.configs.items():
+            if label in done:
+                yield label, (Run(self.store, self.subjects[label]) if label in self.subjects
+                              else self.store.get(cfg)), self.columns(label)
+
     def jobs(self) -> list[StudyJob]:
         """One :class:`StudyJob` per run, in grid (or subject) order: what :meth:`run` gives the executor."""
         settings = {k: v for k, v in vars(self).items() if k not in _NOT_IN_JOB and not k.startswith("_")}
@@ -747,7 +765,6 @@ class Study:
         study table. A downstream task that fails is appended to :attr:`failures`; the other rows are kept."""
         from .train.downstream import evaluate  # not re-exported by workbench.train
 
-        changes, cfg = self.configs[label]
         run = self._run_of(label)
         parts = []
         steps = self._steps(run)
@@ -774,8 +791,7 @@ class Study:
         table = pd.concat([p for p in parts if len(p)] or parts, ignore_index=True)
         first = [c for c in table.columns if c in COLUMNS] + [c for c in _STUDY_EXTRAS if c in table.columns]
         table = table[[*first, *[c for c in table.columns if c not in first]]]
-        choices = {} if label in self.subjects else {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
-        return tidy(table, run=label, **choices, n_params=self._n_params(run))
+        return tidy(table, run=label, **self.columns(label), n_params=self._n_params(run))
 
     @staticmethod
     def _n_params(run: Run) -> int:
@@ -895,10 +911,7 @@ class Study:
         """The columns naming a cross-run pair's conditions: run ``la``'s varied fields and ``seed`` (as its own
         rows have them) and run ``lb``'s ``seed_b``, so pairs of seeds of one condition can be selected; none for
         subjects."""
-        out = {}
-        if la not in self.subjects:
-            changes, cfg = self.configs[la]
-            out = {k: _cell(v) for k, v in {**changes, "seed": cfg.seed}.items()}
+        out = self.columns(la)
         if lb not in self.subjects:
             out["seed_b"] = self.configs[lb][1].seed
         return out

@@ -57,19 +57,15 @@ def spread_rows(study: Any, table: pd.DataFrame) -> pd.DataFrame:
     from ..study import run_activations
 
     parts = []
-    done = set(table["run"])
-    for label, (changes, cfg) in study.configs.items():
-        if label not in done:
-            continue
-        run = study.store.get(cfg)
+    for label, run, columns in study.finished_runs(table):
         step = run.checkpoints()[-1]
-        ds = data.load(cfg.dataset, **dict(cfg.dataset_options))
+        ds = data.load(run.config.dataset, **dict(run.config.dataset_options))
         acts = run_activations(run, ds, [study.measure_split], step=step, layers=[_LAYER],
                                max_examples={study.measure_split: study.measure_examples})[study.measure_split]
         value = subclass_spread(acts[_LAYER], acts.factors["subclass"], acts.factors["superclass"])
         row = {"step": step, "layer": _LAYER, "measure": "subclass_spread", "value": value}
         parts.append(tidy([row], run=label, split=study.measure_split, kind="measure",
-                          **{k: _cell(v) for k, v in changes.items()}, seed=cfg.seed))
+                          **columns))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -90,11 +86,6 @@ def drop_rows(table: pd.DataFrame) -> pd.DataFrame:
                          "split": "test", "value": float(off[key]) - float(r["value"]), "kind": "measure",
                          _OBJ: r[_OBJ], _EASY: r[_EASY], _DIM: r[_DIM], "seed": r["seed"]})
     return tidy(rows) if rows else pd.DataFrame()
-
-
-def _cell(value: Any) -> Any:
-    """A varied value as the study table holds it (a list as its text)."""
-    return str(value) if isinstance(value, (list, tuple)) else value
 
 
 def _derive(study: Any, table: pd.DataFrame) -> pd.DataFrame:

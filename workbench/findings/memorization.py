@@ -39,13 +39,9 @@ def el2n_auroc(run: Any, step: int) -> float:
 def _auroc_rows(study: Any, table: pd.DataFrame) -> pd.DataFrame:
     """``el2n_auroc`` at every checkpoint of every run that finished (kind ``measure``, split ``train``)."""
     parts = []
-    done = set(table["run"])
-    for label, (changes, cfg) in study.configs.items():
-        if label not in done:
-            continue
-        run = study.store.get(cfg)
+    for label, run, columns in study.finished_runs(table):
         rows = [{"step": s, "measure": "el2n_auroc", "value": el2n_auroc(run, s)} for s in run.checkpoints()]
-        parts.append(tidy(rows, run=label, split="train", kind="measure", **changes, seed=cfg.seed))
+        parts.append(tidy(rows, run=label, split="train", kind="measure", **columns))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -104,17 +104,13 @@ def _derive(study: Any, table: pd.DataFrame) -> pd.DataFrame:
     z = np.stack([test.factors[f"z{j}"] for j in range(_DATA["latent_dim"])], 1)
     raw = latent_r2(np.asarray(test.inputs).reshape(len(test), -1), z)
     parts = [excess_risk_rows(study, table)]
-    done = set(table["run"])
-    for label, (changes, cfg) in study.configs.items():
-        if label not in done:
-            continue
-        run = study.store.get(cfg)
+    for label, run, columns in study.finished_runs(table):
         step = run.checkpoints()[-1]
         feats = extract(run.load_model(step), test, layers=[_LAYER])[_LAYER].numpy()
         rows = [{"step": step, "layer": _LAYER, "measure": "latent_r2", "value": latent_r2(feats, z)},
                 {"step": step, "layer": "input", "measure": "latent_r2", "value": raw}]
         parts.append(tidy(rows, run=label, split="test", kind="measure", task=_TASK,
-                          **changes, seed=cfg.seed))
+                          **columns))
     return pd.concat([p for p in parts if len(p)], ignore_index=True)
 
 
