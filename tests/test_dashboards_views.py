@@ -281,6 +281,23 @@ def test_embedding_explorer_pca_matches_numpy_and_controls(embedding_inputs):
         EmbeddingExplorer(acts, images[:5])
 
 
+def test_embedding_explorer_with_factors_named_x_and_y(embedding_inputs):
+    """The points are the PCA of the layer whatever the factors are called; colouring by factor x colours by it."""
+    acts, images, _labels = embedding_inputs
+    rng = np.random.default_rng(5)
+    pos = rng.integers(0, 3, size=(60, 2))
+    shaped = Activations(dict(acts.items()), labels=acts.labels, factors={"x": pos[:, 0], "y": pos[:, 1]})
+    ex = EmbeddingExplorer(shaped, images)
+    xc = acts["l1"].numpy().astype(np.float64)
+    xc = xc - xc.mean(0)
+    want = xc @ np.linalg.svd(xc, full_matrices=False)[2][:2].T
+    got = np.array([_points(ex.figure)[i] for i in range(60)])
+    np.testing.assert_allclose(got, want * np.sign((got * want).sum(0)), rtol=1e-4, atol=1e-4)
+    ex.select(color="x")
+    for t in ex.figure.data:
+        assert all(pos[int(c[0]), 0] == int(t.name) for c in t.customdata)
+
+
 def test_embedding_selection_shows_the_selected_examples(embedding_inputs):
     acts, images, labels = embedding_inputs
     ex = EmbeddingExplorer(acts, images)

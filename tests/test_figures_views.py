@@ -112,6 +112,25 @@ def test_pca_projection_matches_numpy_svd():
     assert (frame["label"].to_numpy() == labels).all() and frame["size"].iloc[5] == 5.0
 
 
+def test_factors_named_like_the_coordinates_do_not_overwrite_them():
+    """shapes has position factors named x and y: they are kept as factor_x / factor_y, the coordinates stay the
+    PCA scores (they were overwritten by the factors, so the 'PC 1' axis plotted the x position)."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(80, 5)) * np.array([4.0, 2.0, 1.0, 0.5, 0.1])
+    pos = rng.uniform(size=(80, 2))
+    frame = figures.project(x, factors={"x": pos[:, 0], "y": pos[:, 1], "label": pos[:, 0] > 0.5, "shape": pos[:, 1]})
+    xc = x - x.mean(axis=0)
+    ref = xc @ np.linalg.svd(xc, full_matrices=False)[2][:2].T
+    np.testing.assert_allclose(np.abs(frame[["x", "y"]].to_numpy()), np.abs(ref), atol=1e-10)
+    np.testing.assert_array_equal(frame["factor_x"], pos[:, 0])
+    np.testing.assert_array_equal(frame["factor_y"], pos[:, 1])
+    np.testing.assert_array_equal(frame["factor_label"], pos[:, 0] > 0.5)
+    np.testing.assert_array_equal(frame["shape"], pos[:, 1])
+    assert (figures.factor_column("x"), figures.factor_column("shape")) == ("factor_x", "shape")
+    with pytest.raises(ValueError, match="factor_x"):
+        figures.project(x, factors={"x": pos[:, 0], "factor_x": pos[:, 1]})
+
+
 def test_project_bad_input():
     x = np.random.default_rng(0).normal(size=(10, 3))
     with pytest.raises(ValueError, match="method"):

@@ -138,9 +138,17 @@ class EmbeddingExplorer(Dashboard):
             self._cache[key] = frame
         return self._cache[key]
 
+    def _color_column(self) -> str | None:
+        """The frame column of the chosen colouring: ``label``, or the factor's column
+        (:func:`workbench.figures.factor_column`: the ``shapes`` factors ``x``/``y`` are not the coordinates)."""
+        name = self.color_w.value
+        if name is None or (name == "label" and getattr(self._acts(), "labels", None) is not None):
+            return name
+        return figures.factor_column(name)
+
     def _build_figure(self) -> go.Figure:
         frame = self.current_frame()
-        return figures.embedding_scatter(frame, color=self.color_w.value,
+        return figures.embedding_scatter(frame, color=self._color_column(),
                                          title=f"{self.source_w.value} · {self.layer_w.value}")
 
     def _update(self) -> None:

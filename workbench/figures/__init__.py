@@ -17,7 +17,7 @@ Importing this package does not import ipywidgets or kaleido.
 from __future__ import annotations
 
 from ._builders import attach_data, layer_curve, layer_heatmap, plotted_data, spectrum_plot, step_curve
-from ._embedding import PROJECTIONS, embedding_scatter, example_grid, project
+from ._embedding import PROJECTIONS, embedding_scatter, example_grid, factor_column, project
 from ._probes import ACCURACY_MEASURES, probe_curve, with_layer_index
 from ._saliency import attribution_map, saliency_grid
 from ._study import RANK_METHODS, per_run_values, study_scatter
@@ -26,7 +26,8 @@ from ._style import (DEFAULT_STYLE, PAPER_TEMPLATE, TEMPLATE, color_map, get_sty
                     register_templates, use_style)
 
 __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plotted_data", "attach_data",
-           "probe_curve", "with_layer_index", "project", "embedding_scatter", "example_grid", "saliency_grid",
+           "probe_curve", "with_layer_index", "project", "embedding_scatter", "example_grid", "factor_column",
+           "saliency_grid",
            "attribution_map", "per_run_values", "study_scatter",
            "export", "to_html", "find_chromium", "close_browser",
            "DEFAULT_STYLE", "TEMPLATE", "PAPER_TEMPLATE", "get_style", "load_style", "use_style",

@@ -16,9 +16,11 @@ from .._validation import Data, Instance, Interval, Options, as_2d_float, check_
 from . import _style
 from ._builders import _require, _unique, attach_data
 
-__all__ = ["project", "embedding_scatter", "example_grid", "PROJECTIONS", "WEBGL_THRESHOLD"]
+__all__ = ["project", "embedding_scatter", "example_grid", "factor_column", "PROJECTIONS", "WEBGL_THRESHOLD"]
 
 PROJECTIONS = ("pca", "umap")
+#: the columns :func:`project` itself writes; a factor of the same name is stored as ``factor_<name>``
+PROJECTION_COLUMNS = ("index", "x", "y", "z", "label")
 #: above this many points :func:`embedding_scatter` draws with WebGL (``go.Scattergl``)
 WEBGL_THRESHOLD = 2000
 _TITLE = Instance(str, none=True)
@@ -47,7 +49,9 @@ def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any =
                    lists each component's share of the total variance.
       ``"umap"`` — UMAP (McInnes, Healy & Melville 2018, umap-learn) with ``random_state=seed`` and
                    ``umap_options`` (e.g. ``n_neighbors``, ``min_dist``); float32, as umap-learn computes.
-    labels, factors: per-example values added as columns ``label`` and one column per factor (for colouring).
+    labels, factors: per-example values added as columns ``label`` and one column per factor (for colouring);
+      a factor named like a projection column (``x``, ``y``, ``z``, ``index``, ``label``) is stored as
+      ``factor_<name>`` (:func:`factor_column`), never over the coordinates.
 
     Returns columns ``index`` (row of ``x``), ``x``, ``y`` (``z`` for a third component), then
     ``label`` and the factors. ``frame.attrs["method"]`` records the method.
@@ -92,9 +96,26 @@ def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any =
         v = np.asarray(values)
         if v.shape[:1] != (n,):
             raise ValueError(f"factors[{name!r}] has {len(v)} entries but x has {n} rows")
-        out[str(name)] = v if v.ndim == 1 else [str(r) for r in v]
+        column = factor_column(str(name))
+        if column in out.columns:
+            raise ValueError(f"factors[{name!r}] would be stored as column {column!r}, which another factor already "
+                             "holds; rename one of them")
+        out[column] = v if v.ndim == 1 else [str(r) for r in v]
     out.attrs.update(attrs)
     return out
+
+
+def factor_column(name: str) -> str:
+    """The column of :func:`project`'s frame that holds factor ``name``: the name itself, or ``factor_<name>`` when
+    the name is one of the projection's own columns (``index``, ``x``, ``y``, ``z``, ``label``; e.g. the ``shapes``
+    position factors ``x`` and ``y``), so a factor never overwrites the coordinates.
+
+    >>> factor_column("colour"), factor_column("x")
+    ('colour', 'factor_x')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a factor name must be a str, got {type(name).__name__}")
+    return f"factor_{name}" if name in PROJECTION_COLUMNS else name
 
 
 def _is_categorical(s: pd.Series, max_levels: int = 24) -> bool:
