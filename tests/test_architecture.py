@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
 #: allowed import direction: a package may import from its own layer's packages' lower layers only
 LAYERS = [
-    {"_validation", "_threads", "version"},
+    {"_validation", "_threads", "_locks", "version"},
     {"results"},  # the one schema; its functions declare their parameters (_validation)
     {"data"},
     {"models"},
@@ -25,6 +25,7 @@ LAYERS = [
     {"dynamics", "saliency"},  # analyses of models and checkpoints
     {"measures"},  # the registry: every measure above, by name
     {"study"},
+    {"executors", "sweep"},  # engines (a process pool, Ray, submitit) that run a study's jobs; grids from overrides
     {"figures"},
     {"findings", "demo"},
     {"dashboards"},

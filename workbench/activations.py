@@ -40,16 +40,22 @@ writes (not a writable memory map, whose dirty pages count against the process),
 batch for any N; the file is renamed into place only when complete, and read back as a memory map. The key
 is SHA-256 of (weights hash, data fingerprint, layer module path, pooling, and for a Hugging Face model its
 ``max_length`` and ``truncation``), so a second call with the same model, settings, data and layers reads the
-files instead of running the model.
+files instead of running the model. Each entry has a lock (``.<file name>.lock``, a
+:class:`workbench._locks.FileLock`, which holds on NFS too): processes and machines extracting the same entry into
+one cache compute it once — the others wait for its lock, then read it — and only the missing or damaged entries of
+a call are computed. Files are written to a unique temporary name, fsync-ed and renamed, their checksum file after
+them the same way, then the directory is fsync-ed.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import math
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -58,6 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._locks import FileLock
 from ._validation import (Data, Flag, Instance, Interval, Options, check_choice, check_device, check_positive_int,
                           check_real, declare)
 from .data import as_split
@@ -282,20 +289,51 @@ def _file_sha256(path: Path, chunk: int = 1 << 24) -> str:
 
 
 def _write_sidecar(path: Path, digest: str, shape: tuple[int, ...], grid: Any = None) -> None:
-    """Record the checksum, shape and dtype of a cache file next to it (written after the file, atomically), and the
-    grid of positions of a token map (token pools)."""
+    """Record the checksum, shape and dtype of a cache file next to it (written after the file, atomically: unique
+    temporary name, fsync, rename), and the grid of positions of a token map (token pools)."""
     side = _sidecar(path)
-    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp = side.with_name(f".{side.name}.{_unique()}.tmp")
     meta = {"sha256": digest, "shape": list(shape), "dtype": "<f4", "bytes": path.stat().st_size}
     if grid is not None:
         meta["grid"] = list(grid)
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, side)
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(meta))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, side)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def _cache_intact(path: Path) -> bool:
+def _unique() -> str:
+    """A part of a temporary file name no other process (on any machine sharing the cache) uses."""
+    return f"{os.getpid()}-{secrets.token_hex(6)}"
+
+
+def _entry_lock(path: Path) -> Path:
+    """The lock file of the cache entry ``path`` (key: its file name)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory so renames into it survive a power loss (skipped where directories cannot be synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _cache_intact(path: Path, *, warn: bool = True) -> bool:
     """Whether the cache file ``path`` matches its sidecar (size, SHA-256, shape, dtype); a mismatch warns naming the
-    file, which is then recomputed."""
+    file (unless ``warn=False``: the unlocked first look, which a writer may be racing), which is then recomputed."""
     why = None
     try:
         meta = json.loads(_sidecar(path).read_text())
@@ -313,6 +351,8 @@ def _cache_intact(path: Path) -> bool:
         why = f"its checksum file {_sidecar(path).name} or header cannot be read ({type(err).__name__}: {err})"
     if why is None:
         return True
+    if not warn:
+        return False
     warnings.warn(f"activation cache file {path} is damaged ({why}); recomputing it", RuntimeWarning, stacklevel=3)
     return False
 
@@ -392,6 +432,8 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     meta = {"pool": pool, "n": n, "data_fingerprint": the_split.fingerprint(), "layers": chosen}
     cache_dir = Path(cache) if cache is not None else None
     paths: dict[str, Path] = {}
+    todo = chosen  # the layers to compute: all without a cache, else those whose entry is missing or damaged
+    locks = contextlib.ExitStack()  # the locks of the entries being computed (held until they are written)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         whash = weights_hash(model)
@@ -399,7 +441,19 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         settings = _model_settings(model)
         paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool, settings)}.npy"
                  for name, path in chosen.items()}
-        if all(p.exists() for p in paths.values()) and all(_cache_intact(p) for p in paths.values()):
+        todo = {name: path for name, path in chosen.items()
+                if not (paths[name].exists() and _cache_intact(paths[name], warn=False))}
+        if todo:  # take the missing entries' locks (in file-name order: no deadlock), then look again
+            try:
+                for p in sorted({paths[name] for name in todo}):
+                    locks.enter_context(FileLock(_entry_lock(p)))
+                todo = {name: path for name, path in todo.items()
+                        if not (paths[name].exists() and _cache_intact(paths[name]))}
+            except BaseException:
+                locks.close()
+                raise
+        if not todo:  # every entry is there: computed earlier, or by another process while we waited
+            locks.close()
             if pool in TOKEN_POOLS:
                 meta["grids"] = {name: _cached_grid(p) for name, p in paths.items()}
             return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})
@@ -421,7 +475,11 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
             current[name] = _pool(out.detach(), pool, layout, current_mask[0], name).float()
         return hook
 
-    handles = [get_module(model, path).register_forward_hook(make_hook(name)) for name, path in chosen.items()]
+    try:
+        handles = [get_module(model, path).register_forward_hook(make_hook(name)) for name, path in todo.items()]
+    except BaseException:
+        locks.close()
+        raise
     was_training = model.training
     model.eval()
     tmp_paths: dict[str, Path] = {}
@@ -448,7 +506,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                     raise ValueError(f"{type(model).__name__} could not run on data (inputs of shape "
                                      f"{tuple(inputs.shape)}, dtype {inputs.dtype}): {str(err).splitlines()[0][:200]}"
                                      f"{hint}") from err
-                for name in chosen:
+                for name in todo:
                     if name not in current:
                         raise RuntimeError(f"layer {name!r} did not run in the forward pass; it cannot be captured")
                     out = current[name]
@@ -459,7 +517,7 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                     if name not in buffers:
                         shape = (n, *arr.shape[1:])
                         if cache_dir is not None:
-                            tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{os.getpid()}.tmp")
+                            tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{_unique()}.tmp")
                             buffers[name] = open(tmp_paths[name], "wb")  # noqa: SIM115 — closed below
                             header = io.BytesIO()
                             np.lib.format.write_array_header_1_0(
@@ -475,12 +533,13 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
                     else:
                         buffers[name][idx] = arr
         if cache_dir is not None:
-            for name in chosen:
+            for name in todo:
                 buffers[name].flush()
                 os.fsync(buffers[name].fileno())
                 buffers[name].close()
                 os.replace(tmp_paths[name], paths[name])
                 _write_sidecar(paths[name], digests[name].hexdigest(), shapes[name], grids.get(name))
+            _fsync_dir(cache_dir)
     except BaseException:
         for name, p in tmp_paths.items():
             if cache_dir is not None and name in buffers:
@@ -491,9 +550,10 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
         for h in handles:
             h.remove()
         model.train(was_training)
+        locks.close()
 
     if pool in TOKEN_POOLS:
-        meta["grids"] = {name: grids.get(name) for name in chosen}
+        meta["grids"] = {name: grids.get(name) if name in todo else _cached_grid(paths[name]) for name in chosen}
     if cache_dir is None:
         return Activations({k: torch.from_numpy(buffers[k]) for k in chosen}, the_split.labels,
                            the_split.factors, {**meta, "cached": False})

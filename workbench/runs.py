@@ -28,9 +28,12 @@ Layout of a store::
         manifest.json          {"version", "files": {relative path: {"sha256", "size"}}, "digest"} of config.json,
                                meta.json, status.json, history.csv, downstream.csv, artifacts/* and
                                checkpoints/<step>/manifest.json
-        .lock                  flock-ed by the process that trains the run
-        .manifest.lock         flock-ed while a file and its manifest entry are being replaced
-      .imports/                imports being assembled (RunStore.import_model), renamed into runs/ when complete
+        .lock.held             lock file of the process that trains the run (:class:`workbench._locks.FileLock`:
+                               owner record, heartbeat, expiry; exists while held); ``.lock`` is also flock-ed
+        .manifest.lock.held    lock file held while a file and its manifest entry are being replaced (+ flock on
+                               ``.manifest.lock``)
+      .imports/                imports being assembled (RunStore.import_model), renamed into runs/ when complete;
+                               ``.imports/.import-*.held`` is the lock of a live import
       quarantine/              runs whose config.json was unreadable, moved here by :meth:`RunStore.repair`
 
 Every file is written to a temporary name in the same directory, fsync-ed and renamed (``os.replace``), then the
@@ -51,10 +54,13 @@ replaced, so a kill between the two leaves a file the manifest accepts); every r
 - runs written by older versions (no manifests) are read without verification; :meth:`RunStore.repair` adds them.
 
 :meth:`RunStore.check` (``workbench runs check``) verifies every checksum of every run; :meth:`RunStore.repair`
-(``workbench runs repair``) fixes what can be fixed. Training holds an exclusive ``fcntl.flock`` on ``.lock``: a
-second process asking for the same run waits, then finds it done. Temporary files of a run are removed when that
-lock is taken for training; ``.deleted-*`` leftovers of an interrupted :meth:`RunStore.delete` when the store lists
-its runs.
+(``workbench runs repair``) fixes what can be fixed. Training holds the run's lock: a second process asking for the
+same run — on this machine or another one sharing the store over NFS — waits, then finds it done. Locks are lock
+files (:mod:`workbench._locks`: exclusive hard link, an owner record, a heartbeat every 10 s, taken over when the
+owner's process is gone or 60 s after its last heartbeat), which exclude on NFS where ``fcntl.flock`` does not; the
+``fcntl.flock`` of ``.lock`` / ``.manifest.lock`` is still taken inside them, for processes of older versions.
+Temporary files of a run are removed when that lock is taken for training; ``.deleted-*`` leftovers of an
+interrupted :meth:`RunStore.delete` when the store lists its runs.
 """
 from __future__ import annotations
 
@@ -79,6 +85,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from ._locks import FileLock
 from .results import tidy
 
 __all__ = ["RunConfig", "RunStore", "Run", "checkpoint_schedule", "atomic_write_bytes", "atomic_write_text",
@@ -713,7 +720,7 @@ class Run:
     @contextlib.contextmanager
     def _manifest_lock(self) -> Iterator[None]:
         self.path.mkdir(parents=True, exist_ok=True)
-        with _flock(self.path / ".manifest.lock"):
+        with _path_lock(self.path / ".manifest.lock"):
             yield
 
     def _update_manifest(self, relpath: str, entry: dict[str, Any] | None,
@@ -1216,33 +1223,59 @@ class Run:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive inter-process lock on this run (blocks until free)."""
+        """Exclusive lock on this run between threads, processes and machines sharing the store (blocks until free;
+        a lock whose owner died is taken over: :mod:`workbench._locks`). Not re-entrant."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with _flock(self.path / ".lock"):
+        with _path_lock(self.path / ".lock"):
             yield
 
     @contextlib.contextmanager
     def _try_lock(self) -> Iterator[bool]:
-        """The lock if it is free right now (yields True), else yields False without waiting. ``flock``
-        belongs to an open file, so this also sees a lock held by another thread of this process."""
-        with _flock(self.path / ".lock", wait=False) as owned:
+        """The lock if it is free right now (yields True), else yields False without waiting. A lock held by this
+        process — another thread, or this one (the trainer reading its run's status) — is not free."""
+        with _path_lock(self.path / ".lock", wait=False) as owned:
             yield owned
 
 
 @contextlib.contextmanager
-def _flock(path: Path, *, wait: bool = True) -> Iterator[bool]:
-    """Exclusive ``fcntl.flock`` on ``path`` (created if missing) for the block; yields whether it is held. With
-    ``wait=False`` a lock held elsewhere (another process, or another open file of this one) yields False at once."""
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _path_lock(path: Path, *, wait: bool = True, held: Path | None = None) -> Iterator[bool]:
+    """The store lock named ``path`` for the block; yields whether it is held. With ``wait=False`` a lock held
+    elsewhere (another machine, process or thread, or this thread) yields False at once.
+
+    Exclusion comes from the lock file ``held`` (default ``<path>.held``; :class:`workbench._locks.FileLock`), which
+    holds on NFS. Inside it, ``fcntl.flock`` on ``path`` (created if missing, as by older versions) is taken too, so
+    processes of older versions on the same machine are still excluded; where the file system refuses ``flock``
+    (``ENOLCK`` on an NFS mount without a lock manager) it is skipped: the lock file alone excludes."""
+    lock = FileLock(held if held is not None else path.with_name(path.name + ".held"))
+    if not lock.acquire(blocking=wait):
+        yield False
+        return
+    f = None
+    try:
+        f = open(path, "a+")  # noqa: SIM115 — closed below
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:  # an older version's process holds it
+        f.close()
+        lock.release()
+        yield False
+        return
+    except OSError:  # flock refused by the file system (or the file cannot be opened): the lock file excludes
+        if f is not None:
+            f.close()
+        f = None
+    except BaseException:
+        if f is not None:
+            f.close()
+        lock.release()
+        raise
+    try:
+        yield True
+    finally:
+        if f is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+        lock.release()
 
 
 def _now() -> str:
@@ -1456,7 +1489,8 @@ class RunStore:
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=staging_root, prefix="import-"))
         owner = contextlib.ExitStack()  # held while importing: repair removes only unheld (dead) stagings
-        owner.enter_context(_flock(staging / ".lock"))
+        # the lock file lives beside the staging directory, not in it: it must not move into runs/ with it
+        owner.enter_context(_path_lock(staging / ".lock", held=staging_root / f".{staging.name}.held"))
         try:
             lines = []
             for step, form, path in plan:
@@ -1561,7 +1595,9 @@ class RunStore:
         """
         rows = []
         for d in sorted((self.root / ".imports").glob("import-*")):  # stagings of imports killed midway
-            with _flock(d / ".lock", wait=False) as dead:
+            if not d.is_dir():
+                continue
+            with _path_lock(d / ".lock", wait=False, held=d.with_name(f".{d.name}.held")) as dead:
                 if dead:  # nobody holds it: not an import in progress
                     shutil.rmtree(d, ignore_errors=True)
                     rows.append(("", d, "removed: left over from an interrupted import"))
@@ -1584,7 +1620,7 @@ class RunStore:
                         rows += [(d.name, path, action) for path, action in run._repair()]
                         continue
                     kept = [p for p in d.iterdir() if p.name not in (".lock", ".manifest.lock", MANIFEST)
-                            and not _is_leftover(p)]
+                            and not p.name.startswith((".lock.held", ".manifest.lock.held")) and not _is_leftover(p)]
                     if not kept and problem == "missing":
                         shutil.rmtree(d, ignore_errors=True)
                         rows.append((d.name, d, "removed: an unfinished create (no config.json, nothing stored)"))
