@@ -105,6 +105,7 @@ def project(x: Any, *, method: str = "pca", n_components: int = 2, labels: Any =
     return out
 
 
+@declare(name=Instance(str))
 def factor_column(name: str) -> str:
     """The column of :func:`project`'s frame that holds factor ``name``: the name itself, or ``factor_<name>`` when
     the name is one of the projection's own columns (``index``, ``x``, ``y``, ``z``, ``label``; e.g. the ``shapes``
@@ -113,8 +114,6 @@ def factor_column(name: str) -> str:
     >>> factor_column("colour"), factor_column("x")
     ('colour', 'factor_x')
     """
-    if not isinstance(name, str):
-        raise TypeError(f"a factor name must be a str, got {type(name).__name__}")
     return f"factor_{name}" if name in PROJECTION_COLUMNS else name
 
 
