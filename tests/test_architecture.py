@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
 #: allowed import direction: a package may import from its own layer's packages' lower layers only
 LAYERS = [
-    {"_validation", "_threads", "_locks", "version"},
+    {"_validation", "_threads", "_locks", "_memory", "version"},
     {"results"},  # the one schema; its functions declare their parameters (_validation)
     {"data"},
     {"models"},
@@ -22,7 +22,7 @@ LAYERS = [
     {"activations"},
     {"probing", "similarity", "spectrum", "transfer"},  # the measures: pure functions of arrays
     {"train"},
-    {"dynamics", "saliency"},  # analyses of models and checkpoints
+    {"dynamics", "saliency", "interventions", "mechanics"},  # analyses of models and checkpoints
     {"measures"},  # the registry: every measure above, by name
     {"study"},
     {"executors", "sweep"},  # engines (a process pool, Ray, submitit) that run a study's jobs; grids from overrides

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _memory
 from ._locks import FileLock
 from ._validation import (Data, Flag, Instance, Interval, Options, check_choice, check_device, check_positive_int,
                           check_real, declare)
@@ -84,7 +85,8 @@ class Activations(Mapping[str, torch.Tensor]):
     """Layer name → ``[N, D]`` float32 tensor (``[N, T, D]`` token maps with a token pool; in forward order), plus
     the examples' labels and factors.
 
-    Layers spilled to disk are memory-mapped and read on first access.
+    Layers spilled to disk are memory-mapped and read on first access; a layer extracted in blocks
+    (``extract(..., shard=(i, k))``) is a list of block files, joined when it is read.
     """
 
     def __init__(self, layers: dict[str, torch.Tensor | Path], labels: np.ndarray | None = None,
@@ -101,6 +103,8 @@ class Activations(Mapping[str, torch.Tensor]):
             raise KeyError(f"no layer {layer!r}; layers: {list(self._layers)}") from None
         if isinstance(value, Path):
             value = torch.from_numpy(np.array(np.load(value, mmap_mode="r")))  # one layer in memory at a time
+        elif isinstance(value, list):  # the blocks of a sharded extraction, joined on access
+            value = torch.from_numpy(np.concatenate([np.load(p, mmap_mode="r") for p in value]))
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -120,7 +124,10 @@ class Activations(Mapping[str, torch.Tensor]):
     def shape(self, layer: str) -> tuple[int, int]:
         """``(N, D)`` of ``layer`` without reading a spilled layer into memory."""
         value = self._layers[layer] if layer in self._layers else self[layer]
-        return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(np.load(value, mmap_mode="r").shape)
+        if isinstance(value, torch.Tensor):
+            return tuple(value.shape)
+        shapes = [np.load(p, mmap_mode="r").shape for p in (value if isinstance(value, list) else [value])]
+        return (sum(s[0] for s in shapes), *shapes[0][1:])
 
     def numpy(self) -> dict[str, np.ndarray]:
         return {k: self[k].numpy() for k in self}
@@ -376,10 +383,11 @@ def _with_nan() -> np.ndarray:
          data=Data("any", example=_example_inputs, bad=[_with_nan(), _example_inputs(0)]),
          layers=Instance(str, Iterable, none=True), pool=Options(*POOLS, *TOKEN_POOLS), split=Instance(str, none=True),
          batch_size=Interval(int, 1), cache=Instance(str, os.PathLike, none=True),
-         device=Instance(str, torch.device, int, none=True), progress=Flag())
+         device=Instance(str, torch.device, int, none=True), progress=Flag(), shard=Instance(tuple, list, none=True))
 def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = None, pool: str = "mean", *,
             split: str | None = None, batch_size: int = 256, cache: str | os.PathLike | None = None,
-            device: str | torch.device | None = None, progress: bool = False) -> Activations:
+            device: str | torch.device | None = None, progress: bool = False,
+            shard: tuple[int, int] | None = None) -> Activations:
     """Activations of ``layers`` of ``model`` on ``data``, pooled to ``[N, D]`` (or unpooled token maps
     ``[N, T, D]``), in one pass per batch.
 
@@ -393,14 +401,32 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     pool : one of ``mean | spatial-mean | cls | last | flatten`` (first table in the module docstring), or
         ``tokens | patch-tokens`` for unpooled ``[N, T, D]`` token maps — a CNN's positions × channels, a ViT's
         patch tokens without CLS — with their grids in ``meta["grids"]`` (second table).
-    batch_size : examples per forward pass.
+    batch_size : examples per forward pass. A pass that runs out of memory (a CUDA device's, or the CPU
+        allocator's) is retried on half as many examples, down to one, with a ``RuntimeWarning`` naming the size
+        that fits (:func:`workbench._memory.run_batched`): the memory used is bounded by what the device has.
     cache : directory for the disk cache (and spill-to-disk for large N); None keeps everything in memory.
     device : where the model runs; default: where its parameters are.
+    shard : ``(i, k)`` computes only the ``i``-th of ``k`` contiguous blocks of examples (rows
+        ``i·N//k … (i+1)·N//k``) into ``cache`` and returns that block (``meta["rows"]``), so ``k`` workers or
+        GPUs can extract one dataset together. A later call without ``shard`` finds the ``k`` blocks and returns
+        them merged lazily — each layer is read block after block on access, nothing is copied into one file — and
+        computes any missing block first (a sharded extraction that was interrupted resumes where it stopped).
 
     Hooks are always removed, also when the forward pass raises. The model is put in eval mode and its
     previous mode restored.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> x, cache = torch.randn(10, 4), tempfile.mkdtemp()
+    >>> [extract(net, x, cache=cache, shard=(i, 2)).n for i in range(2)]   # two workers, one cache
+    [5, 5]
+    >>> merged = extract(net, x, cache=cache)                               # no forward pass: the blocks
+    >>> torch.allclose(merged["2"], extract(net, x)["2"])
+    True
     """
-    from .models import select_layers, get_module
+    from .models import select_layers
 
     check_choice(pool, (*POOLS, *TOKEN_POOLS), "pool")
     check_positive_int(batch_size, "batch_size")
@@ -417,6 +443,11 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     n = len(the_split)
     if n == 0:
         raise ValueError("data has no examples")
+    if shard is not None:
+        shard = _check_shard(shard, n)
+        if cache is None:
+            raise ValueError("shard=(i, k) writes its block of examples into the activation cache for the other "
+                             "blocks to join; pass cache=DIR (a directory every worker sees)")
     if the_split.inputs.dtype != object and np.issubdtype(the_split.inputs.dtype, np.floating):
         from ._validation import check_finite
 
@@ -425,136 +456,256 @@ def extract(model: nn.Module, data: Any, layers: str | Sequence[str] | None = No
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device("cpu")
-    device = torch.device(device)
-    layout = "conv" if (the_split.inputs.dtype != object and the_split.inputs.ndim == 3
-                        and np.issubdtype(the_split.inputs.dtype, np.floating)) else "sequence"
+    job = _Job(model, the_split, pool, torch.device(device), batch_size, progress)
 
     meta = {"pool": pool, "n": n, "data_fingerprint": the_split.fingerprint(), "layers": chosen}
-    cache_dir = Path(cache) if cache is not None else None
-    paths: dict[str, Path] = {}
-    todo = chosen  # the layers to compute: all without a cache, else those whose entry is missing or damaged
-    locks = contextlib.ExitStack()  # the locks of the entries being computed (held until they are written)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        whash = weights_hash(model)
-        meta["weights_hash"] = whash
-        settings = _model_settings(model)
-        paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool, settings)}.npy"
-                 for name, path in chosen.items()}
-        todo = {name: path for name, path in chosen.items()
-                if not (paths[name].exists() and _cache_intact(paths[name], warn=False))}
-        if todo:  # take the missing entries' locks (in file-name order: no deadlock), then look again
-            try:
-                for p in sorted({paths[name] for name in todo}):
-                    locks.enter_context(FileLock(_entry_lock(p)))
-                todo = {name: path for name, path in todo.items()
-                        if not (paths[name].exists() and _cache_intact(paths[name]))}
-            except BaseException:
-                locks.close()
-                raise
-        if not todo:  # every entry is there: computed earlier, or by another process while we waited
-            locks.close()
-            if pool in TOKEN_POOLS:
-                meta["grids"] = {name: _cached_grid(p) for name, p in paths.items()}
-            return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": True})
+    if cache is None:
+        arrays = job.run(0, n, chosen, None)
+        if pool in TOKEN_POOLS:
+            meta["grids"] = {name: job.grids.get(name) for name in chosen}
+        return Activations({k: torch.from_numpy(arrays[k]) for k in chosen}, the_split.labels, the_split.factors,
+                           {**meta, "cached": False})
 
-    buffers: dict[str, Any] = {}  # layer -> in-memory array, or open temp file when spilling to the cache
-    current: dict[str, torch.Tensor] = {}
-    current_mask: list[torch.Tensor | None] = [None]
-    grids: dict[str, tuple[int, ...] | None] = {}
+    cache_dir = Path(cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta["weights_hash"] = whash = weights_hash(model)
+    settings = _model_settings(model)
+    paths = {name: cache_dir / f"{_cache_key(whash, meta['data_fingerprint'], path, pool, settings)}.npy"
+             for name, path in chosen.items()}
+    if shard is not None:
+        i, k = shard
+        lo, hi = _shard_rows(i, k, n)
+        targets = {name: _shard_path(paths[name], i, k) for name in chosen}
+        computed = job.fill(lo, hi, chosen, targets)
+        if pool in TOKEN_POOLS:
+            meta["grids"] = {name: _cached_grid(p) for name, p in targets.items()}
+        return Activations(targets, _rows(the_split.labels, lo, hi),
+                           {f: _rows(v, lo, hi) for f, v in the_split.factors.items()},
+                           {**meta, "n": hi - lo, "shard": (i, k), "rows": (lo, hi), "cached": not computed})
 
-    def make_hook(name: str):
-        def hook(_module, _inputs, output):
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            if hasattr(out, "last_hidden_state"):
-                out = out.last_hidden_state
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; choose another layer")
-            if pool in TOKEN_POOLS and name not in grids:
-                grids[name] = _token_grid(tuple(out.shape), pool, layout, the_split.inputs.shape)
-            current[name] = _pool(out.detach(), pool, layout, current_mask[0], name).float()
-        return hook
+    sources: dict[str, Path | list[Path]] = {}
+    whole: dict[str, str] = {}  # layers with neither an entry nor blocks: computed whole
+    blocks: dict[int, dict[str, str]] = {}  # k -> layers whose k blocks are partly there: the rest is computed
+    for name, module_path in chosen.items():
+        if paths[name].exists() and _cache_intact(paths[name], warn=False):
+            sources[name] = paths[name]
+            continue
+        k = _shard_count(paths[name])
+        if k is None:
+            whole[name] = module_path
+        else:
+            blocks.setdefault(k, {})[name] = module_path
+    computed = job.fill(0, n, whole, {name: paths[name] for name in whole}) if whole else False
+    sources.update({name: paths[name] for name in whole})
+    for k, todo in blocks.items():
+        for i in range(k):
+            lo, hi = _shard_rows(i, k, n)
+            computed |= job.fill(lo, hi, todo, {name: _shard_path(paths[name], i, k) for name in todo})
+        sources.update({name: [_shard_path(paths[name], i, k) for i in range(k)] for name in todo})
+    sources = {name: sources[name] for name in chosen}
+    if pool in TOKEN_POOLS:
+        meta["grids"] = {name: _cached_grid(p if isinstance(p, Path) else p[0]) for name, p in sources.items()}
+    return Activations(sources, the_split.labels, the_split.factors, {**meta, "cached": not computed})
 
-    try:
-        handles = [get_module(model, path).register_forward_hook(make_hook(name)) for name, path in todo.items()]
-    except BaseException:
-        locks.close()
-        raise
-    was_training = model.training
-    model.eval()
-    tmp_paths: dict[str, Path] = {}
-    digests: dict[str, Any] = {}  # layer -> SHA-256 of its cache file, updated as the file is written
-    shapes: dict[str, tuple[int, ...]] = {}
-    try:
+
+def _check_shard(shard: Any, n: int) -> tuple[int, int]:
+    if (not isinstance(shard, (tuple, list)) or len(shard) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shard)):
+        raise TypeError(f"shard must be a pair of integers (i, k): block i of k, got {shard!r}")
+    i, k = int(shard[0]), int(shard[1])
+    if k < 1 or not 0 <= i < k:
+        raise ValueError(f"shard={tuple(shard)!r}: need k >= 1 blocks and 0 <= i < k")
+    if k > n:
+        raise ValueError(f"shard={tuple(shard)!r}: {k} blocks of {n} examples would leave blocks empty; use k <= {n}")
+    return i, k
+
+
+def _shard_rows(i: int, k: int, n: int) -> tuple[int, int]:
+    """Rows of block ``i`` of ``k`` contiguous blocks of ``n`` examples: ``i·n//k … (i+1)·n//k``."""
+    return i * n // k, (i + 1) * n // k
+
+
+def _shard_path(path: Path, i: int, k: int) -> Path:
+    return path.with_name(f"{path.stem}.shard-{i}-of-{k}.npy")
+
+
+def _shard_count(path: Path) -> int | None:
+    """The number of blocks ``k`` of the entry ``path`` written by sharded calls (the ``k`` with the most blocks
+    there, if several), or None if there are none."""
+    counts: dict[int, int] = {}
+    for p in path.parent.glob(f"{path.stem}.shard-*-of-*.npy"):
+        try:
+            k = int(p.stem.rsplit("-of-", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        counts[k] = counts.get(k, 0) + 1
+    return max(counts, key=lambda k: (counts[k], k)) if counts else None
+
+
+def _rows(values: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
+    return None if values is None else values[lo:hi]
+
+
+class _Job:
+    """One model on one split: runs the forward passes of :func:`extract` over a block of rows and writes or returns
+    the pooled outputs of the layers asked for."""
+
+    def __init__(self, model: nn.Module, the_split: Any, pool: str, device: torch.device, batch_size: int,
+                 progress: bool):
+        self.model, self.split, self.pool, self.device = model, the_split, pool, device
+        self.batch_size, self.progress = batch_size, progress
+        inputs = the_split.inputs
+        self.layout = "conv" if (inputs.dtype != object and inputs.ndim == 3
+                                 and np.issubdtype(inputs.dtype, np.floating)) else "sequence"
+        self.grids: dict[str, tuple[int, ...] | None] = {}
+
+    def fill(self, lo: int, hi: int, todo: Mapping[str, str], targets: Mapping[str, Path]) -> bool:
+        """Write rows ``lo … hi`` of each layer of ``todo`` to its cache file in ``targets`` unless the file is there
+        and intact; each missing entry's lock is held while it is computed (taken in file-name order: no deadlock),
+        and the entries are looked at again under the locks (another process may have written them). Returns whether
+        anything was computed."""
+        todo = {name: path for name, path in todo.items()
+                if not (targets[name].exists() and _cache_intact(targets[name], warn=False))}
+        if not todo:
+            return False
+        with contextlib.ExitStack() as locks:
+            for p in sorted({targets[name] for name in todo}):
+                locks.enter_context(FileLock(_entry_lock(p)))
+            todo = {name: path for name, path in todo.items()
+                    if not (targets[name].exists() and _cache_intact(targets[name]))}
+            if todo:
+                self.run(lo, hi, todo, {name: targets[name] for name in todo})
+        return bool(todo)
+
+    def run(self, lo: int, hi: int, todo: Mapping[str, str], targets: Mapping[str, Path] | None) -> dict[str, Any]:
+        """The forward passes over rows ``lo … hi`` with a hook on each layer of ``todo``: arrays in memory
+        (``targets=None``) or each layer appended to a temporary file renamed to its target when complete."""
         from tqdm.auto import tqdm
 
-        with torch.inference_mode():
-            for start in tqdm(range(0, n, batch_size), disable=not progress, desc="extract", leave=False):
-                idx = slice(start, min(start + batch_size, n))
+        from .models import get_module
+
+        model, the_split, pool, device = self.model, self.split, self.pool, self.device
+        current: dict[str, torch.Tensor] = {}
+        current_mask: list[torch.Tensor | None] = [None]
+
+        def make_hook(name: str):
+            def hook(_module, _inputs, output):
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                if hasattr(out, "last_hidden_state"):
+                    out = out.last_hidden_state
+                if not isinstance(out, torch.Tensor):
+                    raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor; choose another "
+                                    "layer")
+                if pool in TOKEN_POOLS and name not in self.grids:
+                    self.grids[name] = _token_grid(tuple(out.shape), pool, self.layout, the_split.inputs.shape)
+                current[name] = _pool(out.detach(), pool, self.layout, current_mask[0], name).float()
+            return hook
+
+        handles = []
+        writers = _Writers(hi - lo, targets)
+        was_training = model.training
+        bar = tqdm(total=hi - lo, disable=not self.progress, desc="extract", leave=False)
+        try:
+            handles = [get_module(model, path).register_forward_hook(make_hook(name)) for name, path in todo.items()]
+            model.eval()
+
+            def batch(start: int, stop: int) -> None:
                 current.clear()
+                idx = slice(start, stop)
                 if the_split.attention_mask is not None:
                     current_mask[0] = torch.as_tensor(the_split.attention_mask[idx], device=device)
                 elif the_split.inputs.dtype == object and hasattr(model, "tokenize"):
                     texts = [str(s) for s in the_split.inputs[idx]]
                     current_mask[0] = model.tokenize(texts)["attention_mask"].to(device)
-                try:
-                    call_model(model, the_split, idx, device)
-                except RuntimeError as err:  # dtype or shape mismatches of the inputs with the model
-                    inputs = the_split.inputs
-                    hint = ("; integer inputs are token ids for embedding models: for a model of real-valued "
-                            "features pass data.astype(np.float32)") if np.issubdtype(inputs.dtype, np.integer) else ""
-                    raise ValueError(f"{type(model).__name__} could not run on data (inputs of shape "
-                                     f"{tuple(inputs.shape)}, dtype {inputs.dtype}): {str(err).splitlines()[0][:200]}"
-                                     f"{hint}") from err
+                with torch.inference_mode():
+                    self._call(idx)
                 for name in todo:
                     if name not in current:
                         raise RuntimeError(f"layer {name!r} did not run in the forward pass; it cannot be captured")
                     out = current[name]
                     if not torch.isfinite(out).all():
                         raise ValueError(f"activations of layer {name!r} contain NaN/Inf in rows "
-                                         f"{start}..{idx.stop - 1}; check the model's weights and inputs")
-                    arr = out.cpu().numpy()
-                    if name not in buffers:
-                        shape = (n, *arr.shape[1:])
-                        if cache_dir is not None:
-                            tmp_paths[name] = paths[name].with_name(f".{paths[name].name}.{_unique()}.tmp")
-                            buffers[name] = open(tmp_paths[name], "wb")  # noqa: SIM115 — closed below
-                            header = io.BytesIO()
-                            np.lib.format.write_array_header_1_0(
-                                header, {"descr": "<f4", "fortran_order": False, "shape": shape})
-                            digests[name], shapes[name] = hashlib.sha256(header.getvalue()), shape
-                            buffers[name].write(header.getvalue())
-                        else:
-                            buffers[name] = np.empty(shape, dtype=np.float32)
-                    if cache_dir is not None:
-                        chunk = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-                        digests[name].update(chunk)
-                        buffers[name].write(chunk)
-                    else:
-                        buffers[name][idx] = arr
-        if cache_dir is not None:
-            for name in todo:
-                buffers[name].flush()
-                os.fsync(buffers[name].fileno())
-                buffers[name].close()
-                os.replace(tmp_paths[name], paths[name])
-                _write_sidecar(paths[name], digests[name].hexdigest(), shapes[name], grids.get(name))
-            _fsync_dir(cache_dir)
-    except BaseException:
-        for name, p in tmp_paths.items():
-            if cache_dir is not None and name in buffers:
-                buffers[name].close()
-            p.unlink(missing_ok=True)
-        raise
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-        locks.close()
+                                         f"{start}..{stop - 1}; check the model's weights and inputs")
+                    writers.add(name, start - lo, out.cpu().numpy())
+                current.clear()
+                bar.update(stop - start)
 
-    if pool in TOKEN_POOLS:
-        meta["grids"] = {name: grids.get(name) if name in todo else _cached_grid(paths[name]) for name in chosen}
-    if cache_dir is None:
-        return Activations({k: torch.from_numpy(buffers[k]) for k in chosen}, the_split.labels,
-                           the_split.factors, {**meta, "cached": False})
-    return Activations(dict(paths), the_split.labels, the_split.factors, {**meta, "cached": False})
+            _memory.run_batched(batch, hi, self.batch_size, start=lo,
+                                hint="the model does not fit the device; use a smaller model or input, or the CPU")
+            return writers.finish(self.grids)
+        except BaseException:
+            writers.abort()
+            raise
+        finally:
+            bar.close()
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+
+    def _call(self, idx: slice) -> None:
+        try:
+            call_model(self.model, self.split, idx, self.device)
+        except RuntimeError as err:  # dtype or shape mismatches of the inputs with the model
+            if _memory.is_oom(err):
+                raise
+            inputs = self.split.inputs
+            hint = ("; integer inputs are token ids for embedding models: for a model of real-valued "
+                    "features pass data.astype(np.float32)") if np.issubdtype(inputs.dtype, np.integer) else ""
+            raise ValueError(f"{type(self.model).__name__} could not run on data (inputs of shape "
+                             f"{tuple(inputs.shape)}, dtype {inputs.dtype}): {str(err).splitlines()[0][:200]}"
+                             f"{hint}") from err
+
+
+class _Writers:
+    """Where the rows of each layer go: an array in memory, or (with ``targets``) a temporary ``.npy`` file written
+    with plain appends and a running SHA-256, fsync-ed and renamed to its target with its checksum sidecar."""
+
+    def __init__(self, n: int, targets: Mapping[str, Path] | None):
+        self.n, self.targets = n, targets
+        self.arrays: dict[str, np.ndarray] = {}
+        self.files: dict[str, Any] = {}
+        self.tmp: dict[str, Path] = {}
+        self.digests: dict[str, Any] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.written: dict[str, int] = {}
+
+    def add(self, name: str, row: int, arr: np.ndarray) -> None:
+        shape = (self.n, *arr.shape[1:])
+        if self.targets is None:
+            if name not in self.arrays:
+                self.arrays[name] = np.empty(shape, dtype=np.float32)
+            self.arrays[name][row:row + len(arr)] = arr
+            return
+        if name not in self.files:
+            target = self.targets[name]
+            self.tmp[name] = target.with_name(f".{target.name}.{_unique()}.tmp")
+            self.files[name] = open(self.tmp[name], "wb")  # noqa: SIM115 — closed in finish/abort
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            self.digests[name], self.shapes[name] = hashlib.sha256(header.getvalue()), shape
+            self.files[name].write(header.getvalue())
+            self.written[name] = 0
+        if row != self.written[name]:  # rows arrive in order; a retried batch starts where the last one ended
+            raise RuntimeError(f"internal: rows of layer {name!r} out of order ({row} after {self.written[name]})")
+        chunk = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        self.digests[name].update(chunk)
+        self.files[name].write(chunk)
+        self.written[name] += len(arr)
+
+    def finish(self, grids: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self.targets is None:
+            return self.arrays
+        for name, f in self.files.items():
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(self.tmp[name], self.targets[name])
+            _write_sidecar(self.targets[name], self.digests[name].hexdigest(), self.shapes[name], grids.get(name))
+        if self.files:
+            _fsync_dir(next(iter(self.targets.values())).parent)
+        return {}
+
+    def abort(self) -> None:
+        for name, f in self.files.items():
+            f.close()
+            self.tmp[name].unlink(missing_ok=True)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import numbers
-import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .. import _memory
 from .._validation import check_finite
 from ..data import Split
 from ..models.inputs import model_inputs
@@ -129,39 +129,10 @@ def as_batch(model: nn.Module, inputs: Any, name: str = "inputs") -> Batch:
     return Batch(x, extra, kind)
 
 
-def is_oom(err: BaseException) -> bool:
-    """True for CUDA's OutOfMemoryError and any RuntimeError whose message says 'out of memory'."""
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(err, oom):
-        return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-
-
 def run_batched(fn: Callable[[int, int], Any], n: int, batch_size: int) -> tuple[list[Any], int]:
-    """Call ``fn(lo, hi)`` on consecutive chunks of ``range(n)``; on out-of-memory halve the chunk and retry.
-
-    Returns the list of results and the final chunk size. An out-of-memory error at chunk size 1 is raised.
-    """
-    out, lo, size = [], 0, max(1, int(batch_size))
-    while lo < n:
-        hi = min(n, lo + size)
-        try:
-            out.append(fn(lo, hi))
-        except Exception as err:  # only out-of-memory errors are handled
-            if not is_oom(err):
-                raise
-            if size == 1:
-                raise RuntimeError("out of memory with a batch of one example; reduce the method's work per "
-                                   "example (e.g. n_steps, n_samples, perturbations_per_eval) or use a smaller "
-                                   "input") from err
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            size = max(1, (hi - lo) // 2)
-            warnings.warn(f"out of memory with a batch of {hi - lo}; retrying with {size}", RuntimeWarning,
-                          stacklevel=3)
-            continue
-        lo = hi
-    return out, size
+    """:func:`workbench._memory.run_batched` (halve the chunk on out-of-memory) with attribution's advice."""
+    return _memory.run_batched(fn, n, batch_size, hint="reduce the method's work per example (e.g. n_steps, "
+                               "n_samples, perturbations_per_eval) or use a smaller input")
 
 
 def row_bytes(scorer: Scorer, batch: Batch) -> int:
