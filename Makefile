@@ -11,13 +11,14 @@ HAVE_NVIDIA := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 .PHONY: install install-test demo test test-fast bench clean
 
 # The CPU index is only added when it answers (offline mirrors serve the CPU build under the plain pin).
+# JupyterLab comes with it (the notebook extra): README's next step after `make demo` is `jupyter lab notebooks/`.
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || { \
 	  extra=""; \
 	  if [ -z "$(HAVE_NVIDIA)" ] && $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; \
 	  then extra="--extra-index-url $(TORCH_CPU_INDEX)"; fi; \
 	  $(PIP) install "torch==2.13.0" $$extra; }
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[notebook]"
 
 install-test: install
 	$(PIP) install -q -e ".[test]"

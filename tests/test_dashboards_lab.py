@@ -98,6 +98,22 @@ def test_invalid_choices_are_refused_by_name(tmp_path):
         lab.select(colour="red")
 
 
+def test_a_slider_value_is_the_value_shown(tmp_path):
+    """The browser snaps a log slider to its grid (10^(k * step)) and sends that value back; the config must use
+    the value the slider shows (its readout), or a run trained from code is trained again under a new id."""
+    from workbench.runs import RunConfig
+
+    lab = PretrainingLab(RunStore(tmp_path), TINY)
+    snapped = 10 ** (round(np.log10(0.2) / 0.05) * 0.05)  # what the page sends back for temperature=0.2
+    assert snapped != 0.2 and format(snapped, lab.controls["temperature"].readout_format) == "0.2"
+    lab.controls["temperature"].value = snapped
+    lab.controls["lr"].value = 10 ** (round(np.log10(3e-3) / 0.1) * 0.1)  # shown as 0.00316, not 0.003
+    cfg = lab.config()
+    assert cfg.temperature == 0.2
+    assert cfg.lr == float(format(lab.controls["lr"].value, lab.controls["lr"].readout_format)) == 0.00316
+    assert cfg.id == RunConfig.from_dict({**TINY, "temperature": 0.2, "lr": 0.00316}).id
+
+
 def test_select_shows_a_stored_run_and_loads_its_choices(tmp_path):
     store = RunStore(tmp_path)
     lab = PretrainingLab(store, TINY)

@@ -53,6 +53,19 @@ def test_python_blocks_finds_fenced_blocks():
     assert python_blocks(text) == ["a = 1\n", "b = a + 1\n"]
 
 
+def test_make_demo_installs_what_readme_runs_next():
+    """README's next step after `make demo` is `jupyter lab notebooks/`: `make demo` must install JupyterLab (the
+    notebook extra), not leave it to `make test`. `make -n` prints the commands without running them."""
+    import tomllib
+
+    assert "jupyter lab notebooks/" in README.read_text(encoding="utf-8")
+    dry = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    extras = re.findall(r"pip install [^\n]*-e \"?\.\[([^\]]*)\]", dry)
+    assert any("notebook" in e.split(",") for e in extras), dry
+    notebook = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["notebook"]
+    assert any(dep.startswith("jupyterlab") for dep in notebook)
+
+
 @pytest.mark.slow
 def test_readme_python_blocks_run_as_written(tmp_path):
     """Every ```python block of README.md, in order, in a fresh interpreter with an empty run store."""

@@ -43,6 +43,16 @@ NORMS = {"mlp": [None, "layer", "batch"], "cnn": ["batch", "group", None],
          "transformer": ["pre", "post", "mix", "lns"], "vit": []}
 
 
+def _shown(widget: Any) -> Any:
+    """A control's value as the page shows it: a float slider's value at its readout precision (the browser snaps a
+    log slider to its step grid — 0.2 becomes 10^-0.7 = 0.19952… — while it shows 0.2; the run is the one shown)."""
+    value = widget.value
+    fmt = getattr(widget, "readout_format", None)
+    if isinstance(value, float) and fmt:
+        return float(format(value, fmt))
+    return value
+
+
 class TrainingCancelled(KeyboardInterrupt):
     """Raised from the trainer's callback when a :class:`TrainingJob` is cancelled (module docstring)."""
 
@@ -216,7 +226,7 @@ class PretrainingLab(Dashboard):
     def config(self, **changes: Any):
         """The :class:`~workbench.runs.RunConfig` the widgets describe (``changes`` set widgets first)."""
         self.set(**changes)
-        c = {k: w.value for k, w in self.controls.items()}
+        c = {k: _shown(w) for k, w in self.controls.items()}
         fields: dict[str, Any] = {k: c[k] for k in ("dataset", "model", "objective", "label_noise", "temperature",
                                                      "steps", "lr", "seed", "checkpoints")}
         fields["augment"] = tuple(c["augment"])
