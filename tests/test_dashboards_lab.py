@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -62,6 +63,7 @@ def test_cancel_stops_cleanly_and_resumes(tmp_path):
     run = store.get("long")
     status = run.status
     assert status["state"] == "interrupted" and status["step"] == max(run.checkpoints())
+    assert status["step"] == job.step  # Cancel kept every step done (a resume point), not the last checkpoint's
     assert "cancelled" in lab.status.value and lab.progress.bar_style == "warning"
     assert lab.runs().set_index("name").loc["long", "state"] == "interrupted"
     # nothing half-written: every checkpoint loads, the history reads back up to the last checkpoint
@@ -75,6 +77,39 @@ def test_cancel_stops_cleanly_and_resumes(tmp_path):
     assert resumed.wait(120) == "cancelled"
     first = resumed.history().step.min()
     assert first > status["step"], "the resumed job restarted from scratch"
+
+
+def test_cancel_between_checkpoints_resumes_to_the_same_weights_and_history(tmp_path):
+    """train()'s callback raising KeyboardInterrupt (the lab's Cancel) at step 17 of 40, between the scheduled
+    checkpoints 1 and 40: the run is interrupted at 17, not at 1; resuming continues at 18 and ends with the weights,
+    history and checkpoints of a run trained without the cancel (computed in another store)."""
+    import torch
+
+    from workbench.runs import RunConfig
+    from workbench.train import train
+
+    cfg = RunConfig.from_dict({**TINY, "steps": 40, "checkpoints": 2})
+    straight = train(cfg, RunStore(tmp_path / "straight"), progress=False)
+    store = RunStore(tmp_path / "cancelled")
+
+    def cancel_at_17(step, _metrics):
+        if step == 17:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, store, progress=False, callback=cancel_at_17)
+    run = store.get(cfg.id)
+    assert run.status["state"] == "interrupted" and run.status["step"] == 17
+    assert 17 in run.checkpoints() and run.checkpoint_problem(17) is None
+    assert run.history().step.max() == 17
+    seen = []
+    resumed = train(cfg, store, progress=False, callback=lambda step, _m: seen.append(step))
+    assert seen[0] == 18 and resumed.done
+    assert resumed.checkpoints() == straight.checkpoints() and 17 not in resumed.checkpoints()
+    a, b = straight.load_model().state_dict(), resumed.load_model().state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(resumed.history(), straight.history())
+    assert store.check().empty, store.check()
 
 
 def test_invalid_choices_are_refused_by_name(tmp_path):

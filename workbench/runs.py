@@ -889,6 +889,17 @@ class Run:
         _fsync_dir(d.parent)
         return aside
 
+    def remove_checkpoint(self, step: int) -> None:
+        """Delete checkpoint ``step``: dropped from the run's manifest as it is renamed out of ``checkpoints/``, then
+        removed (a kill in between leaves a hidden ``.old-*`` folder that :meth:`clean_leftovers` deletes). Used
+        for the resume point a cancelled training leaves between scheduled checkpoints, once a later scheduled one
+        exists. Hold :meth:`lock` when calling."""
+        d = self.checkpoint_dir(step)
+        gone = d.with_name(f".old-{int(step):08d}-{os.getpid()}-{id(d):x}-removed")
+        self._update_manifest(f"checkpoints/{int(step):08d}/{MANIFEST}", None, commit=lambda: os.replace(d, gone))
+        _fsync_dir(d.parent)
+        shutil.rmtree(gone, ignore_errors=True)
+
     def checkpoint_history(self, step: int) -> list[dict[str, Any]] | None:
         """The history snapshot stored in checkpoint ``step`` (rows with the keys of :data:`HISTORY_COLUMNS`,
         values exactly as written), or None for a checkpoint without one (written by an older version)."""

@@ -172,9 +172,10 @@ def _restore(run: Run, config: RunConfig, model: nn.Module, optimizer: torch.opt
     not intact (or does not load) is moved aside with a :class:`~workbench.runs.StoreWarning` naming the file."""
     from ..runs import StoreWarning
 
+    schedule = checkpoint_schedule(config.steps, config.checkpoints)
     while True:
         have, start = set(run.checkpoints()), None
-        for s in checkpoint_schedule(config.steps, config.checkpoints):
+        for s in schedule:
             if s not in have:
                 break
             problem = run.checkpoint_problem(s, require=("model.safetensors", "trainer.pt"))
@@ -187,6 +188,17 @@ def _restore(run: Run, config: RunConfig, model: nn.Module, optimizer: torch.opt
             start = s
         if start is None:
             return None, [], {}
+        # a resume point left by a cancel (train's callback), after `start` and before the next scheduled step
+        bound = min([s for s in schedule if s > start], default=start)
+        resume = [s for s in have if s not in schedule and start < s < bound]
+        if resume:
+            problem = run.checkpoint_problem(max(resume), require=("model.safetensors", "trainer.pt"))
+            if problem is None:
+                start = max(resume)
+            else:
+                aside = run.move_checkpoint_aside(max(resume))
+                warnings.warn(f"{problem}; resume point {max(resume)} moved aside to {aside}; training resumes from "
+                              f"checkpoint {start}", StoreWarning, stacklevel=4)
         try:
             running = _load_checkpoint(run, start, model, optimizer, objective)
             history = run.checkpoint_history(start)
@@ -215,7 +227,11 @@ def train(config: RunConfig | Mapping[str, Any], store: RunStore | str | os.Path
     progress : show a tqdm.auto progress bar.
     stop_after : stop (as if interrupted) after this many steps in this call — the run resumes from its
         last checkpoint next time. For tests and time-boxed sessions.
-    callback : called as ``callback(step, metrics)`` after each logged step (live dashboards).
+    callback : called as ``callback(step, metrics)`` after each logged step (live dashboards). If it raises
+        ``KeyboardInterrupt`` (a dashboard's Cancel), the step just done is kept: a checkpoint is written there (a
+        *resume point*, off the schedule), the run is ``interrupted`` at it, and training resumes from it — to the
+        same weights and history as without the cancel; the resume point is removed once the next scheduled
+        checkpoint is written.
 
     Returns
     -------
@@ -319,6 +335,7 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
         objective.train()
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc=f"train {run.name}", leave=False,
                mininterval=0.1 if sys.stderr.isatty() else 5.0)
+    cancelled: KeyboardInterrupt | None = None
     try:
         for step in range(start + 1, config.steps + 1):
             torch.manual_seed(config.seed * 1_000_003 + step)
@@ -348,7 +365,10 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
                             for k, v in means.items()] + step_rows
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(means.items())[:3]})
                 if callback is not None:
-                    callback(step, means)
+                    try:
+                        callback(step, means)
+                    except KeyboardInterrupt as err:  # cancelled from the callback (the lab's Cancel): below
+                        cancelled = err
             bar.update(1)
             if step in schedule:
                 model.eval()
@@ -357,6 +377,13 @@ def _fit(run: Run, config: RunConfig, device: torch.device, progress: bool, stop
                 _save_checkpoint(run, step, model, optimizer, objective, history=history, running=running)
                 run.write_history(history)
                 run.set_status("running" if step < config.steps else "done", step)
+                for extra in [s for s in run.checkpoints() if s < step and s not in schedule]:
+                    run.remove_checkpoint(extra)  # a resume point of a cancel, now behind a scheduled checkpoint
+            if cancelled is not None:  # at a step boundary: keep the steps done since the last checkpoint
+                if step not in schedule:
+                    _save_checkpoint(run, step, model, optimizer, objective, history=history, running=running)
+                    run.write_history(history)
+                raise cancelled
             if stop_after is not None and step - start >= stop_after and step < config.steps:
                 run.set_status("interrupted", max(run.checkpoints()))
                 raise _Interrupted
