@@ -31,7 +31,10 @@ NOT_MEASURES = {
     "random_init_twin": "a model, not a value", "with_baseline": "table join", "stratified_subsample": "sampling",
     "label_efficiency": "registered probes over label budgets", "combine_seeds": "aggregation",
     "online_codelength": "MDL: bits of a probe's code (call directly)", "block_ends": "MDL helper",
-    "bootstrap_ci": "interval helper", "unit_correlations": "the correlations behind unit_matching",
+    "bootstrap_ci": "interval helper", "permutation_test": "permutation null of a similarity measure (calibration)",
+    "permutation_matrix": "permutation nulls of a similarity measure over layer pairs",
+    "bootstrap_similarity": "resampling interval of a similarity measure",
+    "unit_correlations": "the correlations behind unit_matching",
     "match_units": "the assignment behind unit_matching", "grad_norm_history": "reads the trainer's recorded grad_norm",
     "layer_outputs": "forward hooks helper", "angular_distance": "the per-pair function behind "
     "layer_angular_distance", "residual_blocks": "model inspection", "skip_block": "model surgery",

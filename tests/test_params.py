@@ -17,7 +17,7 @@ from workbench._validation import Data, Rule
 
 PACKAGES = ["workbench.similarity", "workbench.spectrum", "workbench.transfer", "workbench.probing",
             "workbench.figures", "workbench.results", "workbench.measures", "workbench.activations",
-            "workbench.dynamics", "workbench.saliency"]
+            "workbench.dynamics", "workbench.saliency", "workbench.interventions", "workbench.mechanics"]
 DECLARED_PACKAGES = PACKAGES + ["workbench.dynamics", "workbench.figures", "workbench.measures", "workbench.results",
                                 "workbench.activations"]
 

@@ -53,6 +53,23 @@ EXTRA_COLUMNS = {
     "example": "example index of a per-example value",
     "kind": "study row kind: measure, downstream or history",
     "n_params": "trainable parameters of the run's model without its classifier head (model size)",
+    "seed": "replicate seed of the row (the run's seed, or the seed of a resampling or fine-tune)",
+    "n": "number of examples behind the value",
+    "n_boot": "number of resamples behind ci_low / ci_high",
+    "p_value": "permutation p-value (1 + #{null >= value}) / (1 + n_permutations) (Phipson & Smyth 2010)",
+    "null_mean": "mean of the measure over row-permuted (unpaired) data",
+    "null_sd": "standard deviation (ddof=1) of the measure over row-permuted data",
+    "calibrated": "chance-corrected value (value - null_mean) / (1 - null_mean): 1 perfect, 0 chance",
+    "z_score": "(value - null_mean) / null_sd",
+    "n_permutations": "number of permutations behind p_value / null_mean",
+    "significant": "p_value <= alpha (no multiple-comparison correction)",
+    "order": "randomization order of a saliency sanity check: cascading or independent",
+    "n_randomized": "layers re-initialized at a step of a saliency sanity check (0 = none)",
+    "iteration": "iteration of an iterative method (INLP: classifiers whose directions were removed before it)",
+    "n_removed": "directions removed from a representation before the value (amnesic probing)",
+    "mix": "mixing coefficient of a linear path (1 - mix) θ_start + mix θ_end (mode connectivity, module paths)",
+    "noise_sd": "standard deviation of the Gaussian noise added to a module's weights (module criticality)",
+    "block_size": "side in pixels of the blocks permuted in block-shuffled images",
 }
 
 _INT_COLUMNS = ("step", "layer_index", "layer_index_b")

@@ -22,6 +22,10 @@ from ._probes import ACCURACY_MEASURES, probe_curve, with_layer_index
 from ._saliency import attribution_map, saliency_grid
 from ._study import RANK_METHODS, per_run_values, study_scatter
 from ._export import close_browser, export, find_chromium, to_html
+from ._calibrated import null_figure
+from ._interventions import amnesic_bars, inlp_curve, patching_curve
+from ._mechanics import criticality_heatmap, interpolation_curve, shuffle_curve
+from ._sanity import randomization_figure
 from ._style import (DEFAULT_STYLE, PAPER_TEMPLATE, TEMPLATE, color_map, get_style, load_style, palette,
                     register_templates, use_style)
 
@@ -31,4 +35,6 @@ __all__ = ["layer_curve", "layer_heatmap", "spectrum_plot", "step_curve", "plott
            "attribution_map", "per_run_values", "study_scatter",
            "export", "to_html", "find_chromium", "close_browser",
            "DEFAULT_STYLE", "TEMPLATE", "PAPER_TEMPLATE", "get_style", "load_style", "use_style",
-           "register_templates", "palette", "color_map", "PROJECTIONS", "ACCURACY_MEASURES", "RANK_METHODS"]
+           "register_templates", "palette", "color_map", "PROJECTIONS", "ACCURACY_MEASURES", "RANK_METHODS",
+           "null_figure", "randomization_figure", "inlp_curve", "patching_curve", "amnesic_bars",
+           "interpolation_curve", "shuffle_curve", "criticality_heatmap"]

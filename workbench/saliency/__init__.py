@@ -34,3 +34,6 @@ __all__ = ["attribute", "Attribution", "METHODS", "NOISE_TUNNELS", "Method", "re
            "CHANNEL_REDUCTIONS", "cosine_to", "linear_head", "pooled", "attribute_checkpoints",
            "infidelity", "sensitivity_max", "perturbation_curves", "curve_auc", "completeness_gap",
            "mask_mass", "pointing_game", "localization", "drift", "rank_correlation", "topk_overlap"]
+from ._sanity import FLAG_LEVEL, SIMILARITIES, label_randomization_check, randomization_check, ssim
+
+__all__ += ["randomization_check", "label_randomization_check", "ssim", "SIMILARITIES", "FLAG_LEVEL"]

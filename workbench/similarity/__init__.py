@@ -17,6 +17,9 @@ pairs of one or two models, preparing each layer once, and returns a tidy table 
   :func:`jaccard_knn`.
 * Invariance to a transformation (:mod:`~workbench.similarity._invariance`): :func:`invariance` (Mahalanobis
   cosine of z(x) and z(T(x)) above chance; Ericsson et al. 2021).
+* Calibrated similarity (:mod:`~workbench.similarity._calibrated`): :func:`permutation_test` (permutation null,
+  p-value, chance-corrected score), :func:`permutation_matrix` (every layer pair, shared permutations, batched),
+  :func:`bootstrap_similarity` (half-sampling interval).
 """
 from __future__ import annotations
 
@@ -27,8 +30,10 @@ from ._matching import match_units, unit_correlations, unit_matching, unit_match
 from ._neighbors import jaccard_knn, jaccard_knn_matrix, knn_indices, mutual_knn, mutual_knn_matrix
 from ._rsa import rdm, rsa, rsa_matrix
 from ._shape import shape_distance, shape_matrix
+from ._calibrated import PermutationResult, bootstrap_similarity, permutation_matrix, permutation_test
 
 __all__ = ["cka", "cka_matrix", "MinibatchCKA", "minibatch_cka", "canonical_correlations", "cca", "svcca", "pwcca",
            "cca_matrix", "svcca_matrix", "pwcca_matrix", "shape_distance", "shape_matrix", "rdm", "rsa", "rsa_matrix",
            "knn_indices", "mutual_knn", "jaccard_knn", "mutual_knn_matrix", "jaccard_knn_matrix", "unit_correlations",
-           "match_units", "unit_matching", "unit_matching_matrix", "invariance"]
+           "match_units", "unit_matching", "unit_matching_matrix", "invariance",
+           "permutation_test", "permutation_matrix", "bootstrap_similarity", "PermutationResult"]

@@ -5,3 +5,6 @@ from .trainer import build_model, evaluate_accuracy, lr_factor, train, train_sub
 
 __all__ = ["train", "evaluate", "METHODS", "DOWNSTREAM_COLUMNS", "build_model", "evaluate_accuracy", "train_subset",
            "lr_factor", "label_noise", "symmetric_label_noise", "pairflip_label_noise"]
+from .downstream import finetune
+
+__all__ += ["finetune"]

@@ -47,12 +47,12 @@ import torch
 from torch import nn
 
 from .. import data as wb_data
-from .._validation import check_choice, check_fraction
+from .._validation import Data, Instance, Interval, check_choice, check_fraction, declare
 from ..results import tidy
 from ..runs import Run
 
-__all__ = ["evaluate", "METHODS", "DOWNSTREAM_COLUMNS", "INPUT_LAYER", "FINETUNE_DEFAULTS", "finetune_settings",
-           "layer_decay_groups", "backbone_parameters"]
+__all__ = ["evaluate", "finetune", "METHODS", "DOWNSTREAM_COLUMNS", "INPUT_LAYER", "FINETUNE_DEFAULTS",
+           "finetune_settings", "layer_decay_groups", "backbone_parameters"]
 
 METHODS = ("linear", "knn", "finetune", "dense")
 #: columns of a run's stored ``downstream.csv`` (:meth:`workbench.runs.Run.downstream` reads it in the results schema)
@@ -480,20 +480,108 @@ def backbone_parameters(model: nn.Module, *, exclude: Sequence[str] = ("head",))
     return int(sum(p.numel() for p in kept.values()))
 
 
-def _finetune(model: nn.Module, ds: wb_data.Dataset, target: str | None, idx: np.ndarray, splits: Sequence[str],
-              settings: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, float]:
+def _check_finetune_data(dataset: Any) -> wb_data.Split:
+    """The training split of ``finetune``'s ``dataset`` (a Dataset's ``"train"``, or a Split itself)."""
+    if isinstance(dataset, wb_data.Dataset):
+        if "train" not in dataset:
+            raise ValueError(f"dataset has no 'train' split (splits: {list(dataset)}); pass the Split to fine-tune on")
+        return dataset["train"]
+    if isinstance(dataset, wb_data.Split):
+        return dataset
+    raise TypeError(f"dataset must be a workbench Dataset (its 'train' split is used) or a Split, got "
+                    f"{type(dataset).__name__}")
+
+
+def _example_finetune_model() -> nn.Module:
+    from ..models import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build("mlp", input_shape=(6,), num_classes=3, hidden=(8,))
+
+
+def _example_finetune_data() -> wb_data.Split:
+    rng = np.random.default_rng(0)
+    return wb_data.Split(inputs=rng.normal(size=(24, 6)).astype(np.float32), labels=np.arange(24) % 3)
+
+
+@declare(model=Data("any", example=_example_finetune_model, bad=["model", None]),
+         dataset=Data("any", example=_example_finetune_data, bad=["dataset"]),
+         target=Instance(str, none=True), index=Data("any", none=True, bad=[np.array([0.5]), np.array([10 ** 6])]),
+         settings=Instance(Mapping, none=True, example={"steps": 2}), seed=Interval(int, 0, None),
+         device=Instance(str, torch.device, none=True))
+def finetune(model: nn.Module, dataset: wb_data.Dataset | wb_data.Split, *, target: str | None = None,
+             index: Sequence[int] | np.ndarray | None = None, settings: Mapping[str, Any] | None = None,
+             seed: int = 0, device: str | torch.device | None = None) -> tuple[nn.Module, nn.Linear]:
+    """Fine-tune a deep copy of ``model`` with a new linear head on its representation; return ``(net, head)``.
+
+    The method ``finetune`` of :func:`evaluate` (module docstring), exposed: ``torch.manual_seed(seed)``, then a
+    deep copy of the model and a fresh ``nn.Linear(D, K)`` head on :func:`~workbench.train.objectives.representation`
+    (``D`` its width, ``K = max(y) + 1`` over the training split) are trained jointly for ``settings["steps"]``
+    steps on minibatches of ``min(batch_size, n)`` rows drawn without replacement by
+    ``numpy.random.default_rng([seed, t])`` at step ``t``, minimising the cross-entropy
+    ``CE(head(repr(x)), y)``; the backbone's parameter groups follow :func:`layer_decay_groups` (learning rate
+    ``lr``, ``layer_decay``), the head trains at ``head_lr``; optimizer and schedule as in :data:`FINETUNE_DEFAULTS`.
+    Same seed, same data → the same weights as :func:`evaluate`'s fine-tune (which calls this). The model itself
+    is not changed. Fine-tuning a pretrained network this way is the standard transfer protocol compared with
+    training from random init in Neyshabur, Sedghi & Zhang 2020 ("What is being transferred in transfer
+    learning?", NeurIPS).
+
+    Parameters
+    ----------
+    model : the backbone (a workbench builder model; its own classifier ``head`` is ignored and replaced).
+    dataset : a :class:`~workbench.data.Dataset` (its ``"train"`` split) or a :class:`~workbench.data.Split`.
+    target : a categorical factor to classify instead of the class label (None: ``labels``).
+    index : rows of the training split to fine-tune on (default: all of them), e.g. a label subset.
+    settings : fine-tuning settings (keys of :data:`FINETUNE_DEFAULTS`), checked by :func:`finetune_settings`.
+    seed : seed of the head's initialisation, dropout and the minibatch draws.
+    device : where to train (default: CUDA when available, else CPU).
+
+    Returns
+    -------
+    (net, head) : the fine-tuned copy and its new head, both in eval mode on ``device``;
+    ``head(representation(net, x))`` are the logits.
+
+    >>> import numpy as np
+    >>> from workbench.data import Split
+    >>> from workbench.models import build
+    >>> split = Split(inputs=np.random.default_rng(0).normal(size=(32, 4)).astype("float32"), labels=np.arange(32) % 2)
+    >>> net, head = finetune(build("mlp", input_shape=(4,), num_classes=2, hidden=(8,)), split,
+    ...                      settings={"steps": 3}, device="cpu")
+    >>> head.out_features
+    2
+    """
     from ..models.inputs import model_inputs
 
     from .objectives import representation
+    from .trainer import auto_device
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (e.g. run.load_model(step)), got {type(model).__name__}")
+    train_split = _check_finetune_data(dataset)
+    try:
+        settings = finetune_settings(settings)
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"settings: {err}") from None
+    device = auto_device(device)
+    y_all = torch.as_tensor(_labels(train_split, target, "train"), dtype=torch.long)
+    if index is None:
+        idx = np.arange(len(train_split))
+    else:
+        idx = np.asarray(index)
+        if idx.ndim != 1 or len(idx) == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"index must be a non-empty 1-D array of integer row numbers of the training split, got "
+                             f"{idx.dtype} of shape {idx.shape}")
+        if idx.min() < -len(train_split) or idx.max() >= len(train_split):
+            raise ValueError(f"index holds rows outside the training split's {len(train_split)} rows")
 
     def embed(net, args, kwargs):
         return representation(net, args[0], kwargs.get("attention_mask"))
 
     torch.manual_seed(seed)
     net = copy.deepcopy(model).to(device).train()
-    y_all = torch.as_tensor(_labels(ds["train"], target, "train"), dtype=torch.long)
     n_classes = int(y_all.max()) + 1
-    train = ds["train"].subset(idx)
+    train = train_split.subset(idx)
     y = y_all[idx]
     with torch.no_grad():
         args, kwargs = model_inputs(net, train, slice(0, 2), device)
@@ -519,7 +607,16 @@ def _finetune(model: nn.Module, ds: wb_data.Dataset, target: str | None, idx: np
         opt.step()
         if sched is not None:
             sched.step()
-    net.eval()
+    return net.eval(), head.eval()
+
+
+def _finetune(model: nn.Module, ds: wb_data.Dataset, target: str | None, idx: np.ndarray, splits: Sequence[str],
+              settings: Mapping[str, Any], seed: int, device: torch.device) -> dict[str, float]:
+    from ..models.inputs import model_inputs
+
+    from .objectives import representation
+
+    net, head = finetune(model, ds, target=target, index=idx, settings=settings, seed=seed, device=device)
     out = {}
     with torch.no_grad():
         for s in splits:
@@ -528,7 +625,7 @@ def _finetune(model: nn.Module, ds: wb_data.Dataset, target: str | None, idx: np
             preds = []
             for start in range(0, len(split), 512):
                 args, kwargs = model_inputs(net, split, slice(start, start + 512), device)
-                preds.append(head(embed(net, args, kwargs)).argmax(1).cpu())
+                preds.append(head(representation(net, args[0], kwargs.get("attention_mask"))).argmax(1).cpu())
             out[s] = float((torch.cat(preds) == ys).double().mean())
     return out
 
