@@ -1,6 +1,8 @@
 """Shared test fixtures."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -28,5 +30,13 @@ def one_thread():
 def smoke_store(tmp_path_factory):
     """One run store for the findings' smoke runs, shared by the finding tests and the lesson notebooks: a smoke run
     is trained by whichever test needs it first and reused by the others (runs are keyed by their config; a reused
-    run is the same seeded training). Smoke verdicts are kept there, never in the user's store."""
+    run is the same seeded training). Smoke verdicts are kept there, never in the user's store.
+
+    Under pytest-xdist (``make test`` runs the suite on every core) the workers share one store next to their
+    temporary folders: the run store's locks (``workbench._locks``) let one worker train a run while another waits
+    for it, as on a cluster."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "smoke-store"
+        root.mkdir(exist_ok=True)
+        return root
     return tmp_path_factory.mktemp("smoke-store")
