@@ -58,7 +58,9 @@ EXTRA_COLUMNS = {
     "n_boot": "number of resamples behind ci_low / ci_high",
     "p_value": "permutation p-value (1 + #{null >= value}) / (1 + n_permutations) (Phipson & Smyth 2010)",
     "null_mean": "mean of the measure over row-permuted (unpaired) data",
-    "null_sd": "standard deviation (ddof=1) of the measure over row-permuted data",
+    "null_sd": "standard deviation of the measure over row-permuted data (ddof=1 of the permuted sample; "
+               "exact over all permutations for method='moments')",
+    "null_skew": "skewness of the measure over row-permuted data (exact over all permutations for method='moments')",
     "calibrated": "chance-corrected value (value - null_mean) / (1 - null_mean): 1 perfect, 0 chance",
     "z_score": "(value - null_mean) / null_sd",
     "n_permutations": "number of permutations behind p_value / null_mean",

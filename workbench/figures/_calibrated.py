@@ -61,6 +61,8 @@ def null_figure(result_or_table: PermutationResult | pd.DataFrame, *, alpha: flo
 
 def _null_histogram(r: PermutationResult, title: str | None, bins: int) -> go.Figure:
     colors = _style.palette()
+    if len(r.null) == 0:  # method="moments": no permuted scores, the null's closed-form Pearson III density
+        return _null_density(r, title, colors)
     fig = go.Figure(go.Histogram(x=r.null, nbinsx=bins, name="permuted", marker_color=colors[0], opacity=0.8,
                                  hovertemplate="%{x:.3f}: %{y}<extra>permuted</extra>"))
     fig.add_vline(x=r.score, line_color=colors[1 % len(colors)], line_width=2,
@@ -73,6 +75,29 @@ def _null_histogram(r: PermutationResult, title: str | None, bins: int) -> go.Fi
     stats = {"p_value": r.p_value, "null_mean": r.null_mean, "calibrated": r.calibrated}
     drawn = tidy([{"measure": f"{r.measure}_null", "value": float(v), **stats} for v in r.null]
                  + [{"measure": r.measure, "value": r.score, **stats}])
+    return attach_data(fig, drawn, "null_figure")
+
+
+def _null_density(r: PermutationResult, title: str | None, colors: list) -> go.Figure:
+    """The Pearson type III law with the null's exact mean, sd and skewness (what the moments p-value integrates)."""
+    from scipy import stats
+
+    law = stats.pearson3(r.null_skew, loc=r.null_mean, scale=r.null_sd) if r.null_sd > 0 else None
+    lo, hi = (law.ppf(1e-4), law.ppf(1 - 1e-4)) if law is not None else (r.null_mean, r.null_mean)
+    x = np.linspace(min(lo, r.score), max(hi, r.score), 400) if hi > lo else np.array([r.null_mean])
+    y = law.pdf(x) if law is not None else np.array([1.0])
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="null (moments)", line_color=colors[0],
+                               hovertemplate="%{x:.3f}: %{y:.3g}<extra>null density</extra>"))
+    fig.add_vline(x=r.score, line_color=colors[1 % len(colors)], line_width=2,
+                  annotation_text=f"observed {r.score:.3f}<br>p = {r.p_value:.3g}, calibrated {r.calibrated:.3f}",
+                  annotation_position="top left")
+    fig.update_layout(template=_style.TEMPLATE, showlegend=False,
+                      title_text=title if title else f"{r.measure}: permutation null (exact moments, Pearson III)")
+    fig.update_xaxes(title_text=r.measure)
+    fig.update_yaxes(title_text="density")
+    stats_ = {"p_value": r.p_value, "null_mean": r.null_mean, "calibrated": r.calibrated}
+    drawn = tidy([{"measure": f"{r.measure}_null_density", "value": float(v), **stats_} for v in y]
+                 + [{"measure": r.measure, "value": r.score, **stats_}])
     return attach_data(fig, drawn, "null_figure")
 
 

@@ -68,6 +68,12 @@ of a layer x layer matrix cost about ``T`` times the cross-term work of one matr
 self terms, Grams, RDMs, neighbour lists) is paid once. Measured for linear CKA with ``T = 1000`` (one CPU thread;
 N, width, layers = 300/16/12, 200/256/6, 500/64/6, 1000/32/8, 1000/384/13): 74x, 175x, 373x, 419x and 485x the
 time of one :func:`cka_matrix`, against 560x to 1660x for calling :func:`cka_matrix` on permuted inputs.
+
+Closed-form null of linear CKA (``method="moments"``). The permutation distribution of biased linear CKA has
+exact mean, variance and skewness in closed form (Kazi-Aoual et al. 1995; the RV test of Josse et al. 2008),
+built from per-layer sums, so no permutation is drawn: a layer costs ``O(N d^2)`` plus ``N^2 d / 2``
+multiply-adds once (the sum of cubed entries of its Gram matrix, the skewness' one all-pairs term) and a pair
+``O(1)``; the p-value is a Pearson type III tail. Formulas and accuracy in :func:`permutation_test`.
 """
 from __future__ import annotations
 
@@ -86,7 +92,7 @@ from ..activations import as_layers
 from ..results import tidy
 from ._cca import (_HINT_CCA, _HINT_SVCCA, _check_rtol, _check_samples, _check_svcca_args, _decompose, _dtype_eps,
                    _truncate, cca, pwcca, svcca)
-from ._cka import _hsic, _prepare as _prepare_cka, cka
+from ._cka import _hsic, _prepare as _prepare_cka, cka, cka_matrix
 from ._neighbors import knn_indices, mutual_knn
 from ._pairs import layer_dict, same_device
 from ._rsa import rdm, rsa
@@ -429,6 +435,10 @@ class PermutationResult:
     ``(1 + #{null >= score}) / (1 + n_permutations)``; ``null_mean``, ``null_sd`` (ddof=1); ``calibrated``
     ``(score - null_mean) / (1 - null_mean)`` (chance-corrected, 1 = perfect, 0 = chance); ``z_score``
     ``(score - null_mean) / null_sd``.
+
+    ``method="moments"`` (linear CKA): ``null`` is empty and ``n_permutations`` 0 (no permutation is drawn);
+    ``null_mean``, ``null_sd`` (ddof=0) and ``null_skew`` are the exact moments over all ``N!`` permutations and
+    ``p_value`` the Pearson type III tail probability (see :func:`permutation_test`).
     """
 
     measure: str
@@ -441,16 +451,19 @@ class PermutationResult:
     z_score: float
     n_permutations: int
     seed: int | None
+    null_skew: float = float("nan")
+    method: str = "exact"
 
     def to_frame(self) -> pd.DataFrame:
         """One row in the results schema: ``value`` = score, extras ``p_value``, ``null_mean``, ``null_sd``,
-        ``calibrated``, ``z_score``, ``n_permutations``."""
+        ``calibrated``, ``z_score``, ``n_permutations`` (and ``null_skew`` for ``method="moments"``)."""
         return tidy([{"measure": self.measure, "value": self.score, **_stats_columns(self)}])
 
 
 def _stats_columns(r: PermutationResult) -> dict[str, Any]:
     return {"p_value": r.p_value, "null_mean": r.null_mean, "null_sd": r.null_sd, "calibrated": r.calibrated,
-            "z_score": r.z_score, "n_permutations": r.n_permutations}
+            "z_score": r.z_score, "n_permutations": r.n_permutations,
+            **({"null_skew": r.null_skew} if r.method == "moments" else {})}
 
 
 def _summarise(measure: str, score: float, null: np.ndarray, seed: int | None) -> PermutationResult:
@@ -496,13 +509,157 @@ def _check_pair(a: Any, b: Any, measure: str) -> tuple[torch.Tensor, torch.Tenso
 _SEED = Interval(int, 0, None, none=True)
 _X = Data("x", scale="invariant")  # every measure here is invariant to the scale of either input
 _OPTIONS = Instance(Mapping, none=True)
+_METHOD = Options("exact", "moments")
+
+
+# ------------------------------------------------------------------- closed-form moments of linear CKA
+#: the per-layer sums of :func:`_moment_profile`, in this order
+_PROFILE = ("tau", "S2", "T2", "S3", "U", "B", "R", "T3")
+_MIN_MOMENT_ROWS = 6  # the third moment divides by N (N - 1) ... (N - 5)
+
+
+def _check_method(method: str, measure: str, n: int) -> None:
+    if method != "moments":
+        return
+    if measure != "cka":
+        raise ValueError(f"method='moments' exists only for measure='cka' (biased linear CKA, the RV coefficient), "
+                         f"got measure={measure!r}; use method='exact' (Monte-Carlo permutations) for it")
+    if n < _MIN_MOMENT_ROWS:
+        raise ValueError(f"method='moments' needs at least {_MIN_MOMENT_ROWS} examples (the third permutation moment "
+                         f"divides by N (N-1) ... (N-5)), got N={n}; use method='exact'")
+
+
+def _moment_profile(p: _Prep) -> np.ndarray:
+    """The per-layer sums behind the permutation moments of linear CKA: [tau, S2, T2, S3, U, B, R, T3].
+
+    With ``K = Xc Xc^T / ||Xc Xc^T||_F``, ``tau = tr K``, ``b = tau / (N - 1)`` and the trace-free, doubly
+    centered ``Kt = K - b (I - 11^T / N)`` with diagonal ``k``: ``S2 = sum k_i^2``, ``T2 = ||Kt||_F^2``,
+    ``S3 = sum k_i^3``, ``U = sum_ij Kt_ij^3``, ``B = k^T Kt k``, ``R = sum_i k_i (Kt^2)_ii``, ``T3 = tr Kt^3``.
+    A layer kept as features (``d < N``, ``Xs = Xc / sqrt(||Xc^T Xc||_F)``): all but ``U`` from ``Ct = Xs^T Xs - b I``
+    (``Kt`` is ``lam - b`` on the nonzero spectrum ``lam`` of ``K`` and ``-b`` on the other ``N - 1 - d``
+    directions orthogonal to ``1``; ``Kt^2 = Xs Ct Xs^T - b Kt``), ``O(N d^2)``; ``U`` from the entries of ``Kt``
+    formed block by block (upper-triangle blocks of ``Xs Xs^T``: ``N^2 d / 2`` multiply-adds), the one sum that
+    needs all pairs. The shift by ``b`` is applied before any power, so nothing cancels when ``K`` is nearly
+    isotropic. A layer kept as a Gram matrix: every sum formed directly from ``Kt`` (``N^3`` for ``T3``)."""
+    n = p.n
+    if p.feats is not None:
+        xc = p.feats
+        cov = xc.T @ xc
+        f = float(torch.linalg.matrix_norm(cov))  # ||Xc^T Xc||_F = ||Xc Xc^T||_F
+        xs = xc / math.sqrt(f)
+        diag = xs.square().sum(dim=1)
+    else:
+        f = float(torch.linalg.matrix_norm(p.gram))
+        kt = p.gram / f
+        diag = torch.diagonal(kt).clone()
+    tau = float(diag.sum())
+    b = tau / (n - 1)
+    k = diag - tau / n  # Kt_ii = K_ii - b + b / N
+    if p.feats is not None:
+        d = xc.shape[1]
+        ct = cov / f - b * torch.eye(d, dtype=cov.dtype, device=cov.device)  # Kt = lam - b on the spectrum of K,
+        extra = n - 1 - d  # -b on the other N - 1 - d directions orthogonal to 1: sums over Ct, plus those
+        t2 = float(ct.square().sum()) + extra * b * b
+        t3 = float(((ct @ ct) * ct).sum()) + extra * (-b) ** 3
+        rowsq = ((xs @ ct) * xs).sum(dim=1) - b * k  # Kt^2 = Xs Ct Xs^T - b Kt, since Xs Xs^T = K = Kt + b H
+        kk = xs @ (xs.T @ k) - b * (k - k.mean())  # Kt k = K k - b H k
+        u = 0.0  # sum Kt_ij^3: the only O(N^2 d) sum; upper-triangle row blocks (>= 8, to halve the GEMM)
+        step = max(64, min(-(-n // 8), _CHUNK_ENTRIES // (4 * n)))
+        for i0 in range(0, n, step):
+            i1 = min(n, i0 + step)
+            g = xs[i0:i1] @ xs[i0:].T  # rows i0:i1 of Xs Xs^T, columns i0:
+            g += b / n
+            g[:, :i1 - i0].diagonal().sub_(b)
+            cube = g.square().mul_(g)
+            u += 2.0 * float(cube.sum()) - float(cube[:, :i1 - i0].sum())
+            del g, cube
+    else:
+        kt = kt - b * torch.eye(n, dtype=kt.dtype, device=kt.device) + b / n
+        rowsq = kt.square().sum(dim=1)
+        t2 = float(rowsq.sum())
+        kk = kt @ k
+        u = float(kt.pow(3).sum())
+        step = max(1, _CHUNK_ENTRIES // (4 * n))
+        t3 = sum(float(((kt[i0:i0 + step] @ kt) * kt[i0:i0 + step]).sum()) for i0 in range(0, n, step))
+    return np.array([tau, float(k.square().sum()), t2, float(k.pow(3).sum()), u, float(k @ kk), float(k @ rowsq),
+                     t3])
+
+
+def _pair_moments(pa: np.ndarray, pb: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, variance and skewness of ``CKA(X, Y[pi])`` over all ``N!`` permutations for every pair of layers.
+
+    ``pa`` [La, 8], ``pb`` [Lb, 8]: :func:`_moment_profile` rows; returns three [La, Lb] arrays. The moments of
+    ``<Kt, P Lt P^T>`` are those of Kazi-Aoual, Hitier, Sabatier & Lebreton (1995) for the trace-free
+    ``Kt``, ``Lt``, where every term carrying ``tr Kt`` or ``tr Lt`` vanishes (the terms left, as in
+    FactoMineR's ``coeffRV``; checked against the complete permutation distribution in the tests)."""
+    a, c = pa[:, None, :], pb[None, :, :]
+    tau, s2, t2, s3, u, bb, r, t3 = (a[..., i] for i in range(8))
+    tau_, s2_, t2_, s3_, u_, bb_, r_, t3_ = (c[..., i] for i in range(8))
+    N = float(n)  # the papers' symbol, as a float: N^6 overflows int64
+    mean = tau * tau_ / (N - 1)
+    e_a = N * (N + 1) * s2 - 2 * (N - 1) * t2
+    e_b = N * (N + 1) * s2_ - 2 * (N - 1) * t2_
+    var = 2 * t2 * t2_ / ((N + 1) * (N - 2)) + e_a * e_b / ((N + 1) * N * (N - 1) * (N - 2) * (N - 3))
+    third = (N ** 2 * (N + 1) * (N ** 2 + 15 * N - 4) * s3 * s3_
+             + 4 * (N ** 4 - 8 * N ** 3 + 19 * N ** 2 - 4 * N - 16) * u * u_
+             + 24 * (N ** 2 - N - 4) * (u * bb_ + bb * u_)
+             + 6 * (N ** 4 - 8 * N ** 3 + 21 * N ** 2 - 6 * N - 24) * bb * bb_
+             + 12 * (N ** 4 - N ** 3 - 8 * N ** 2 + 36 * N - 48) * r * r_
+             + 24 * (N ** 3 - 3 * N ** 2 - 2 * N + 8) * (r * u_ + u * r_)
+             + 24 * (N ** 3 - 2 * N ** 2 - 3 * N + 12) * (r * bb_ + bb * r_)
+             - 2 * N * (N - 1) * (N ** 2 - N + 4) * ((2 * u + 3 * bb) * s3_ + (2 * u_ + 3 * bb_) * s3)
+             - 12 * N * (N - 1) ** 2 * (N + 4) * (r * s3_ + r_ * s3)
+             + 16 * N * (N - 1) * (N - 2) * (t3 * s3_ + t3_ * s3)
+             + 8 * (N ** 3 - 9 * N ** 2 + 26 * N - 22) * t3 * t3_
+             - 8 * (3 * N ** 2 - 15 * N + 16) * (t3 * u_ + u * t3_)
+             - 8 * (3 * N ** 2 - 15 * N + 24) * (t3 * bb_ + bb * t3_)
+             - 8 * (N - 2) * (3 * N ** 2 - 15 * N + 24) * (t3 * r_ + r * t3_)
+             ) / (N * (N - 1) * (N - 2) * (N - 3) * (N - 4) * (N - 5))
+    var = np.maximum(var, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skew = np.where(var > 0.0, third / np.where(var > 0.0, var, 1.0) ** 1.5, np.nan)
+    return mean, var, skew
+
+
+def _summarise_moments(measure: str, score: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                       skew: np.ndarray) -> list[list[PermutationResult]]:
+    """The closed-form counterpart of :func:`_summarise` (``method="moments"``) for [La, Lb] arrays at once."""
+    from scipy.stats import pearson3
+
+    sd = np.sqrt(var)
+    flat = ~(sd > _TIE * (1.0 + np.abs(mean)))  # every permutation scores the same (one side is isotropic)
+    z = np.where(flat, np.nan, (score - mean) / np.where(flat, 1.0, sd))
+    p = np.where(flat, 1.0, pearson3.sf(np.where(flat, 0.0, z), np.where(flat, 0.0, skew)))  # flat: the observed
+    sd, skew = np.where(flat, 0.0, sd), np.where(flat, np.nan, skew)  # score is one of the equal permuted scores
+    with np.errstate(divide="ignore", invalid="ignore"):
+        calibrated = np.where(mean < 1.0, (score - mean) / (1.0 - mean), np.nan)
+    return [[PermutationResult(measure, float(score[i, j]), np.empty(0), float(p[i, j]), float(mean[i, j]),
+                               float(sd[i, j]), float(calibrated[i, j]), float(z[i, j]), 0, None,
+                               null_skew=float(skew[i, j]), method="moments") for j in range(score.shape[1])]
+            for i in range(score.shape[0])]
+
+
+def _moments_matrix(layers_a: dict[str, torch.Tensor], layers_b: dict[str, torch.Tensor] | None,
+                    name: str) -> list[list[PermutationResult]]:
+    """``method="moments"`` of :func:`permutation_matrix`: the observed scores are one :func:`cka_matrix`; each
+    layer is centered once more for its moment sums (and dropped before the next)."""
+    scores = cka_matrix(layers_a, layers_b, output="matrix").to_numpy()
+
+    def profiles(layers: dict[str, torch.Tensor], prefix: str) -> np.ndarray:
+        return np.stack([_moment_profile(_prepare_cka(t, f"{prefix}[{k!r}]", "linear", 0.5))
+                         for k, t in layers.items()])
+
+    prof_a = profiles(layers_a, "a_layers")
+    prof_b = prof_a if layers_b is None else profiles(layers_b, "b_layers")
+    n = int(next(iter(layers_a.values())).shape[0])
+    return _summarise_moments(name, scores, *_pair_moments(prof_a, prof_b, n))
 
 
 # --------------------------------------------------------------------------------------------- public API
 @declare(a=_X, b=_X, measure=Options(*CALIBRATED_MEASURES), n_permutations=Interval(int, 1, None),
-         seed=_SEED, options=_OPTIONS)
+         seed=_SEED, options=_OPTIONS, method=_METHOD)
 def permutation_test(a: Any, b: Any, *, measure: str = "cka", n_permutations: int = 1000, seed: int | None = 0,
-                     options: Mapping[str, Any] | None = None) -> PermutationResult:
+                     options: Mapping[str, Any] | None = None, method: str = "exact") -> PermutationResult:
     """Permutation test of a similarity score, with its null distribution and chance-corrected value.
 
     Scores ``s(a, b)`` and ``s(a, b[pi_t])`` for ``t = 1..n_permutations`` random row permutations of ``b``
@@ -511,6 +668,37 @@ def permutation_test(a: Any, b: Any, *, measure: str = "cka", n_permutations: in
     (1 - mean_t s_t)`` (chance-corrected, like Cohen's kappa / the adjusted Rand index: 1 perfect, 0 chance)
     and ``z_score = (s - mean_t s_t) / sd_t s_t``. See :mod:`workbench.similarity._calibrated` for the
     measures, which of them are batched, and the closed-form null mean of linear CKA.
+
+    ``method="moments"`` (``measure="cka"`` only; ``n_permutations`` and ``seed`` are then unused): the exact
+    mean, variance and skewness of ``CKA(a, b[pi])`` over *all* ``N!`` permutations in closed form, and the
+    p-value from a Pearson type III distribution with these three moments — the test of the RV coefficient
+    (biased linear CKA *is* the RV coefficient of the centered data; Robert & Escoufier 1976) by Kazi-Aoual,
+    Hitier, Sabatier & Lebreton 1995 ("Refined approximations to permutation tests for multivariate inference",
+    Comput. Stat. Data Anal. 20) and Josse, Pagès & Husson 2008 ("Testing the significance of the RV
+    coefficient", Comput. Stat. Data Anal. 53). With ``K = Xc Xc^T / ||Xc Xc^T||_F`` and ``L`` likewise,
+    ``CKA(X, Y[pi]) = <K, P L P^T>_F``. Let ``b = tr K / (N - 1)`` and ``Kt = K - b (I - 11^T / N)`` (trace-free,
+    doubly centered; likewise ``Lt``), so that ``CKA(X, Y[pi]) - E = <Kt, P Lt P^T>_F`` exactly, and with ``k =
+    diag(Kt)``: ``S2 = sum k_i^2``, ``T2 = ||Kt||_F^2``, ``S3 = sum k_i^3``, ``U = sum_ij Kt_ij^3``, ``B = k^T Kt k``,
+    ``R = sum_i k_i (Kt^2)_ii``, ``T3 = tr Kt^3`` (primes: the same of ``Lt``):
+
+    * ``null_mean = tr K tr L / (N - 1) = sqrt(beta_X beta_Y) / (N - 1)``, ``beta_X = tr(Xc Xc^T)^2 / ||Xc Xc^T||_F^2``;
+    * ``null_sd^2 = 2 T2 T2' / ((N+1)(N-2)) + (N(N+1) S2 - 2(N-1) T2)(N(N+1) S2' - 2(N-1) T2') /
+      ((N+1) N (N-1)(N-2)(N-3))`` — Kazi-Aoual et al.'s variance, equal to Josse et al.'s
+      ``2 (N-1-beta_X)(N-1-beta_Y) / ((N+1)(N-1)^2(N-2)) (1 + (N-3) gamma_X gamma_Y / (2 N (N-1)))``;
+    * ``null_skew = kappa_3 / null_sd^3``, ``kappa_3 = E<Kt, P Lt P^T>^3``: Kazi-Aoual et al.'s third moment, a
+      polynomial in ``S3, U, B, R, T3`` and their primes over ``N (N-1) ... (N-5)`` (written out in the code;
+      the terms with ``tr Kt = 0`` drop; the shift to ``Kt`` also removes the cancellation of ``E t^3 - 3 E t Var t
+      - (E t)^3``);
+    * ``p_value = P(G >= z)``, ``z = (s - null_mean) / null_sd``, ``G`` Pearson type III with mean 0, variance 1
+      and skewness ``null_skew`` (a shifted gamma; normal as ``null_skew -> 0``; :func:`scipy.stats.pearson3`).
+      An approximation of the exact permutation p-value (at ``N = 30``: 0.0006 off at ``p = 0.2`` against
+      100 000 permutations, where the normal tail is 0.05 off; the tests allow 0.02) and, unlike it, not
+      bounded below by ``1 / (1 + T)``: an exact copy gets a p-value near 0. With a
+      negative ``null_skew`` the distribution has an upper end and the p-value beyond it is 0.
+
+    The moments cost ``O(N^2 d)`` per layer once (the entries of ``Kt``; ``N^3`` for a layer wider than ``N``)
+    and ``O(1)`` per pair, so a whole matrix costs about one :func:`cka_matrix` plus the per-layer work — a
+    small multiple of one matrix rather than the ``T`` multiples of the exact permutation null.
 
     Parameters
     ----------
@@ -524,6 +712,9 @@ def permutation_test(a: Any, b: Any, *, measure: str = "cka", n_permutations: in
     options : mapping or None
         Keyword options of the measure's library function (e.g. ``{"k": 5}`` for mutual k-NN,
         ``{"compare": "pearson"}`` for RSA, ``{"sigma": 0.8}`` for RBF CKA).
+    method : {"exact", "moments"}
+        ``"exact"``: ``n_permutations`` random permutations (Monte Carlo); ``"moments"``: the closed-form
+        moments and Pearson type III p-value above (``measure="cka"``, ``N >= 6``).
 
     Returns
     -------
@@ -542,11 +733,19 @@ def permutation_test(a: Any, b: Any, *, measure: str = "cka", n_permutations: in
     >>> r = permutation_test(x, rng.normal(size=(100, 5)), n_permutations=99)
     >>> r.p_value > 0.05, abs(r.calibrated) < 0.1                   # independent: chance level
     (True, True)
+    >>> m = permutation_test(x, x[:, :3] + rng.normal(size=(100, 3)), method="moments")  # no permutation drawn
+    >>> round(m.score, 3), round(m.null_mean, 3), round(m.null_sd, 4), round(m.null_skew, 2), m.p_value < 1e-12
+    (0.315, 0.037, 0.0137, 0.76, True)
     """
     options = _check_options(measure, options)
     x, y = _check_pair(a, b, measure)
-    pa, pb = _prepare(x, "a", measure, options), _prepare(y, "b", measure, options, side="b")
     n = x.shape[0]
+    _check_method(method, measure, n)
+    pa, pb = _prepare(x, "a", measure, options), _prepare(y, "b", measure, options, side="b")
+    if method == "moments":
+        score = _scores(_Side([pa]), pb, _identity(n, x.device), measure, options)
+        moments = _pair_moments(_moment_profile(pa)[None], _moment_profile(pb)[None], n)
+        return _summarise_moments(_table_measure(measure, options), score, *moments)[0][0]
     perms = torch.from_numpy(permutations(n, n_permutations, seed)).to(x.device)
     side = _Side([pa])
     score = float(_scores(side, pb, _identity(n, x.device), measure, options)[0, 0])
@@ -556,10 +755,10 @@ def permutation_test(a: Any, b: Any, *, measure: str = "cka", n_permutations: in
 
 @declare(a_layers=Data("layers", scale="invariant"), b_layers=Data("layers", none=True, scale="invariant"),
          measure=Options(*CALIBRATED_MEASURES), n_permutations=Interval(int, 1, None), seed=_SEED, options=_OPTIONS,
-         alpha=Interval(float, 0, 1, closed="neither"))
+         alpha=Interval(float, 0, 1, closed="neither"), method=_METHOD)
 def permutation_matrix(a_layers: Any, b_layers: Any = None, *, measure: str = "cka", n_permutations: int = 1000,
                        seed: int | None = 0, options: Mapping[str, Any] | None = None,
-                       alpha: float = 0.05) -> pd.DataFrame:
+                       alpha: float = 0.05, method: str = "exact") -> pd.DataFrame:
     """Permutation tests of every layer pair, all against the same permutations, as one tidy table.
 
     Every layer is prepared once (see :mod:`workbench.similarity._calibrated`); for each permutation ``pi``
@@ -569,11 +768,17 @@ def permutation_matrix(a_layers: Any, b_layers: Any = None, *, measure: str = "c
     The same permutations serve every pair, so each cell equals :func:`permutation_test` of that pair with the
     same ``seed``.
 
+    ``method="moments"`` (``measure="cka"``): no permutation is drawn; each layer's moment sums are computed
+    once and every cell gets the exact permutation mean, sd, skewness and the Pearson type III p-value of
+    :func:`permutation_test` (``n_permutations`` 0, extra column ``null_skew``). Cost: the observed matrix plus
+    ``O(N^2 d)`` per layer, measured at 2.7x (N=1000) and 2.6x (N=10 000) the time of one :func:`cka_matrix` for
+    13 + 13 layers of width 384 on one CPU thread, against 485x for ``T = 1000`` exact permutations.
+
     Parameters
     ----------
     a_layers, b_layers : array, ``Activations`` or mapping layer name -> [N, d]
         ``b_layers=None`` compares ``a_layers`` with itself (all ordered pairs; the diagonal is tested too).
-    measure, n_permutations, seed, options
+    measure, n_permutations, seed, options, method
         As in :func:`permutation_test`.
     alpha : float
         Level for the ``significant`` column (``p_value <= alpha``); no multiple-comparison correction.
@@ -597,6 +802,7 @@ def permutation_matrix(a_layers: Any, b_layers: Any = None, *, measure: str = "c
     [{'layer': 'x', 'layer_b': 'x', 'significant': True}, {'layer': 'x', 'layer_b': 'noise', 'significant': False}]
     """
     options = _check_options(measure, options)
+    _check_method(method, measure, _MIN_MOMENT_ROWS)
     if measure == "svcca" and isinstance(options.get("dims"), (tuple, list)):
         raise TypeError("options['dims'] must be one int for permutation_matrix (applied to every layer), got "
                         f"{options['dims']!r}")
@@ -609,10 +815,19 @@ def permutation_matrix(a_layers: Any, b_layers: Any = None, *, measure: str = "c
     if len(set(sizes.values())) > 1:
         odd = ", ".join(f"{k} has {m}" for k, m in sizes.items() if m != n)
         raise ValueError(f"all layers must hold the same examples: {next(iter(sizes))} has {n} rows but {odd}")
+    _check_method(method, measure, n)
     names_a = list(layers_a)
     names_b = names_a if layers_b is None else list(layers_b)
     tensors = same_device(list(layers_a.values()) + ([] if layers_b is None else list(layers_b.values())))
     device = tensors[0].device
+    name = _table_measure(measure, options)
+    if method == "moments":
+        cells = _moments_matrix(dict(zip(names_a, tensors)),
+                                None if layers_b is None else dict(zip(names_b, tensors[len(names_a):])), name)
+        return tidy([{"layer": la, "layer_index": i, "measure": name, "value": cells[i][j].score, "layer_b": lb,
+                      "layer_index_b": j, **_stats_columns(cells[i][j]),
+                      "significant": bool(cells[i][j].p_value <= alpha)}
+                     for i, la in enumerate(names_a) for j, lb in enumerate(names_b)])
     raw_a = as_layers(a_layers, "a_layers")[0]
     raw_b = None if b_layers is None else as_layers(b_layers, "b_layers")[0]
     raw = {**{f"a_layers[{k!r}]": v for k, v in raw_a.items()},
@@ -629,7 +844,6 @@ def permutation_matrix(a_layers: Any, b_layers: Any = None, *, measure: str = "c
     for j, pb in enumerate(prep_b):
         score[:, j] = _scores(side, pb, _identity(n, device), measure, options)[0]
         null[:, j] = _scores(side, pb, perms, measure, options).T
-    name = _table_measure(measure, options)
     records = []
     for i, la in enumerate(names_a):
         for j, lb in enumerate(names_b):
