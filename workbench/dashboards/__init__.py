@@ -12,6 +12,7 @@ ending a cell with ``dash`` shows it.
 from __future__ import annotations
 
 from ._base import Combined, combine
+from ._scatter import LARGE_THRESHOLD, LargeScatter
 from .embedding import EmbeddingExplorer
 from .lab import DEFAULT_LAB_CONFIG, PretrainingLab, TrainingCancelled, TrainingJob
 from .layers import LayerDashboard
@@ -23,4 +24,4 @@ from .study import StudyDashboard
 
 __all__ = ["LayerDashboard", "ProbeDashboard", "SimilarityDashboard", "SpectrumDashboard", "spectrum_frames",
            "EmbeddingExplorer", "SaliencyDashboard", "StudyDashboard", "PretrainingLab", "TrainingJob",
-           "TrainingCancelled", "DEFAULT_LAB_CONFIG", "combine", "Combined"]
+           "TrainingCancelled", "DEFAULT_LAB_CONFIG", "combine", "Combined", "LargeScatter", "LARGE_THRESHOLD"]

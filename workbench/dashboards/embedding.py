@@ -1,6 +1,11 @@
 """Embedding explorer: PCA / UMAP of a layer at a checkpoint, coloured by label or factor; selecting points
 (lasso / box / click) shows those examples.
 
+Above :data:`~workbench.dashboards._scatter.LARGE_THRESHOLD` drawn points (50 000) the scatter is the WebGL widget
+of jupyter-scatter (:class:`~workbench.dashboards._scatter.LargeScatter`) instead of plotly, with the same linked
+selection (its ``selection`` trait → :meth:`EmbeddingExplorer.select_points`) and colouring; ``max_points=None``
+draws every example (10⁶ stay interactive), ``engine=`` forces one engine.
+
 The projection is :func:`workbench.figures.project` (a pure function, cached here per source × layer ×
 method); the scatter is :func:`workbench.figures.embedding_scatter` (WebGL above
 :data:`workbench.figures._embedding.WEBGL_THRESHOLD` points); the examples are drawn by
@@ -20,7 +25,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import Dashboard, set_options, update_figure
+from ._base import ERROR_STYLE, Dashboard, clear_figure, set_options, update_figure
+from ._scatter import LARGE_THRESHOLD, LargeScatter, choose_engine
 
 __all__ = ["EmbeddingExplorer"]
 
@@ -36,14 +42,19 @@ class EmbeddingExplorer(Dashboard):
                  ``[N, ...]`` of images / signals / token ids, or a list of N strings. None: indices only.
     vocab:       token strings for integer token ids (``Dataset.vocab``).
     method:      ``"pca"`` or ``"umap"``; color: ``"label"``, a factor name, or None.
-    max_points:  project a fixed random subset (seeded) of this many examples when N is larger.
+    max_points:  project a fixed random subset (seeded) of this many examples when N is larger (None: all).
+    engine:      ``"auto"`` (plotly up to :attr:`large_threshold` drawn points, jupyter-scatter's WebGL widget
+                 above), ``"plotly"`` or ``"webgl"``.
     max_shown:   at most this many selected examples are drawn.
     """
 
+    #: drawn points above which ``engine="auto"`` uses the WebGL widget (:data:`~._scatter.LARGE_THRESHOLD`)
+    large_threshold: int = LARGE_THRESHOLD
+
     def __init__(self, activations: Any, examples: Any = None, *, source: str | None = None,
                  layer: str | None = None, method: str = "pca", color: str | None = "label",
-                 max_points: int = 5000, max_shown: int = 16, seed: int = 0, vocab: Sequence[str] | None = None,
-                 export_path: str = "embedding.svg"):
+                 max_points: int | None = 5000, max_shown: int = 16, seed: int = 0,
+                 vocab: Sequence[str] | None = None, export_path: str = "embedding.svg", engine: str = "auto"):
         self._init_base(export_path)
         W = self._W
         if hasattr(activations, "layers") and hasattr(activations, "labels"):
@@ -57,7 +68,10 @@ class EmbeddingExplorer(Dashboard):
         self.n = next(iter(sizes.values()))
         self.examples = self._examples(examples)
         self.vocab = list(vocab) if vocab is not None else None
-        self.max_points, self.max_shown, self.seed = int(max_points), int(max_shown), int(seed)
+        self.max_points = self.n if max_points is None else int(max_points)
+        self.max_shown, self.seed = int(max_shown), int(seed)
+        choose_engine(0, engine=engine)  # checks the name (and that jupyter-scatter is there for "webgl")
+        self.engine, self._large = engine, None
         self.selected: list[int] = []
         self._pending: list[int] = []
         self._cache: dict[tuple, pd.DataFrame] = {}
@@ -75,11 +89,12 @@ class EmbeddingExplorer(Dashboard):
             set_options(self.source_w, list(self.sources), source)
             self._set_dependent(layer=layer, color=color)
             self.method_w.value = self._check_choice(method, figures.PROJECTIONS, "method")
-        self._update()
         for w in [self.source_w, self.layer_w, self.method_w, self.color_w]:
             w.observe(self._on_change, names="value")
         controls = W.HBox([W.VBox([self.source_w, self.layer_w]), W.VBox([self.method_w, self.color_w])])
-        self.widget = W.VBox([controls, self.figure, self.selection_info, self.examples_box, self.examples_html,
+        self.plot_box = W.Box([self.figure])  # the plotly figure, or the WebGL widget above large_threshold
+        self._update()
+        self.widget = W.VBox([controls, self.plot_box, self.selection_info, self.examples_box, self.examples_html,
                               self.export_row, self.status])
 
     # ------------------------------------------------------------------ inputs
@@ -151,7 +166,25 @@ class EmbeddingExplorer(Dashboard):
         return figures.embedding_scatter(frame, color=self._color_column(),
                                          title=f"{self.source_w.value} · {self.layer_w.value}")
 
+    def drawn_engine(self) -> str:
+        """``"plotly"`` or ``"webgl"``: the engine that draws the current number of points."""
+        return choose_engine(min(self.n, self.max_points), engine=self.engine, threshold=self.large_threshold)
+
     def _update(self) -> None:
+        if self.drawn_engine() == "webgl":
+            if self._large is None:
+                self._large = LargeScatter(on_select=self.select_points)
+            try:
+                self._large.draw(self.current_frame(), self._color_column(),
+                                 title=f"{self.source_w.value} · {self.layer_w.value}")
+            except ValueError as e:
+                self.status.value = f"<span style='{ERROR_STYLE}'>{html.escape(str(e))}</span>"
+                return
+            clear_figure(self.figure, "drawn by the WebGL widget")
+            self.plot_box.children = (self._large.widget,)
+            self.status.value = ""
+            return
+        self.plot_box.children = (self.figure,)
         super()._update()
         for trace in self.figure.data:  # traces are replaced when the colouring changes: hook new ones
             if trace.uid not in self._hooked:
@@ -175,6 +208,8 @@ class EmbeddingExplorer(Dashboard):
         if bad:
             raise ValueError(f"indices {bad[:5]} are outside 0..{self.n - 1}")
         self.selected = list(dict.fromkeys(ids))
+        if self._large is not None and self.plot_box.children[0] is self._large.widget:
+            self._large.set_selection(self.selected)  # no echo: set_selection does not call back
         shown = self.selected[:self.max_shown]
         more = f" (showing {len(shown)})" if len(shown) < len(self.selected) else ""
         self.selection_info.value = f"<b>{len(self.selected)} selected</b>{more}: {shown}"
@@ -232,6 +267,19 @@ class EmbeddingExplorer(Dashboard):
                 self.color_w.value = self._check_choice(color, [v for _l, v in self.color_w.options], "color")
         self._update()
         return self
+
+    def plotted_data(self) -> pd.DataFrame:
+        """The rows the plot shows (read back from the WebGL widget above :attr:`large_threshold` points)."""
+        if self.plot_box.children[0] is not self.figure:
+            return self._large.plotted_data()
+        return super().plotted_data()
+
+    def current_figure(self) -> go.Figure:
+        """What Export writes: the plotly figure; above :attr:`large_threshold` points it is built here from the
+        drawn frame (plotly WebGL; slow for 10⁶ points)."""
+        if self.plot_box.children[0] is not self.figure:
+            return self._build_figure()
+        return super().current_figure()
 
     def __repr__(self) -> str:
         return (f"EmbeddingExplorer(source={self.source_w.value!r}, layer={self.layer_w.value!r}, "
