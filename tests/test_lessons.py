@@ -65,7 +65,7 @@ def test_lesson_runs_at_smoke_size(path: Path, smoke_store: Path, monkeypatch):
     _code, outputs, seconds = execute(path, timeout=600)
     print(f"{path.name}: {seconds:.1f} s at smoke size")
 
-    text = "".join(output_text(o) for o in outputs)
+    text = "\n".join(output_text(o) for o in outputs)
     assert "recorded" in text, f"{path.name} does not say whether a quick verdict is recorded"
     # the verdict line of str(Verdict), for this finding at the smoke size (the lesson obeyed the size switch)
     verdict = re.search(rf"^{fid} \(smoke, seeds \[(.*?)\]\): (SHOWN|NOT SHOWN|INCONCLUSIVE)$", text, flags=re.M)
