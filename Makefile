@@ -26,12 +26,11 @@ install-test: install
 demo: install
 	workbench demo --out $(OUT) --quick
 
-# one pytest worker per core (pytest-xdist), a test file per worker at a time: module fixtures are built once
 test: install-test
-	$(PYTHON) -m pytest -q -n auto --dist loadfile
+	$(PYTHON) -m pytest -q
 
 test-fast: install-test
-	$(PYTHON) -m pytest -q -n auto --dist loadfile -m "not slow and not browser"
+	$(PYTHON) -m pytest -q -m "not slow and not browser"
 
 bench: install-test
 	for b in benchmarks/bench_*.py; do $(PYTHON) $$b || exit 1; done
