@@ -231,6 +231,57 @@ def test_the_widget_state_is_the_figure_shown_after_every_change(results):
     assert dash.figure.get_state()["_widget_layout"]["yaxis"]["title"]["text"] == "rankme"
 
 
+def test_the_widget_state_holds_arrays_as_plotly_displays_them():
+    """The synced state must be in the form plotly's own display gives (``_repr_mimebundle_``: arrays, not
+    ``to_plotly_json()``'s base64 ``{dtype, bdata}`` records): from base64 records the front end computed trace
+    deltas repeating every array, a 10.8 MB message for the explorer at 2 000 points, over the Jupyter server's
+    10 MiB websocket limit; the kernel connection dropped and a lasso never reached the kernel."""
+    import torch
+
+    from workbench.activations import Activations
+    from workbench.dashboards import EmbeddingExplorer
+
+    rng = np.random.default_rng(0)
+    acts = Activations({"l1": torch.tensor(rng.normal(size=(300, 4)), dtype=torch.float32)},
+                       labels=np.arange(300) % 3)
+    ex = EmbeddingExplorer(acts, max_points=None, engine="plotly")
+    ex.select(color="label")
+    shown = go.FigureWidget(go.Figure(ex.figure))
+    shown._repr_mimebundle_()  # plotly sets its synced state for display
+    ours, theirs = ex.figure.get_state()["_widget_data"], shown.get_state()["_widget_data"]
+    assert len(ours) == len(theirs) == 3
+    def form(v):  # binary buffer records (what the serializer sends for arrays), else the value itself
+        if isinstance(v, dict) and "buffer" in v:
+            return ("buffer", v["dtype"], tuple(v["shape"]), bytes(v["buffer"]))
+        return ("value", json.dumps(v, sort_keys=True, default=str))
+
+    for a, b in zip(ours, theirs):
+        for key in ("x", "y", "customdata"):
+            assert not (isinstance(a[key], dict) and "bdata" in a[key]), f"{key} synced as base64"
+            assert form(a[key]) == form(b[key]), key
+
+
+def test_new_traces_reach_the_front_end_after_the_axes_they_use():
+    """When the traces change (the explorer's example grid after a selection), plotly.js must receive the new
+    layout — the subplot axes the traces refer to — before the traces: traces added first were drawn on the default
+    axes (one image over the whole grid, seen in JupyterLab). The messages the FigureWidget sends are recorded."""
+    from workbench import figures as wb_figures
+    from workbench.dashboards._base import update_figure
+
+    fw = go.FigureWidget()
+    sent: list[tuple[str, set]] = []
+    fw._send_addTraces_msg = lambda data: sent.append(("addTraces", {t.get("xaxis", "x") for t in data}))
+    fw._send_relayout_msg = lambda data, source_view_id=None: sent.append(("relayout", set(data)))
+    fw._send_update_msg = lambda restyle_data=None, relayout_data=None, **_: sent.append(
+        ("update", set(relayout_data or {})))
+    grid = wb_figures.example_grid(np.random.default_rng(0).random((6, 3, 8, 8)), [f"#{i}" for i in range(6)])
+    update_figure(fw, grid)
+    first_traces = next(i for i, (kind, _) in enumerate(sent) if kind == "addTraces")
+    axes_sent = set().union(*(keys for kind, keys in sent[:first_traces] if kind in ("relayout", "update")))
+    used = {f"xaxis{a[1:]}" for a in sent[first_traces][1]}  # "x2" -> "xaxis2"
+    assert used - {"xaxis"} and used <= axes_sent | {"xaxis"}, (used, axes_sent)
+
+
 def test_entries_the_new_layout_lacks_are_removed_on_the_front_end():
     """Assigning a layout never removed what the old one had (a "waiting…" note stayed over the live curve)."""
     from workbench.dashboards._base import clear_figure, update_figure

@@ -116,6 +116,35 @@ def test_widget_selection_shows_exactly_those_examples():
     assert ex.selected == [] and ex.examples_html.value == ""
 
 
+@pytest.mark.parametrize("shape", ["lasso", "box"])
+def test_plotly_lasso_or_box_drawn_in_the_browser_selects_the_points_inside(shape):
+    """The browser syncs a drawn lasso/box as ``layout.selections`` (plotly.js's relayout); the explorer selects the
+    points inside. Checked against a hand-made lasso (a pentagon: star-free, so a point is inside when it is on
+    the inner side of all five edges) and a box (two interval tests), on the drawn PCA coordinates."""
+    n = 600
+    acts, _labels, _shape = _acts(n, seed=4)
+    ex = EmbeddingExplorer(acts, [f"s{i}" for i in range(n)], engine="plotly", max_points=None)
+    frame = ex.current_frame()
+    x, y, ids = frame["x"].to_numpy(), frame["y"].to_numpy(), frame["index"].to_numpy()
+    cx, cy, r = float(np.median(x)), float(np.median(y)), float(np.std(x))
+    if shape == "lasso":
+        angles = np.pi / 2 + 2 * np.pi * np.arange(5) / 5
+        vx, vy = cx + r * np.cos(angles), cy + r * np.sin(angles)  # counter-clockwise convex pentagon
+        path = "M" + "L".join(f"{float(a)!r},{float(b)!r}" for a, b in zip(vx, vy)) + "Z"
+        sel = {"type": "path", "path": path, "xref": "x", "yref": "y"}
+        side = [(vx[(k + 1) % 5] - vx[k]) * (y - vy[k]) - (vy[(k + 1) % 5] - vy[k]) * (x - vx[k]) for k in range(5)]
+        inside = np.all(np.array(side) > 0, axis=0)
+    else:
+        sel = {"type": "rect", "x0": cx + r, "x1": cx - r, "y0": cy - r / 2, "y1": cy + r, "xref": "x", "yref": "y"}
+        inside = (np.abs(x - cx) <= r) & (y >= cy - r / 2) & (y <= cy + r)
+    assert 10 < inside.sum() < n - 10
+    ex.figure.plotly_relayout({"selections": [sel]})  # what the FigureWidget does with the browser's relayout
+    assert sorted(ex.selected) == sorted(ids[inside].astype(int).tolist())
+    assert f"{inside.sum()} selected" in ex.selection_info.value
+    ex.figure.plotly_relayout({"selections": []})  # a double click clears the lasso: and the list
+    assert ex.selected == []
+
+
 @needs_widget
 def test_selection_survives_a_recolour_as_a_fresh_widget():
     acts, _labels, _shape = _acts(80)

@@ -9,6 +9,7 @@ subclasses :class:`Dashboard` and so answers the same four calls (:data:`CONTRAC
 from __future__ import annotations
 
 import abc
+import copy
 import contextlib
 import html
 import json
@@ -94,10 +95,13 @@ def sync_state(fw: go.FigureWidget) -> None:
     both traits to the full figure (what plotly itself does in ``_repr_mimebundle_``), so any view, made at
     any time, draws what the kernel holds.
     """
-    state = fw.to_plotly_json()
+    # plotly's own form of the figure (``_repr_mimebundle_`` sets the same), not ``to_plotly_json()``: from the
+    # latter the front end computed "trace deltas" holding every array again (10.8 MB for 2 000 points with
+    # customdata), over the Jupyter server's 10 MiB websocket message limit: the kernel connection dropped and
+    # the widget's later messages (hover, relayout, the explorer's lasso) never reached the kernel
     with fw.hold_sync():
-        fw._widget_data = state["data"]
-        fw._widget_layout = state["layout"]
+        fw._widget_data = copy.deepcopy(fw._data)
+        fw._widget_layout = copy.deepcopy(fw._layout_obj._props)
     for listener in getattr(fw, "_workbench_listeners", ()):
         listener()
 
@@ -137,12 +141,11 @@ def update_figure(fw: go.FigureWidget, new: go.Figure) -> None:
                 if changed:
                     old.update(changed, overwrite=True)
             _set_layout(fw, new.layout)
-    else:
-        with fw.batch_update():
+    else:  # the layout first: traces added before their subplot axes exist were drawn on the default axes
+        with fw.batch_update():  # (the explorer's example grid: one image over the whole plot)
             fw.data = []
-        fw.add_traces(list(new.data))
-        with fw.batch_update():
             _set_layout(fw, new.layout)
+        fw.add_traces(list(new.data))
     sync_state(fw)
 
 

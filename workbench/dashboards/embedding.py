@@ -18,6 +18,7 @@ method); the scatter is :func:`workbench.figures.embedding_scatter` (WebGL above
 from __future__ import annotations
 
 import html
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -76,6 +77,7 @@ class EmbeddingExplorer(Dashboard):
         self._pending: list[int] = []
         self._cache: dict[tuple, pd.DataFrame] = {}
         self._hooked: set[str] = set()
+        self._shapes: tuple = ()
 
         self.source_w = W.Dropdown(description="source")
         self.layer_w = W.Dropdown(description="layer")
@@ -186,6 +188,9 @@ class EmbeddingExplorer(Dashboard):
             return
         self.plot_box.children = (self.figure,)
         super()._update()
+        self._shapes = _selection_key(self._drawn_selections())  # a redraw's own selections are not a lasso
+        if not self._hooked:  # the layout object is kept across redraws: hook it once
+            self.figure.layout.on_change(self._on_shapes, "selections")
         for trace in self.figure.data:  # traces are replaced when the colouring changes: hook new ones
             if trace.uid not in self._hooked:
                 trace.on_selection(self._on_points)
@@ -193,6 +198,32 @@ class EmbeddingExplorer(Dashboard):
                 self._hooked.add(trace.uid)
 
     # ------------------------------------------------------------------ selection -> examples
+    def _drawn_selections(self) -> list[dict]:
+        # the layout as synced (a relayout from the browser updates the layout's JSON; its ``selections`` tuple of
+        # objects is not rebuilt)
+        return list(self.figure.layout.to_plotly_json().get("selections") or [])
+
+    def _on_shapes(self, _layout, _selections) -> None:
+        """A lasso or box drawn in the browser: plotly.js stores it in ``layout.selections`` (data coordinates) and
+        the FigureWidget syncs that layout change to the kernel. The points inside are selected here, in the kernel,
+        from the drawn coordinates. (Why not only ``on_selection``: plotly's widget sends the selected points
+        through the same synced field as hover events, and ipywidgets merges a field's pending updates, so a hover
+        right after the mouse-up — the usual case — overwrote the selection before it reached the kernel: the
+        lasso showed in the browser and nothing was selected. The layout's selections travel in their own field.)"""
+        selections = self._drawn_selections()
+        key = _selection_key(selections)
+        if key == self._shapes:
+            return
+        self._shapes = key
+        ids: list[int] = []
+        for trace in self.figure.data:
+            if trace.customdata is None or trace.x is None:
+                continue
+            inside = _inside_selections(np.asarray(trace.x, dtype=float), np.asarray(trace.y, dtype=float),
+                                        selections)
+            ids.extend(int(c[0]) for c in np.asarray(trace.customdata, dtype=object)[inside])
+        self.select_points(ids)
+
     def _on_points(self, trace, points, _selector=None) -> None:
         """plotly calls this once per trace for each event (in trace order, also for traces with no points):
         gather the example ids and commit after the last trace."""
@@ -284,3 +315,33 @@ class EmbeddingExplorer(Dashboard):
     def __repr__(self) -> str:
         return (f"EmbeddingExplorer(source={self.source_w.value!r}, layer={self.layer_w.value!r}, "
                 f"method={self.method_w.value!r}, color={self.color_w.value!r}, selected={len(self.selected)})")
+
+
+def _selection_key(selections) -> tuple:
+    """A comparable form of ``layout.selections`` (as JSON dicts)."""
+    return tuple(tuple(sorted((k, str(v)) for k, v in d.items() if k in ("type", "path", "x0", "x1", "y0", "y1")))
+                 for d in selections)
+
+
+def _inside_selections(x: np.ndarray, y: np.ndarray, selections) -> np.ndarray:
+    """Which points ``(x, y)`` lie inside any of plotly's ``layout.selections``: a ``rect`` (``x0, x1, y0, y1``)
+    or a lasso ``path`` (``"M x,y L x,y ... Z"``, a closed polygon; even-odd rule by ray casting: a point is
+    inside when a ray to its right crosses the polygon's edges an odd number of times)."""
+    inside = np.zeros(len(x), dtype=bool)
+    for d in selections:
+        if d.get("path"):
+            pts = np.array([[float(v) for v in p.split(",")] for p in re.findall(r"[ML]\s*([^MLZ]+)", d["path"])])
+            if len(pts) < 3:
+                continue
+            hit = np.zeros(len(x), dtype=bool)
+            for (xa, ya), (xb, yb) in zip(pts, np.roll(pts, -1, axis=0)):
+                crosses = (ya > y) != (yb > y)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    x_cross = xa + (y - ya) * (xb - xa) / (yb - ya)
+                hit ^= crosses & (x < x_cross)
+            inside |= hit
+        elif all(d.get(k) is not None for k in ("x0", "x1", "y0", "y1")):
+            x0, x1 = sorted((float(d["x0"]), float(d["x1"])))
+            y0, y1 = sorted((float(d["y0"]), float(d["y1"])))
+            inside |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    return inside
