@@ -112,6 +112,33 @@ def test_cancel_between_checkpoints_resumes_to_the_same_weights_and_history(tmp_
     assert store.check().empty, store.check()
 
 
+def test_the_curve_of_a_resumed_run_shows_its_whole_history(tmp_path):
+    """Starting an interrupted run again in the lab resumes it; the curve drawn is the run's whole training loss,
+    the steps before the resume point too (the live steps alone drew it from the resume point on): step for step
+    the loss of the same run trained without interruption (in another store)."""
+    from workbench.train import train
+
+    lab = PretrainingLab(RunStore(tmp_path / "lab"), TINY)
+    cfg = lab.config(steps=40)
+    straight = train(cfg, RunStore(tmp_path / "straight"), progress=False).history()
+    want = straight[(straight.measure == "loss") & (straight.split == "train_batch")]
+
+    def stop_at_17(step, _metrics):
+        if step == 17:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, lab.store, progress=False, callback=stop_at_17)
+    job = lab.start(steps=40)
+    assert lab.wait(120) == "done", lab.status.value
+    assert job.history().step.min() == 18  # the job itself resumed after step 17
+    frame = lab.current_frame()
+    assert frame.step.tolist() == want.step.tolist()
+    np.testing.assert_allclose(frame.value, want.value, rtol=1e-6)
+    curve = lab.figure.data[0]
+    assert list(curve.x) == want.step.astype(float).tolist()
+
+
 def test_invalid_choices_are_refused_by_name(tmp_path):
     lab = PretrainingLab(RunStore(tmp_path), TINY)
     with pytest.raises(ValueError, match="label_noise"):

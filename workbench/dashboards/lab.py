@@ -176,6 +176,7 @@ class PretrainingLab(Dashboard):
         self.base = RunConfig.from_dict(DEFAULT_LAB_CONFIG if base is None else base)
         self.device, self.refresh_every = device, float(refresh_every)
         self.job: TrainingJob | None = None
+        self._before_job: tuple[TrainingJob | None, pd.DataFrame | None] = (None, None)  # see _job_history
         self.jobs: list[TrainingJob] = []
         self.shown = None  # a stored Run chosen with select(run=...): drawn until the next start
         self._last_draw = 0.0
@@ -366,10 +367,29 @@ class PretrainingLab(Dashboard):
         if self.shown is not None:
             h = self.shown.history()
         elif self.job is not None:
-            h = self.job.history()
+            h = self._job_history()
         else:
             h = tidy([])
         return h[(h["measure"] == "loss") & (h["split"] == "train_batch")].reset_index(drop=True)
+
+    def _job_history(self) -> pd.DataFrame:
+        """The current job's curve: what its run stored before the job started (a resumed run's earlier steps,
+        read once per job) followed by the job's live steps. The live steps alone drew a resumed run from its
+        resume point on, its earlier history missing from the plot."""
+        live = self.job.history()
+        if self._before_job[0] is not self.job:
+            try:
+                stored = self.job.store.get(self.job.config.id).history()
+            except KeyError:  # a new run: nothing before this job
+                stored = live.iloc[:0]
+            self._before_job = (self.job, stored)
+        stored = self._before_job[1]
+        first = live["step"].min() if len(live) else float("inf")
+        earlier = stored[(stored["split"] == "train_batch") & (stored["step"] < first)]
+        if earlier.empty:
+            return live
+        return pd.concat([earlier.assign(run=live["run"].iloc[0] if len(live) else earlier["run"]), live],
+                         ignore_index=True)
 
     def _build_figure(self) -> go.Figure | None:
         frame = self.current_frame()
