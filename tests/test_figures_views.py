@@ -280,6 +280,20 @@ def test_study_scatter_one_point_per_run_and_rank_correlation(study_table):
     assert "+0.50 [0.10, 0.90]" in given.layout.title.text
 
 
+def test_study_scatter_axis_titles_fit_the_plot(study_table):
+    """A long selection made one vertical axis title longer than the plot is high (cut off in JupyterLab): the
+    titles break after commas into lines of about 40 characters, keeping every part in order."""
+    m = {"kind": "measure", "measure": "effective_rank", "layer": "l2"}
+    d = {"kind": "downstream", "method": "linear", "split": "ood", "measure": "accuracy", "step": 100}
+    fig = figures.study_scatter(study_table, m, d)
+    for axis, sel in (("yaxis", d), ("xaxis", m)):
+        lines = fig.layout[axis].title.text.split("<br>")
+        assert max(len(line) for line in lines) <= 48, lines
+        parts = [f"{k}={v}" for k, v in sel.items() if k not in ("measure", "kind")]
+        assert "".join(lines).replace(", ", ",") == f"{sel['measure']} ({','.join(parts)})", lines
+    assert len(fig.layout.yaxis.title.text.split("<br>")) >= 2
+
+
 def test_study_scatter_bad_selection(study_table):
     d = {"kind": "downstream", "split": "ood"}
     with pytest.raises(ValueError, match="several rows per run"):

@@ -69,7 +69,8 @@ class StudyDashboard(Dashboard):
 
         self.measure_w = W.Dropdown(description="measure")
         self.layer_w = W.Dropdown(description="layer")
-        self.downstream_w = W.Dropdown(description="downstream", layout=W.Layout(width="420px"))
+        self.downstream_w = W.Dropdown(description="downstream", layout=W.Layout(width="540px"),
+                                       style={"description_width": "initial"})  # the label and choice uncut
         self.color_w = W.Dropdown(description="colour")
         with self._hold():
             set_options(self.measure_w, [str(v) for v in uniq(m["measure"])], measure)

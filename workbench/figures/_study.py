@@ -109,12 +109,25 @@ def study_scatter(table: pd.DataFrame, measure: Mapping[str, Any], downstream: M
             marker=dict(color=cmap[str(g)], size=9, line=dict(width=0.5, color="white")),
             customdata=sub[["run"]].to_numpy(dtype=object),
             hovertemplate="%{customdata[0]}<br>" + f"{mname}: %{{x:.4g}}<br>{dname}: %{{y:.4g}}<extra></extra>"))
-    fig.update_xaxes(title_text=mname)
-    fig.update_yaxes(title_text=dname)
+    fig.update_xaxes(title_text=_wrap(mname))
+    fig.update_yaxes(title_text=_wrap(dname))
     corr = "n/a" if np.isnan(rho) else f"{rho:+.2f}{ci}"
     head = f"{method} {symbol} = {corr} (n = {len(rows)} runs)"
     fig.update_layout(title_text=f"{title} — {head}" if title else head)
     return attach_data(fig, rows, "study_scatter")
+
+
+def _wrap(text: str, width: int = 40) -> str:
+    """``text`` broken into lines of about ``width`` characters after its commas (``<br>``, plotly's line break):
+    a long selection such as ``probe_accuracy (task=label, method=linear, label_fraction=1.0, split=test)`` ran
+    past the plot's height as one vertical axis title and was cut off."""
+    lines: list[str] = []
+    for part in text.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            lines.append(part)
+    return ",<br>".join(lines)
 
 
 def _label(sel: Mapping[str, Any]) -> str:
