@@ -1,9 +1,12 @@
 """Shared by the notebook tests: execute a notebook as a user's kernel would and check every cell ran cleanly."""
 from __future__ import annotations
 
+import json
+import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 
@@ -30,3 +33,17 @@ def execute(path: Path, timeout: int):
     outputs = [o for c in code for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     return code, outputs, seconds
+
+
+def check_export(last: str, folder: Path) -> None:
+    """A notebook ends with the export of a paper figure: ``last`` (its last cell's text output) reports the files
+    (``{'csv': PosixPath(...), 'json': ..., ...}``, relative to the notebook's ``folder``); each exists and is not
+    empty, the CSV holds the plotted numbers and the JSON spec has traces."""
+    written = dict(re.findall(r"'(\w+)': PosixPath\('([^']+)'\)", last))
+    assert {"csv", "json"} <= set(written), f"the last cell did not export a figure: {last[:500]}"
+    files = {kind: folder / file for kind, file in written.items()}
+    for kind, file in files.items():
+        assert file.stat().st_size > 0, f"{kind} export {file} is empty"
+    rows = pd.read_csv(files["csv"])
+    assert len(rows) > 0 and rows.select_dtypes("number").shape[1] > 0, "the exported CSV holds no numbers"
+    assert json.loads(files["json"].read_text())["data"], "the exported spec has no traces"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,3 +41,12 @@ def smoke_store(tmp_path_factory):
         root.mkdir(exist_ok=True)
         return root
     return tmp_path_factory.mktemp("smoke-store")
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory):
+    """One run store for the flagship demo's runs, shared by the demo, notebook and browser tests: CI's
+    ``WORKBENCH_HOME`` when set, else one folder for the session, so the demo's runs are trained once, by whichever
+    of those tests comes first."""
+    home = os.environ.get("WORKBENCH_HOME")
+    return Path(home) if home else tmp_path_factory.mktemp("demo-store")

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import pytest
+from _notebooks import check_export, output_text
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -76,13 +77,14 @@ class JupyterLab:
     """
 
     def __init__(self, root: Path, env: dict[str, str] | None = None, start_timeout: float = 90.0,
-                 windowing: str | None = None):
+                 windowing: str | None = None, args: tuple[str, ...] = ()):
         self.root = Path(root)
         self.port = free_port()
         self.token = uuid.uuid4().hex
         self.url = f"http://127.0.0.1:{self.port}"
         self.home = self.root / ".jupyter-home"
         self.start_timeout = start_timeout
+        self.args = tuple(args)  # more command-line options for the server
         self.env = {**os.environ, **(env or {}),
                     "JUPYTER_CONFIG_DIR": str(self.home / "config"),
                     "JUPYTER_RUNTIME_DIR": str(self.home / "runtime"),
@@ -109,7 +111,7 @@ class JupyterLab:
                f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
                f"--ServerApp.token={self.token}", f"--ServerApp.root_dir={self.root}",
                "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *self.args]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--ServerApp.allow_root=True")
         self._log = open(self.log, "wb")
@@ -237,10 +239,15 @@ def open_and_run(page: Any, lab: JupyterLab, notebook: str, timeout_s: float = 1
         except Exception:
             if attempt == 2:
                 raise
+    # done when every cell ran, or as soon as one shows an error (Run All stops there: waiting on would only
+    # run into the hang guard; the caller's error_outputs check then fails with the traceback)
     page.wait_for_function(
         """() => {
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
-            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            const failed = [...document.querySelectorAll(
+                '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                .some(o => /Traceback \\(most recent call last\\)|^\\w*Error\\b/m.test(o.textContent));
+            return failed || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));
         }""", timeout=ms)
 
 
@@ -571,6 +578,14 @@ CASES = [
 
 
 # ------------------------------------------------------------------------------------------ the test
+def browser_available() -> bool:
+    """Chromium and Playwright are installed: the browser test runs (test_notebooks.py then leaves it the
+    notebooks it opens)."""
+    import importlib.util
+
+    return CHROMIUM.exists() and importlib.util.find_spec("playwright") is not None
+
+
 def _playwright():
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -582,20 +597,48 @@ def _traces_by_name(traces: list[dict]) -> dict[str, tuple[list[str], list[float
 
 
 @pytest.fixture(scope="module")
-def run_store(tmp_path_factory) -> str:
-    """The run store the notebooks read — CI's (``WORKBENCH_HOME``) or a fresh one — with the demo's quick runs
-    trained here first. Run All then reuses them, so the browser waits for analysis and drawing, not for
-    training, whose duration depends on the machine's load (on a busy 2-core machine a notebook that trained
-    its runs inside JupyterLab once took longer than the hang guard below)."""
+def run_store(demo_store) -> str:
+    """The run store the notebooks read (conftest's ``demo_store``: CI's ``WORKBENCH_HOME`` or one per session),
+    with the demo's quick runs trained here first. Run All then reuses them, so the browser waits for analysis and
+    drawing, not for training, whose duration depends on the machine's load (on a busy 2-core machine a notebook
+    that trained its runs inside JupyterLab once took longer than the hang guard below)."""
     from workbench.demo import demo_configs
     from workbench.runs import RunStore
     from workbench.train import train
 
-    root = os.environ.get("WORKBENCH_HOME") or str(tmp_path_factory.mktemp("store"))
+    root = str(demo_store)
     store = RunStore(root)
     for name, cfg in demo_configs(quick=True).items():
         train(cfg, store, name=name, progress=False)
     return root
+
+
+def _check_expected(cell: Any, want: dict[str, tuple[list[str], list[float]]] | None, option: str) -> None:
+    """Each of ``want``'s traces (computed in this process) is drawn in the cell's first plot with its values."""
+    if want is None:
+        return
+    got = _traces_by_name(plot_traces(cell.locator(f".jupyter-widgets {PLOT}").first))
+    assert set(want) <= set(got), f"after picking {option!r}: traces {sorted(got)}"
+    for name, (x, y) in want.items():
+        assert got[name][0] == x, f"after picking {option!r}: {name} layers {got[name][0]}"
+        np.testing.assert_allclose(got[name][1], y, rtol=1e-6, err_msg=f"{name} after {option!r}")
+
+
+def wait_plots_changed(page: Any, cell: Any, old: list[str], what: str, timeout_s: float = 60.0) -> list[str]:
+    """Poll until the cell's live plots differ from ``old`` (figures as ``CELL_FIGURES_JS`` writes them), each
+    visible one drawn, with no widget error; return them (or fail with ``what`` and the last state)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = cell.evaluate(CELL_FIGURES_JS, [])
+        figs = [p["fig"] for p in state["plots"]]
+        shown = [p for p in state["plots"] if p["visible"]]
+        if figs != old and shown and all(p["drawn"] or not p["n"] for p in shown) and not state["errors"]:
+            return figs
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: the plot did not follow within {timeout_s:.0f} s "
+                        f"(changed: {figs != old}; errors: {state['errors']}; plots: "
+                        f"{[(p['visible'], p['n'], p['drawn']) for p in state['plots']]})")
+        page.wait_for_timeout(250)
 
 
 @pytest.mark.browser
@@ -625,23 +668,24 @@ def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path, run_st
             # 1. scroll to every dashboard: each draws the kernel's figure
             n = nb.walk(shots, f"{stem}_run_all")
             assert n >= 1
+            # it ends with the export of a paper figure (test_notebooks.py's check, on the notebook as saved)
+            import nbformat
+
+            last = [c for c in nbformat.read(root / name, as_version=4).cells if c.cell_type == "code"][-1]
+            check_export("".join(output_text(o) for o in last.get("outputs", [])), root)
 
             # 2. move a control: the plot changes and equals the kernel's new figure (and the table's values)
             control = dropdown(page, case.control)
             cell = page.locator(".jp-Notebook .jp-CodeCell", has=control).first
             cell.scroll_into_view_if_needed()
             before = [p["fig"] for p in nb.check_cell(cell, nb.save())["plots"]]
+            first = control.evaluate("s => s.options[s.selectedIndex].textContent")
             option = pick_option(control, case.option)
             page.wait_for_function("() => document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')",
                                    timeout=60_000)  # the kernel updated the static copy
-            nb.check_cell(cell, nb.save(), changed_from=before)
-            if case.expected is not None:  # each trace carries its own run's values (computed in this process)
-                want = case.expected(run_store)
-                got = _traces_by_name(plot_traces(cell.locator(f".jupyter-widgets {PLOT}").first))
-                assert set(want) <= set(got), f"after picking {option!r}: traces {sorted(got)}"
-                for name, (x, y) in want.items():
-                    assert got[name][0] == x, f"after picking {option!r}: {name} layers {got[name][0]}"
-                    np.testing.assert_allclose(got[name][1], y, rtol=1e-6, err_msg=f"{name} after {option!r}")
+            after = [p["fig"] for p in nb.check_cell(cell, nb.save(), changed_from=before)["plots"]]
+            want = case.expected(run_store) if case.expected is not None else None
+            _check_expected(cell, want, option)
             screenshot(page, cell, shots / f"{stem}_{case.control}.png")
 
             # 3. every tab of a combine(...) view: shown after being hidden, drawn and right
@@ -662,6 +706,17 @@ def test_dashboards_on_the_users_path(case: NotebookCase, tmp_path: Path, run_st
             control = dropdown(page, case.control)
             if control.count():  # (absent only where JupyterLab could not restore the widget)
                 assert control.evaluate("s => s.options[s.selectedIndex].textContent") == option
+                # the restored controls still drive the kernel: move away and back; the plot follows each move
+                # and comes back to the very figure the kernel drew for that choice before the reload
+                cell = page.locator(".jp-Notebook .jp-CodeCell", has=control).first
+                cell.scroll_into_view_if_needed()
+                pick_option(control, first)
+                away = wait_plots_changed(page, cell, after, f"after the reload, picking {first!r}")
+                pick_option(control, option)
+                back = wait_plots_changed(page, cell, away, f"after the reload, picking {option!r} again")
+                assert back == after, f"after the reload, {option!r} draws another figure than before it"
+                _check_expected(cell, want, option)
+                screenshot(page, cell, shots / f"{stem}_reloaded_{case.control}.png")
 
             # 5. no kernel (a fresh one has no widget models): the saved static copies are what the reader sees
             for session in lab.api("/api/sessions"):

@@ -1,7 +1,6 @@
 """The flagship demo end to end (quick mode, shared run store); the notebooks run in test_notebooks.py."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,10 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    # CI sets WORKBENCH_HOME to a fresh dir; share it so the demo and the notebook train once between them
-    home = os.environ.get("WORKBENCH_HOME")
-    return Path(home) if home else tmp_path_factory.mktemp("store")
+def store(demo_store):
+    return demo_store  # conftest: the demo's runs are trained once for the demo, notebook and browser tests
 
 
 def _demo(out, store):

@@ -7,14 +7,11 @@ A new notebook is picked up by its file name; nothing to register.
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from _notebooks import execute, output_text
+from _notebooks import check_export, execute, output_text
+from test_browser import CASES, browser_available
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -22,9 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    home = os.environ.get("WORKBENCH_HOME")
-    return Path(home) if home else tmp_path_factory.mktemp("store")
+def store(demo_store):
+    return demo_store  # conftest: the demo's runs are trained once for the demo, notebook and browser tests
 
 
 def test_notebooks_are_found():
@@ -37,6 +33,8 @@ def test_notebooks_are_found():
 @pytest.mark.timeout(2400)  # hang guards only (here and per cell): training time depends on the machine's load
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, store: Path, monkeypatch):
+    if path.name in {c.notebook for c in CASES} and browser_available():
+        pytest.skip("run top to bottom in JupyterLab by test_browser.py, with the same checks of its export")
     monkeypatch.setenv("WORKBENCH_HOME", str(store))  # the kernel inherits the test's environment
     monkeypatch.setenv("WORKBENCH_QUICK", "1")
     code, outputs, seconds = execute(path, timeout=1800)
@@ -45,12 +43,5 @@ def test_notebook_runs(path: Path, store: Path, monkeypatch):
     assert mimes & {"application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json"}, \
         "the notebook drew no figure"
     # it ends with the export of a paper figure: the files it reports exist and the CSV holds the plotted rows
-    last = "".join(output_text(o) for o in code[-1].get("outputs", []))
-    written = dict(re.findall(r"'(\w+)': PosixPath\('([^']+)'\)", last))
-    assert {"csv", "json"} <= set(written), f"the last cell did not export a figure: {last[:500]}"
-    for kind, file in written.items():
-        assert Path(file).stat().st_size > 0, f"{kind} export {file} is empty"
-    rows = pd.read_csv(written["csv"])
-    assert len(rows) > 0 and rows.select_dtypes("number").shape[1] > 0, "the exported CSV holds no numbers"
-    assert json.loads(Path(written["json"]).read_text())["data"], "the exported spec has no traces"
+    check_export("".join(output_text(o) for o in code[-1].get("outputs", [])), path.parent)
     print(f"{path.name}: {seconds:.1f} s")
