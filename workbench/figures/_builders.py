@@ -303,9 +303,7 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
         for a in fig.layout.annotations:  # make_subplots hard-codes 16 px; let the template decide
             a.font.size = None
         # panel titles sit where a top legend would: put the legend at the right instead
-        # and leave room above the panels for their titles (annotations do not push the margin)
-        fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"),
-                          margin=dict(t=28))
+        fig.update_layout(legend=dict(orientation="v", x=1.01, xanchor="left", y=1, yanchor="top"))
     else:
         fig = go.Figure()
     fig.update_layout(template=_style.TEMPLATE)
@@ -372,6 +370,8 @@ def layer_curve(df: pd.DataFrame, measure: str | None = None, color: str = "run"
                           layer="below", name="highlight")
     if title:
         fig.update_layout(title_text=title)
+    if facet:  # room above the panels for their titles (and on screen the toolbar's band)
+        _style.panel_margin(fig)
     drawn = data.drop(columns=["_g"])
     return attach_data(fig, drawn, "layer_curve")
 

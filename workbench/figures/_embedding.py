@@ -286,7 +286,8 @@ def example_grid(examples: Any, titles: Sequence[str] | None = None, *, ncols: i
                              col=(i - 1) % ncols + 1)
     else:
         fig.update_xaxes(showticklabels=False)
-    fig.update_layout(margin=dict(t=30, l=10, r=10, b=10))
+    fig.update_layout(margin=dict(l=10, r=10, b=10))
     if title:
         fig.update_layout(title_text=title)
+    _style.panel_margin(fig)  # room above the first row for its titles (and on screen the toolbar's band)
     return attach_data(fig, pd.concat(rows, ignore_index=True), f"example_grid[{kind}]")

@@ -195,6 +195,8 @@ def _paper_figure(fig: go.Figure | Mapping, width_pt: float, height_pt: float, p
         for a in out.layout.annotations:  # facet titles: small, not the 16 px make_subplots default
             if a.font.size is not None and a.font.size > 12:
                 a.font.size = None
+        if _style.has_panel_titles(out):  # their room in points, without the screen's toolbar band
+            _style.panel_margin(out, "paper")
     out.update_layout(width=width_pt, height=height_pt, autosize=False)
     return out
 

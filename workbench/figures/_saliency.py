@@ -116,4 +116,5 @@ def saliency_grid(image: Any, attributions: Sequence[Any], titles: Sequence[str]
             fig.update_yaxes(scaleanchor=f"x{'' if j == 1 else j}", row=1, col=j)
     if title:
         fig.update_layout(title_text=title)
+    _style.panel_margin(fig)  # room above the panels for their titles (and on screen the toolbar's band)
     return attach_data(fig, pd.concat(rows, ignore_index=True), "saliency_grid")

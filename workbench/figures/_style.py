@@ -33,11 +33,16 @@ from .._validation import Instance, declare
 
 __all__ = ["DEFAULT_STYLE", "STYLE_ENV", "POINTS_PER_INCH", "TEMPLATE", "PAPER_TEMPLATE", "asset_path",
            "find_style_file", "load_style", "get_style", "use_style", "register_templates", "palette",
-           "color_map", "width_inches", "height_inches", "rgba"]
+           "color_map", "width_inches", "height_inches", "rgba", "MODEBAR_PX", "has_panel_titles", "panel_margin"]
 
 STYLE_ENV = "WORKBENCH_STYLE"
 POINTS_PER_INCH = 72.0
 TEMPLATE = "workbench"
+#: On screen plotly shows its toolbar (the "modebar": download, zoom, pan, ...) over the top right of a figure while
+#: the pointer is on it, 2-25 px from the top (measured in Chromium, tests/test_browser_figures.py). The screen
+#: template keeps this band free: the title starts below it, and figures with titles above their panels reserve it
+#: in their top margin (:func:`panel_margin`). Exported (paper) figures have no toolbar and no band.
+MODEBAR_PX = 30
 PAPER_TEMPLATE = "workbench_paper"
 
 #: The style, as code. ``assets/paper_style.json`` must hold the same values (tested).
@@ -145,7 +150,10 @@ def _template(style: Mapping[str, Any], kind: str) -> go.layout.Template:
     )
     layout = dict(
         font=dict(family=style["font_family"], size=s["font_size"], color=style["font_color"]),
-        title=dict(font=dict(size=s["title_size"]), x=0, xanchor="left", xref="paper", automargin=True),
+        # the title hangs from the top of the figure (below the toolbar band on screen); automargin grows the top
+        # margin when a long title wraps onto more lines
+        title=dict(font=dict(size=s["title_size"]), x=0, xanchor="left", xref="paper", automargin=True,
+                   yref="container", y=1, yanchor="top", pad=dict(t=MODEBAR_PX if kind == "screen" else 0)),
         colorway=list(style["palette"]),
         paper_bgcolor="white", plot_bgcolor="white",
         xaxis=dict(axis, showgrid=False), yaxis=axis,
@@ -225,6 +233,28 @@ def height_inches(height: float | None, width: str | float | None) -> float:
         return float(heights.get(width or "single", heights["single"]))
     widths = get_style()["width_in"]
     return float(width) * heights["single"] / widths["single"]
+
+
+def has_panel_titles(fig: go.Figure) -> bool:
+    """Whether ``fig`` has titles above its top panels: ``make_subplots(subplot_titles=...)`` writes them as
+    annotations anchored at their bottom to the top of the plot area (``yref="paper"``, ``y = 1``)."""
+    return any(a.yref == "paper" and a.yanchor == "bottom" and a.showarrow is False and a.y is not None
+               and a.y >= 0.99 for a in fig.layout.annotations)
+
+
+def panel_margin(fig: go.Figure, kind: str = "screen") -> go.Figure:
+    """Set the top margin of a figure with titles above its panels; returns ``fig``.
+
+    Annotations, which panel titles are, do not push plotly's margins, so the room is reserved here, from top to
+    bottom: on screen the toolbar band (:data:`MODEBAR_PX`), the figure's title if it has one (1.6 × its font
+    size), the panel titles (1.5 × the font size) and 4 units of gap. ``kind`` is ``"screen"`` (pixels; the
+    builders) or ``"paper"`` (points; :func:`workbench.figures.export`).
+    """
+    s = get_style()[kind]
+    title = fig.layout.title.text if fig.layout.title is not None else None
+    top = (MODEBAR_PX if kind == "screen" else 0) + (1.6 * s["title_size"] if title else 0) + 1.5 * s["font_size"] + 4
+    fig.update_layout(margin=dict(t=round(top)))
+    return fig
 
 
 def rgba(color: str, alpha: float) -> str:
