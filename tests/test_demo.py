@@ -20,10 +20,10 @@ def store(demo_store):
     return demo_store  # conftest: the demo's runs are trained once for the demo, notebook and browser tests
 
 
-def _demo(out, store):
+def _demo(out, store, *options):
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "workbench.cli", "demo", "--out", str(out), "--quick",
-                           "--store", str(store)], capture_output=True, text=True,
+                           "--store", str(store), *options], capture_output=True, text=True,
                           timeout=2400)  # a hang guard only: training time depends on the machine's load
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, time.perf_counter() - t0
@@ -70,7 +70,7 @@ def test_demo_quick_writes_report_and_shows_the_effect(store, tmp_path):
     # second run: cached runs and activations — no training, no model forward; checkpoints untouched
     ckpts = {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")}
     acts = set(Path(store).glob("activations/*.npy"))
-    _, second = _demo(tmp_path / "b", store)
+    _, second = _demo(tmp_path / "b", store, "--no-static")  # the reuse is the point: no figure export again
     assert {p: p.stat().st_mtime_ns for p in Path(store).rglob("model.safetensors")} == ckpts
     assert set(Path(store).glob("activations/*.npy")) == acts
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "results.csv"), res)
