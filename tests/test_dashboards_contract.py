@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("ipywidgets")
 import workbench.dashboards as dashboards
 from workbench.activations import Activations
-from workbench.dashboards._base import CONTRACT, Dashboard
+from workbench.dashboards._base import CONTRACT, Dashboard, LiveFigure
 from workbench.results import tidy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,6 +123,12 @@ def test_a_dashboard_without_the_contract_cannot_be_made():
         Incomplete()
 
 
+def _descendants(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _descendants(child)
+
+
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 def test_dashboard_honours_the_base_contract(name, tmp_path):
     dash, choices = FACTORIES[name](tmp_path)
@@ -138,3 +144,10 @@ def test_dashboard_honours_the_base_contract(name, tmp_path):
     assert written["csv"].read_text() == shown.to_csv(index=False), name  # the view written is the view shown
     with pytest.raises(ValueError):
         dash.select(**{next(iter(choices)): "no-such-choice"})
+    # every plot it shows is a LiveFigure: its front-end model is ready before plotly's 5 MB module has loaded
+    # (a plain FigureWidget whose module took over 2 s to load dropped every later update: test_browser.py)
+    import plotly.graph_objects as go
+
+    plots = [w for w in _descendants(dash.widget) if isinstance(w, go.FigureWidget)]
+    assert plots and all(isinstance(w, LiveFigure) for w in plots), (name, [type(w).__name__ for w in plots])
+    assert all(len(w._esm) < 10_000 and w._plotly_esm == str(go.FigureWidget._esm) for w in plots), name

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import copy
 import contextlib
+import functools
 import html
 import json
 import uuid
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
+import traitlets
 
 from .. import figures
 
@@ -28,8 +30,9 @@ try:  # plotly >= 6 builds FigureWidget on anywidget
 except ImportError:  # pragma: no cover - depends on the environment
     _anywidget = None
 
-__all__ = ["Dashboard", "CONTRACT", "Combined", "combine", "update_figure", "clear_figure", "sync_state", "row",
-           "Snapshot", "uniq", "set_options", "LATEST", "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT", "keep_latest"]
+__all__ = ["Dashboard", "CONTRACT", "Combined", "combine", "LiveFigure", "update_figure", "clear_figure", "sync_state",
+           "row", "Snapshot", "uniq", "set_options", "LATEST", "LATEST_LABEL", "FIGURE_WIDTH", "FIGURE_HEIGHT",
+           "keep_latest"]
 
 #: the calls every dashboard answers (:class:`Dashboard`)
 CONTRACT = ("select", "current_frame", "plotted_data", "export")
@@ -77,6 +80,57 @@ def keep_latest(frame: pd.DataFrame, group: str) -> pd.DataFrame:
     baseline that ends early — a random-init twin at step 0 — stays visible next to runs trained longer."""
     last = frame.groupby(frame[group].astype(str))["step"].transform("max")
     return frame[(frame["step"] == last) | frame["step"].isna()]
+
+
+# The front-end module of :class:`LiveFigure`: ready at once; plotly's own module (its ``_plotly_esm``) is imported
+# afterwards, initialised on the same model, and each view waits for it before plotly draws.
+_DEFERRED_ESM = """
+let plotly = null;
+function load(model) {
+  plotly ??= (async () => {
+    const url = URL.createObjectURL(new Blob([model.get("_plotly_esm")], { type: "text/javascript" }));
+    try {
+      const mod = await import(url);
+      const widget = typeof mod.default === "function" ? await mod.default() : mod.default;
+      await widget.initialize?.({ model });
+      return widget;
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+  })();
+  return plotly;
+}
+export default {
+  initialize({ model }) { load(model).catch((err) => console.error("[workbench] plotly widget module", err)); },
+  async render({ model, el }) { return (await load(model)).render({ model, el }); },
+};
+"""
+
+
+class LiveFigure(go.FigureWidget):
+    """plotly's ``FigureWidget`` whose front-end model is ready before plotly's 5 MB module has loaded.
+
+    anywidget gives a model 2 s from its creation to import its module and initialise; after that its ``ready``
+    promise is rejected for good and the front end drops every later message from the kernel to that model
+    (``_handle_comm_msg`` awaits ``ready``). Importing plotly's module takes longer than that on a busy 2-core
+    machine — two figures restored together after a page reload often do — and the plot then stays on its old
+    figure whatever the controls say (notebook 06, 5 of 12 reloads, in Chromium). Here the model's module is a
+    few lines that return at once and import plotly's module (kept as the ``_plotly_esm`` trait) afterwards;
+    each view awaits it, then plotly draws from ``_widget_data`` (kept current by :func:`sync_state`).
+    Everything else is plotly's ``FigureWidget``.
+    """
+
+    _esm = _DEFERRED_ESM
+    _plotly_esm = traitlets.Unicode().tag(sync=True)
+
+    @traitlets.default("_plotly_esm")
+    def _plotly_module(self) -> str:
+        return _plotly_module_source()
+
+
+@functools.cache
+def _plotly_module_source() -> str:
+    return str(go.FigureWidget._esm)  # plotly's bundle (anywidget keeps a class's module file as its text)
 
 
 def _trace_signature(traces) -> list:
@@ -254,7 +308,7 @@ class Dashboard(abc.ABC):
         self._W = W
         self._hold_depth = 0
         self._empty = "no rows for this selection"
-        self.figure = go.FigureWidget()
+        self.figure = LiveFigure()
         self.status = W.HTML()
         self.path_w = W.Text(value=export_path, description="save as", placeholder="figs/view.svg")
         self.export_button = W.Button(description="Export", icon="download", tooltip="figures.export(current view)")

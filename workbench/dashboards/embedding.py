@@ -26,7 +26,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import figures
-from ._base import ERROR_STYLE, Dashboard, clear_figure, set_options, update_figure
+from ._base import ERROR_STYLE, Dashboard, LiveFigure, clear_figure, set_options, update_figure
 from ._scatter import LARGE_THRESHOLD, LargeScatter, choose_engine
 
 __all__ = ["EmbeddingExplorer"]
@@ -83,7 +83,7 @@ class EmbeddingExplorer(Dashboard):
         self.layer_w = W.Dropdown(description="layer")
         self.method_w = W.ToggleButtons(options=list(figures.PROJECTIONS), description="method")
         self.color_w = W.Dropdown(description="colour")
-        self.examples_figure = go.FigureWidget()
+        self.examples_figure = LiveFigure()
         self.examples_box = W.Box([self.examples_figure], layout=W.Layout(display="none"))  # shown with a selection
         self.examples_html = W.HTML()
         self.selection_info = W.HTML("<small>select points (lasso, box or click) to see the examples</small>")

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 
 from .. import figures
 from ..results import check_tidy
-from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, _widgets, clear_figure,
+from ._base import (FIGURE_HEIGHT, FIGURE_WIDTH, LATEST, LATEST_LABEL, Dashboard, LiveFigure, _widgets, clear_figure,
                     keep_latest, row, uniq, update_figure)
 
 __all__ = ["LayerDashboard"]
@@ -76,7 +76,7 @@ class LayerDashboard(Dashboard):
         self._wanted: dict[str, Any] = {"split": split, "target": target, "step": LATEST if step is None else step}
         with self._hold():
             self._set_options(runs=runs, measure=measure, layer=layer)
-        self.figure = go.FigureWidget(self._build_figure() or go.Figure())
+        self.figure = LiveFigure(self._build_figure() or go.Figure())
         self._refresh_readout()
 
         for w in [self.runs_w, self.measure_w, self.layer_w, *self.filter_ws.values()]:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from .. import figures
 from ..results import check_tidy, tidy
-from ._base import Dashboard, clear_figure, row, set_options, uniq, update_figure
+from ._base import Dashboard, LiveFigure, clear_figure, row, set_options, uniq, update_figure
 
 __all__ = ["SpectrumDashboard", "spectrum_frames"]
 
@@ -75,7 +75,7 @@ class SpectrumDashboard(Dashboard):
                 raise ValueError(f"SpectrumDashboard: {name} is empty")
         self.spectra = spectra
         self.measures = measures
-        self.rank_figure = go.FigureWidget() if measures is not None else None
+        self.rank_figure = LiveFigure() if measures is not None else None
         self.run_w = W.Dropdown(description="run")
         self.layer_w = W.Dropdown(description="layer")
         self.steps_w = W.SelectMultiple(description="steps", rows=5)
